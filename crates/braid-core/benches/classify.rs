@@ -1,0 +1,2 @@
+//! classify benchmarks (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! reassembly benchmarks (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! reorder benchmarks (being written).
+fn main() {}

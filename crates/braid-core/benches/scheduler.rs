@@ -1,0 +1,2 @@
+//! scheduler benchmarks (being written).
+fn main() {}

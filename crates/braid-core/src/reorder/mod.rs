@@ -1,0 +1,1 @@
+//! reorder (being written).

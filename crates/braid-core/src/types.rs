@@ -1,0 +1,314 @@
+//! Small shared types: NIC ids and sets, flow ids, and the drop reasons every stage counts.
+//!
+//! Drops on the hot path are a `Copy`, fieldless [`DropReason`] counted in
+//! `DropCounters[reason]`: no strings, no allocation, no logging per packet.
+
+use core::fmt;
+
+/// The most NICs one engine drives. A [`NicSet`] is a `u32` bit mask.
+pub const MAX_NICS: usize = 32;
+
+/// A NIC (one physical link to the peer), numbered `0..MAX_NICS`. Carried in the braid header
+/// as the link id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct NicId(pub u8);
+
+impl NicId {
+    /// The id as an index, `0..MAX_NICS` for a valid id.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// `true` if the id is below [`MAX_NICS`].
+    #[must_use]
+    pub const fn is_valid(self) -> bool {
+        (self.0 as usize) < MAX_NICS
+    }
+}
+
+impl fmt::Display for NicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nic{}", self.0)
+    }
+}
+
+/// A set of NICs as a bit mask (bit `i` = `NicId(i)`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NicSet(pub u32);
+
+impl NicSet {
+    /// The empty set.
+    pub const EMPTY: Self = Self(0);
+    /// Every NIC.
+    pub const ALL: Self = Self(u32::MAX);
+
+    /// The set holding only `nic` (empty if `nic` is invalid).
+    #[must_use]
+    pub const fn single(nic: NicId) -> Self {
+        if nic.is_valid() { Self(1 << nic.0) } else { Self::EMPTY }
+    }
+
+    /// `true` if `nic` is in the set.
+    #[must_use]
+    pub const fn contains(self, nic: NicId) -> bool {
+        nic.is_valid() && self.0 & (1 << nic.0) != 0
+    }
+
+    /// Add `nic` (ignored if invalid).
+    pub fn insert(&mut self, nic: NicId) {
+        self.0 |= Self::single(nic).0;
+    }
+
+    /// Remove `nic`.
+    pub fn remove(&mut self, nic: NicId) {
+        self.0 &= !Self::single(nic).0;
+    }
+
+    /// Number of NICs in the set.
+    #[must_use]
+    pub const fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// `true` if the set is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Intersection.
+    #[must_use]
+    pub const fn and(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// The NICs in ascending order.
+    pub fn iter(self) -> impl Iterator<Item = NicId> {
+        let mut bits = self.0;
+        core::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let i = bits.trailing_zeros();
+            bits &= bits - 1;
+            // invariant: i < 32 = MAX_NICS, so it fits in u8.
+            Some(NicId(u8::try_from(i).unwrap_or(u8::MAX)))
+        })
+    }
+}
+
+impl FromIterator<NicId> for NicSet {
+    fn from_iter<I: IntoIterator<Item = NicId>>(iter: I) -> Self {
+        let mut s = Self::EMPTY;
+        for n in iter {
+            s.insert(n);
+        }
+        s
+    }
+}
+
+impl fmt::Debug for NicSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter().map(|n| n.0)).finish()
+    }
+}
+
+/// A flow's id on the wire: assigned by the sending engine when the flow is first seen and
+/// carried in every braid data packet. The receiver keys reassembly and reorder on it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct FlowId(pub u32);
+
+impl fmt::Display for FlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "flow{}", self.0)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
+        /// Why a packet, fragment or datagram was dropped. Counted in [`DropCounters`].
+        ///
+        /// Fieldless and `#[repr(u8)]` so the hot path counts it with one array increment.
+        /// New reasons are appended; `label()` is the stable name used in reports and metrics.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        #[repr(u8)]
+        #[non_exhaustive]
+        pub enum DropReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in discriminant order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// How many reasons there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable snake_case name of the reason.
+            #[must_use]
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $label,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    // --- wire / input ---
+    /// The braid header failed to parse (truncated, bad length, bad version, bad field).
+    MalformedHeader = "malformed_header",
+    /// The inner IP packet could not be classified (truncated or not IPv4/IPv6).
+    MalformedPacket = "malformed_packet",
+    /// A packet arrived on a link id the engine does not know.
+    UnknownLink = "unknown_link",
+    /// A packet type the engine does not handle.
+    UnsupportedType = "unsupported_type",
+    /// The packet is larger than the configured vNIC MTU.
+    TooBig = "too_big",
+    // --- tx side ---
+    /// No NIC is up to carry the packet.
+    NoLinkUp = "no_link_up",
+    /// The flow table is full and the eviction policy refused a new flow.
+    FlowTableFull = "flow_table_full",
+    /// The flow controller rejected the flow (all NICs full, policy reject).
+    FlowRejected = "flow_rejected",
+    /// A NIC transmit queue was full.
+    TxQueueFull = "tx_queue_full",
+    /// The packet store had no room for the packet.
+    StoreFull = "store_full",
+    // --- reassembly ---
+    /// Reassembly memory cap reached: new datagram refused.
+    ReassemblyMemoryCap = "reassembly_memory_cap",
+    /// Reassembly context cap reached: new datagram refused.
+    ReassemblyContextCap = "reassembly_context_cap",
+    /// Too many fragments for one datagram: whole datagram dropped.
+    ReassemblyTooManyFragments = "reassembly_too_many_fragments",
+    /// Datagram not complete before its timeout (from the first fragment).
+    ReassemblyTimeout = "reassembly_timeout",
+    /// An exact duplicate fragment: only the duplicate is dropped.
+    ReassemblyDuplicateFragment = "reassembly_duplicate_fragment",
+    /// A partial overlap: the whole datagram is dropped (RFC 5722 style).
+    ReassemblyOverlap = "reassembly_overlap",
+    /// A zero-length fragment.
+    ReassemblyZeroLength = "reassembly_zero_length",
+    /// A fragment with data past the datagram's end.
+    ReassemblyPastEnd = "reassembly_past_end",
+    /// Fragments disagree on the datagram's total length.
+    ReassemblyTotalMismatch = "reassembly_total_mismatch",
+    /// The total length is above the configured maximum datagram size.
+    ReassemblyTooLarge = "reassembly_too_large",
+    /// A fragment of a datagram that was already completed or dropped.
+    ReassemblyStale = "reassembly_stale",
+    // --- reorder / dedup ---
+    /// A duplicate of a sequence number already held or delivered (redundant mode).
+    DuplicateDatagram = "duplicate_datagram",
+    /// A datagram arrived after its sequence number was given up as a gap.
+    LateDatagram = "late_datagram",
+    /// A datagram far ahead of the reorder window.
+    ReorderOutOfWindow = "reorder_out_of_window",
+    /// The receive flow table is full.
+    RxFlowTableFull = "rx_flow_table_full",
+    /// The delivery queue to the vNIC is full.
+    DeliverQueueFull = "deliver_queue_full",
+    // --- probes ---
+    /// A probe reply that matches no outstanding probe.
+    StaleProbeReply = "stale_probe_reply",
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A counter per [`DropReason`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::COUNT]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        Self([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounters {
+    /// Count one drop.
+    #[inline]
+    pub fn count(&mut self, reason: DropReason) {
+        self.add(reason, 1);
+    }
+
+    /// Count `n` drops.
+    #[inline]
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        let slot = &mut self.0[reason as usize];
+        *slot = slot.wrapping_add(n);
+    }
+
+    /// The count for `reason`.
+    #[must_use]
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Sum over all reasons.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason with a non-zero count.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n != 0)
+    }
+
+    /// Add every counter of `other` into `self`.
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+impl fmt::Debug for DropCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.nonzero().map(|(r, n)| (r.label(), n))).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicset_ops() {
+        let mut s = NicSet::EMPTY;
+        s.insert(NicId(0));
+        s.insert(NicId(5));
+        s.insert(NicId(31));
+        s.insert(NicId(40)); // invalid: ignored
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(NicId(5)));
+        assert!(!s.contains(NicId(40)));
+        assert_eq!(s.iter().map(|n| n.0).collect::<Vec<_>>(), vec![0, 5, 31]);
+        s.remove(NicId(5));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn drop_counters() {
+        let mut c = DropCounters::default();
+        c.count(DropReason::ReassemblyOverlap);
+        c.add(DropReason::TooBig, 3);
+        assert_eq!(c.total(), 4);
+        assert_eq!(c.get(DropReason::TooBig), 3);
+        assert_eq!(DropReason::ALL[DropReason::TooBig as usize], DropReason::TooBig);
+        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DropReason::COUNT, "labels are unique");
+    }
+}

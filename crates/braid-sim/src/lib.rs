@@ -1,0 +1,2 @@
+//! braid-sim: a discrete-event simulator of the links between two braid engines.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! The braid binary.
+fn main() {}
