@@ -28,6 +28,8 @@ pub mod buffer;
 pub mod controller;
 pub mod engine;
 pub mod flow;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod reassembly;
 pub mod reorder;

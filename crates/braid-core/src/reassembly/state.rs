@@ -1,0 +1,252 @@
+//! The reassembler's internal state: the context slab with its deadline list, the per-context
+//! fragment range arrays, and the cache of recently completed datagram ids.
+//!
+//! Owns: storage and O(1) list/slot bookkeeping. Does not own the reassembly rules (overlap,
+//! caps, timeout policy, counters): those live in [`super::Reassembler`].
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::DatagramKey;
+use crate::buffer::BufHandle;
+use crate::time::Instant;
+
+/// "No slot" in the intrusive lists.
+pub(super) const NIL: u32 = u32::MAX;
+
+/// What a slab slot holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kind {
+    /// On the free-slot list.
+    Free,
+    /// A datagram being reassembled: holds a store buffer.
+    Live,
+    /// A datagram that was dropped (overlap, too many fragments, total mismatch): holds no
+    /// memory, keeps its id and its original deadline so that its remaining fragments are
+    /// counted as stale instead of opening a new context.
+    Tomb,
+}
+
+/// One reassembly context (or tombstone).
+#[derive(Debug)]
+pub(super) struct Ctx {
+    pub(super) key: DatagramKey,
+    /// First fragment's arrival + timeout. Never moved.
+    pub(super) deadline: Instant,
+    /// The datagram's buffer (`Live` only).
+    pub(super) buf: Option<BufHandle>,
+    /// Total datagram length, bytes.
+    pub(super) total_len: u32,
+    /// Bytes received so far (sum of the accepted, disjoint fragment lengths).
+    pub(super) received: u32,
+    /// Store bytes charged to this context (the buffer's slot size).
+    pub(super) held_bytes: u32,
+    /// Accepted fragments; their ranges are `ranges[slot * stride ..][..nfrags]`.
+    pub(super) nfrags: u16,
+    pub(super) kind: Kind,
+    /// Deadline list (oldest first) while `Live`/`Tomb`; `next` links the free list while
+    /// `Free`.
+    pub(super) prev: u32,
+    pub(super) next: u32,
+}
+
+/// A received byte range `[start, end)` of one accepted fragment.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(super) struct Range {
+    pub(super) start: u32,
+    pub(super) end: u32,
+}
+
+/// The context slab: contexts and tombstones, a free-slot list, and the deadline list.
+///
+/// Because every context gets the same timeout and time is monotonic, creation order is
+/// deadline order: appending at the tail keeps the list sorted, the head is the earliest
+/// deadline, and expiry pops from the head — no heap, no timer wheel, no scan.
+#[derive(Debug)]
+pub(super) struct Slab {
+    pub(super) ctx: Vec<Ctx>,
+    /// `stride` ranges per slot, in step with `ctx`.
+    pub(super) ranges: Vec<Range>,
+    pub(super) stride: usize,
+    free_head: u32,
+    pub(super) head: u32,
+    tail: u32,
+    /// Slots in use (`Live` + `Tomb`).
+    pub(super) used: usize,
+    capacity: usize,
+}
+
+impl Slab {
+    /// A slab of `capacity` slots with `stride` ranges each. Both vectors are reserved up front
+    /// so that growing to `capacity` never reallocates.
+    pub(super) fn new(capacity: usize, stride: usize) -> Self {
+        Self {
+            ctx: Vec::with_capacity(capacity),
+            ranges: Vec::with_capacity(capacity.saturating_mul(stride)),
+            stride,
+            free_head: NIL,
+            head: NIL,
+            tail: NIL,
+            used: 0,
+            capacity,
+        }
+    }
+
+    /// `true` if every slot is in use.
+    #[inline]
+    pub(super) fn is_full(&self) -> bool {
+        self.used >= self.capacity
+    }
+
+    /// Take a slot, fill it as a new `Live` context, append it to the deadline list. The caller
+    /// checked `!is_full()`.
+    #[inline]
+    pub(super) fn alloc(
+        &mut self,
+        key: DatagramKey,
+        deadline: Instant,
+        buf: BufHandle,
+        total_len: u32,
+        held_bytes: u32,
+    ) -> u32 {
+        let ctx = Ctx {
+            key,
+            deadline,
+            buf: Some(buf),
+            total_len,
+            received: 0,
+            held_bytes,
+            nfrags: 0,
+            kind: Kind::Live,
+            prev: self.tail,
+            next: NIL,
+        };
+        let idx = if self.free_head == NIL {
+            // invariant: capacity < u32::MAX (clamped in Reassembler::new).
+            let idx = u32::try_from(self.ctx.len()).unwrap_or(NIL);
+            self.ctx.push(ctx);
+            self.ranges.resize(self.ranges.len() + self.stride, Range::default());
+            idx
+        } else {
+            let idx = self.free_head;
+            self.free_head = self.ctx[idx as usize].next;
+            self.ctx[idx as usize] = ctx;
+            idx
+        };
+        if self.tail == NIL {
+            self.head = idx;
+        } else {
+            self.ctx[self.tail as usize].next = idx;
+        }
+        self.tail = idx;
+        self.used += 1;
+        idx
+    }
+
+    /// Unlink slot `idx` from the deadline list and put it on the free list. Its buffer must
+    /// already have been taken.
+    #[inline]
+    pub(super) fn release(&mut self, idx: u32) {
+        let (prev, next) = {
+            let c = &self.ctx[idx as usize];
+            (c.prev, c.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.ctx[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.ctx[next as usize].prev = prev;
+        }
+        let c = &mut self.ctx[idx as usize];
+        debug_assert!(c.buf.is_none(), "invariant: buffer taken before release");
+        c.kind = Kind::Free;
+        c.prev = NIL;
+        c.next = self.free_head;
+        c.nfrags = 0;
+        self.free_head = idx;
+        self.used -= 1;
+    }
+
+    /// The accepted fragment ranges of slot `idx` (sorted by start, disjoint).
+    #[inline]
+    pub(super) fn ranges(&self, idx: u32) -> &[Range] {
+        let base = idx as usize * self.stride;
+        let n = usize::from(self.ctx[idx as usize].nfrags);
+        &self.ranges[base..base + n]
+    }
+
+    /// Insert `r` at position `pos` of slot `idx`'s sorted ranges. The caller checked that
+    /// there is room (`nfrags < stride`) and that `r` overlaps nothing.
+    #[inline]
+    pub(super) fn insert_range(&mut self, idx: u32, pos: usize, r: Range) {
+        let base = idx as usize * self.stride;
+        let c = &mut self.ctx[idx as usize];
+        let n = usize::from(c.nfrags);
+        c.nfrags += 1;
+        let slice = &mut self.ranges[base..=base + n];
+        slice.copy_within(pos..n, pos + 1);
+        slice[pos] = r;
+    }
+}
+
+/// One entry of the recently-completed cache.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    key: DatagramKey,
+    /// The completed datagram's original deadline; the entry means nothing after it.
+    deadline: Instant,
+}
+
+/// A direct-mapped, lossy cache of recently completed datagram ids.
+///
+/// A duplicate fragment that arrives after its datagram completed (redundant sending, a
+/// retransmitting middlebox) would otherwise open a new context that can never complete and
+/// pins memory until its timeout. Exact tombstones for every completed datagram would need a
+/// table as large as (completion rate × timeout) — millions at 10 Mpps — so this cache keeps
+/// the last completion per bucket: O(1), a fixed size, no allocation, and a miss only costs what
+/// it would have cost without it (a context that times out, counted).
+#[derive(Debug)]
+pub(super) struct RecentCache {
+    entries: Vec<Recent>,
+    mask: usize,
+}
+
+impl RecentCache {
+    pub(super) fn new(slots: usize) -> Self {
+        let n = slots.clamp(16, 1 << 20).next_power_of_two();
+        let empty = Recent {
+            key: DatagramKey {
+                flow: crate::FlowId(0),
+                seq: 0,
+            },
+            deadline: Instant::ZERO,
+        };
+        Self {
+            entries: vec![empty; n],
+            mask: n - 1,
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> usize {
+        // Different hash bits from the ones hashbrown uses for its bucket (low) and tag (top 7).
+        (hash >> 24) as usize & self.mask
+    }
+
+    /// `true` if `key` completed and its original deadline is still ahead of `now`.
+    #[inline]
+    pub(super) fn contains(&self, hash: u64, key: DatagramKey, now: Instant) -> bool {
+        let e = &self.entries[self.bucket(hash)];
+        e.key == key && now < e.deadline
+    }
+
+    #[inline]
+    pub(super) fn record(&mut self, hash: u64, key: DatagramKey, deadline: Instant) {
+        let b = self.bucket(hash);
+        self.entries[b] = Recent { key, deadline };
+    }
+}
