@@ -41,6 +41,7 @@
 mod event;
 mod link;
 mod pool;
+pub mod scenario;
 mod sim;
 mod stats;
 pub mod testing;

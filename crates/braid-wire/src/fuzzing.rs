@@ -60,9 +60,22 @@ fn braid_packet(data: &[u8]) {
     };
     // Every accessor, on any bytes that pass check_len.
     let _ = (packet.version(), packet.packet_type(), packet.flags());
-    let _ = (packet.link_id(), packet.header_len(), packet.flow_id(), packet.seq());
-    let _ = (packet.frag_offset(), packet.total_len(), packet.timestamp_ns());
-    let _ = (packet.replay_counter(), packet.control_subtype(), packet.auth_tag());
+    let _ = (
+        packet.link_id(),
+        packet.header_len(),
+        packet.flow_id(),
+        packet.seq(),
+    );
+    let _ = (
+        packet.frag_offset(),
+        packet.total_len(),
+        packet.timestamp_ns(),
+    );
+    let _ = (
+        packet.replay_counter(),
+        packet.control_subtype(),
+        packet.auth_tag(),
+    );
     let payload = packet.payload();
     assert_eq!(
         packet.header_len() + payload.len() + packet.tag_len(),
@@ -99,7 +112,10 @@ fn braid_packet(data: &[u8]) {
     let reparsed = Repr::parse(&Packet::new_unchecked(out));
     assert_eq!(reparsed, Ok(repr), "parse(emit(repr)) != repr");
     if repr.auth.is_some() {
-        assert_eq!(&out[out.len() - braid::AUTH_TAG_LEN..], &[0; braid::AUTH_TAG_LEN]);
+        assert_eq!(
+            &out[out.len() - braid::AUTH_TAG_LEN..],
+            &[0; braid::AUTH_TAG_LEN]
+        );
     }
     // emit_into refuses a buffer one byte short, without panicking.
     assert_eq!(

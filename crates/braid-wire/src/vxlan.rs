@@ -213,7 +213,10 @@ mod tests {
         let mut packet = Packet::new_unchecked(&mut bytes[..]);
         packet.set_vni(0xab12_3456);
         assert_eq!(packet.vni(), 0x12_3456);
-        assert_eq!(bytes[3], 0, "the high VNI byte must not spill into reserved");
+        assert_eq!(
+            bytes[3], 0,
+            "the high VNI byte must not spill into reserved"
+        );
         assert_eq!(bytes[7], 0);
     }
 

@@ -38,44 +38,6 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-#[test]
-fn replay_corpus() {
-    let corpus = files(&corpus_dir());
-    assert!(!corpus.is_empty(), "the braid_header corpus is empty");
-    let (mut braid_ok, mut l3_ok, mut l2_ok) = (0, 0, 0);
-    for (name, bytes) in &corpus {
-        println!("replaying {name} ({} bytes)", bytes.len());
-        braid_header(bytes);
-        if BraidPacket::new_checked(&bytes[..])
-            .and_then(|packet| BraidRepr::parse(&packet))
-            .is_ok()
-        {
-            braid_ok += 1;
-        }
-        l3_ok += usize::from(IpSummary::parse_l3(bytes).is_ok());
-        l2_ok += usize::from(IpSummary::parse_l2(bytes).is_ok());
-    }
-    // The corpus must seed every parser with valid inputs, not only noise.
-    assert!(braid_ok >= 4, "only {braid_ok} valid braid packets in the corpus");
-    assert!(l3_ok >= 3, "only {l3_ok} valid IP packets in the corpus");
-    assert!(l2_ok >= 1, "only {l2_ok} valid Ethernet frames in the corpus");
-}
-
-#[test]
-fn replay_regressions() {
-    let dir = resources_dir();
-    if !dir.exists() {
-        return; // no crash has been found yet
-    }
-    for (name, bytes) in files(&dir) {
-        if name.ends_with(".md") {
-            continue;
-        }
-        println!("replaying regression {name}");
-        braid_header(&bytes);
-    }
-}
-
 /// IPv4 TCP SYN 10.0.0.1:49153 -> 10.0.0.2:80 (valid checksums; same as the unit tests).
 const IPV4_TCP: [u8; 48] = [
     0x45, 0xb9, 0x00, 0x30, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x09, 0xc7, 0x0a, 0x00, 0x00, 0x01,
@@ -180,7 +142,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("braid-probe-reply", reply_bytes),
         ("braid-control", emit(&control, &[1, 2, 3, 4])),
         ("braid-truncated-header", data_whole[..20].to_vec()),
-        ("braid-truncated-auth", emit(&auth, &IPV4_TCP)[..50].to_vec()),
+        (
+            "braid-truncated-auth",
+            emit(&auth, &IPV4_TCP)[..50].to_vec(),
+        ),
         ("braid-bad-flags", bad_flags),
         ("braid-bad-version", bad_version),
         ("ipv4-tcp", IPV4_TCP.to_vec()),
@@ -192,50 +157,99 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-#[test]
-#[ignore = "writes fuzz/corpus/braid_header; run explicitly to regenerate the seeds"]
-fn regenerate_corpus() {
-    let dir = corpus_dir();
-    fs::create_dir_all(&dir).expect("create corpus dir");
-    for (name, bytes) in seeds() {
-        fs::write(dir.join(name), bytes).expect("write seed");
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[test]
-fn seeds_match_the_corpus() {
-    // The checked-in seeds are exactly what `seeds()` builds: a format change that is not
-    // reflected in the corpus fails here (regenerate with `regenerate_corpus`).
-    let dir = corpus_dir();
-    for (name, bytes) in seeds() {
-        let on_disk = fs::read(dir.join(name))
-            .unwrap_or_else(|err| panic!("seed {name} missing from the corpus: {err}"));
-        assert_eq!(on_disk, bytes, "seed {name} is stale");
-    }
-}
-
-proptest! {
-    /// The fuzz body on arbitrary bytes, for machines without cargo-fuzz.
     #[test]
-    fn fuzz_body_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
-        braid_header(&bytes);
-    }
-
-    /// The fuzz body on seeds with a few bytes changed or cut, which reaches deeper than
-    /// random bytes.
-    #[test]
-    fn fuzz_body_on_mutated_seeds(
-        which in any::<prop::sample::Index>(),
-        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
-        cut in any::<prop::sample::Index>(),
-    ) {
-        let seeds = seeds();
-        let mut bytes = seeds[which.index(seeds.len())].1.clone();
-        for (index, value) in flips {
-            let i = index.index(bytes.len());
-            bytes[i] = value;
+    fn replay_corpus() {
+        let corpus = files(&corpus_dir());
+        assert!(!corpus.is_empty(), "the braid_header corpus is empty");
+        let (mut braid_ok, mut l3_ok, mut l2_ok) = (0, 0, 0);
+        for (name, bytes) in &corpus {
+            println!("replaying {name} ({} bytes)", bytes.len());
+            braid_header(bytes);
+            if BraidPacket::new_checked(&bytes[..])
+                .and_then(|packet| BraidRepr::parse(&packet))
+                .is_ok()
+            {
+                braid_ok += 1;
+            }
+            l3_ok += usize::from(IpSummary::parse_l3(bytes).is_ok());
+            l2_ok += usize::from(IpSummary::parse_l2(bytes).is_ok());
         }
-        let len = cut.index(bytes.len() + 1);
-        braid_header(&bytes[..len]);
+        // The corpus must seed every parser with valid inputs, not only noise.
+        assert!(
+            braid_ok >= 4,
+            "only {braid_ok} valid braid packets in the corpus"
+        );
+        assert!(l3_ok >= 3, "only {l3_ok} valid IP packets in the corpus");
+        assert!(
+            l2_ok >= 1,
+            "only {l2_ok} valid Ethernet frames in the corpus"
+        );
+    }
+
+    #[test]
+    fn replay_regressions() {
+        let dir = resources_dir();
+        if !dir.exists() {
+            return; // no crash has been found yet
+        }
+        for (name, bytes) in files(&dir) {
+            if name.ends_with(".md") {
+                continue;
+            }
+            println!("replaying regression {name}");
+            braid_header(&bytes);
+        }
+    }
+
+    #[test]
+    #[ignore = "writes fuzz/corpus/braid_header; run explicitly to regenerate the seeds"]
+    fn regenerate_corpus() {
+        let dir = corpus_dir();
+        fs::create_dir_all(&dir).expect("create corpus dir");
+        for (name, bytes) in seeds() {
+            fs::write(dir.join(name), bytes).expect("write seed");
+        }
+    }
+
+    #[test]
+    fn seeds_match_the_corpus() {
+        // The checked-in seeds are exactly what `seeds()` builds: a format change that is not
+        // reflected in the corpus fails here (regenerate with `regenerate_corpus`).
+        let dir = corpus_dir();
+        for (name, bytes) in seeds() {
+            let on_disk = fs::read(dir.join(name))
+                .unwrap_or_else(|err| panic!("seed {name} missing from the corpus: {err}"));
+            assert_eq!(on_disk, bytes, "seed {name} is stale");
+        }
+    }
+
+    proptest! {
+        /// The fuzz body on arbitrary bytes, for machines without cargo-fuzz.
+        #[test]
+        fn fuzz_body_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
+            braid_header(&bytes);
+        }
+
+        /// The fuzz body on seeds with a few bytes changed or cut, which reaches deeper than
+        /// random bytes.
+        #[test]
+        fn fuzz_body_on_mutated_seeds(
+            which in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let seeds = seeds();
+            let mut bytes = seeds[which.index(seeds.len())].1.clone();
+            for (index, value) in flips {
+                let i = index.index(bytes.len());
+                bytes[i] = value;
+            }
+            let len = cut.index(bytes.len() + 1);
+            braid_header(&bytes[..len]);
+        }
     }
 }

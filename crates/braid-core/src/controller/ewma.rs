@@ -14,9 +14,9 @@ const E_INV: f64 = 0.367_879_441_171_442_3;
 ///
 /// `x = n + r` with integer `n` and `r ∈ [0, 1)`; `e^(−n)` by binary powering of `1/e`;
 /// `e^(−r) = (e^(−r/4))^4` with the (3,3) Padé approximant
-/// `(1 − y/2 + y²/10 − y³/120) / (1 + y/2 + y²/10 + y³/120)` at `y = r/4 ≤ 0.25`, whose
-/// relative error there is below 1e-10. Returns 0 for `x >= 745` (below `f64`'s range) and for
-/// NaN.
+/// `(1 − y/2 + y²/10 − y³/120) / (1 + y/2 + y²/10 + y³/120)` at `y = r/4 ≤ 0.25`; relative
+/// error below 1e-8 overall (tested against `std`). Returns 0 for `x >= 745` (below `f64`'s
+/// range) and for NaN.
 #[must_use]
 pub fn exp_neg(x: f64) -> f64 {
     if x.is_nan() || x >= 745.0 {

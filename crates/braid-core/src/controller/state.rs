@@ -12,9 +12,8 @@ use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
 use super::{
-    AssignOutcome, Assignment, ControllerConfig, ControllerError, ControllerEvent,
-    ControllerStats, Ewma, FlowPolicy, MoveReason, NicConfig, NicState, NicStatus,
-    OverflowPolicy, RejectReason,
+    AssignOutcome, Assignment, ControllerConfig, ControllerError, ControllerEvent, ControllerStats,
+    Ewma, FlowPolicy, MoveReason, NicConfig, NicState, NicStatus, OverflowPolicy, RejectReason,
 };
 use crate::time::{Instant, duration_nanos};
 use crate::types::{FlowId, MAX_NICS, NicId, NicSet};
@@ -85,8 +84,7 @@ impl Nics {
     }
 
     fn fits(&self, id: NicId, extra: u64, headroom: f64) -> bool {
-        self.usable(id)
-            && self.committed(id).saturating_add(extra) <= self.limit(id, headroom)
+        self.usable(id) && self.committed(id).saturating_add(extra) <= self.limit(id, headroom)
     }
 
     fn util_of(&self, id: NicId, load: u64) -> f64 {
@@ -135,7 +133,13 @@ impl Nics {
     /// The best NIC for a pinned flow of `load`: least-utilised Up NIC with room, else
     /// least-utilised Degraded NIC with room; with `need_room == false`, the least-utilised
     /// usable NIC (Up preferred) whatever its room. Ties go to the lower id.
-    fn pick_pin(&self, load: u64, exclude: NicSet, headroom: f64, need_room: bool) -> Option<NicId> {
+    fn pick_pin(
+        &self,
+        load: u64,
+        exclude: NicSet,
+        headroom: f64,
+        need_room: bool,
+    ) -> Option<NicId> {
         let mut best: Option<(bool, f64, NicId)> = None;
         for (i, slot) in self.0.iter().enumerate() {
             let Some(n) = slot else { continue };
@@ -444,13 +448,15 @@ impl FlowController {
             let to = match a.policy {
                 FlowPolicy::Pin => {
                     let load = a.load_bps();
-                    let pick = nics.pick_pin(load, NicSet::EMPTY, headroom, true).or_else(|| {
-                        let p = nics.pick_pin(load, NicSet::EMPTY, headroom, false);
-                        if p.is_some() {
-                            stats.failover_overcommit += 1;
-                        }
-                        p
-                    });
+                    let pick = nics
+                        .pick_pin(load, NicSet::EMPTY, headroom, true)
+                        .or_else(|| {
+                            let p = nics.pick_pin(load, NicSet::EMPTY, headroom, false);
+                            if p.is_some() {
+                                stats.failover_overcommit += 1;
+                            }
+                            p
+                        });
                     if pick.is_none() {
                         stats.stranded += 1;
                     }
@@ -1011,7 +1017,12 @@ impl FlowController {
     }
 
     fn push_event(&mut self, ev: ControllerEvent) {
-        push_event(&mut self.events, &mut self.stats, self.config.max_events, ev);
+        push_event(
+            &mut self.events,
+            &mut self.stats,
+            self.config.max_events,
+            ev,
+        );
     }
 }
 

@@ -31,7 +31,13 @@ fn ctl(config: ControllerConfig, caps_mbps: &[u64]) -> FlowController {
 }
 
 fn pin(c: &mut FlowController, now: Instant, flow: u32, nic: u8, mbps: u64) -> AssignOutcome {
-    c.assign_flow(now, FlowId(flow), NicId(nic), mbps * M, OverflowPolicy::Reject)
+    c.assign_flow(
+        now,
+        FlowId(flow),
+        NicId(nic),
+        mbps * M,
+        OverflowPolicy::Reject,
+    )
 }
 
 fn nics_of(c: &FlowController, flow: u32) -> NicSet {
@@ -49,13 +55,28 @@ fn committed_mbps(c: &FlowController, nic: u8) -> u64 {
 #[test]
 fn admission_with_room() {
     let mut c = ctl(ControllerConfig::default(), &[100, 100]);
-    assert_eq!(pin(&mut c, ms(0), 1, 0, 50), AssignOutcome::Admitted(set(&[0])));
+    assert_eq!(
+        pin(&mut c, ms(0), 1, 0, 50),
+        AssignOutcome::Admitted(set(&[0]))
+    );
     // 50 + 45 = 95 = 100 × (1 − 0.05): exactly at the limit is admitted.
-    assert_eq!(pin(&mut c, ms(0), 2, 0, 45), AssignOutcome::Admitted(set(&[0])));
+    assert_eq!(
+        pin(&mut c, ms(0), 2, 0, 45),
+        AssignOutcome::Admitted(set(&[0]))
+    );
     let n0 = c.nic(NicId(0)).unwrap();
-    assert_eq!((n0.committed_bps, n0.demand_bps, n0.flows), (95 * M, 95 * M, 2));
+    assert_eq!(
+        (n0.committed_bps, n0.demand_bps, n0.flows),
+        (95 * M, 95 * M, 2)
+    );
     // place_flow picks the least-utilised Up NIC.
-    let out = c.place_flow(ms(0), FlowId(3), FlowPolicy::Pin, 10 * M, OverflowPolicy::Reject);
+    let out = c.place_flow(
+        ms(0),
+        FlowId(3),
+        FlowPolicy::Pin,
+        10 * M,
+        OverflowPolicy::Reject,
+    );
     assert_eq!(out, AssignOutcome::Admitted(set(&[1])));
     assert_eq!(c.stats().admitted, 3);
     assert_eq!(c.stats().moves, 0);
@@ -204,10 +225,22 @@ fn all_full_reject_or_queue_then_admit_from_queue() {
     pin(&mut c, ms(0), 1, 0, 90);
     pin(&mut c, ms(0), 2, 1, 90);
     drain(&mut c);
-    let r = c.place_flow(ms(0), FlowId(3), FlowPolicy::Pin, 20 * M, OverflowPolicy::Reject);
+    let r = c.place_flow(
+        ms(0),
+        FlowId(3),
+        FlowPolicy::Pin,
+        20 * M,
+        OverflowPolicy::Reject,
+    );
     assert_eq!(r, AssignOutcome::Rejected);
     assert!(c.assignment(FlowId(3)).is_none());
-    let q = c.place_flow(ms(0), FlowId(4), FlowPolicy::Pin, 20 * M, OverflowPolicy::Queue);
+    let q = c.place_flow(
+        ms(0),
+        FlowId(4),
+        FlowPolicy::Pin,
+        20 * M,
+        OverflowPolicy::Queue,
+    );
     assert_eq!(q, AssignOutcome::Queued);
     assert!(c.is_queued(FlowId(4)));
     // The queue holds one: the next is rejected with QueueFull.
@@ -260,7 +293,11 @@ fn nic_down_moves_every_flow_off_it() {
         OverflowPolicy::Reject,
     );
     assert_eq!(stripe, AssignOutcome::Admitted(set(&[0, 1, 2])));
-    assert_eq!(committed_mbps(&c, 0), 30, "20 pinned + a third of the stripe");
+    assert_eq!(
+        committed_mbps(&c, 0),
+        30,
+        "20 pinned + a third of the stripe"
+    );
     drain(&mut c);
 
     c.set_nic_state(ms(50), NicId(0), NicState::Down);
@@ -322,7 +359,15 @@ fn failover_overcommits_rather_than_black_holes_and_strands_only_with_no_nic() {
     assert_eq!(nics_of(&c, 2), set(&[0]));
     let up_moves = drain(&mut c)
         .iter()
-        .filter(|e| matches!(e, ControllerEvent::FlowMoved { reason: MoveReason::NicUp, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                ControllerEvent::FlowMoved {
+                    reason: MoveReason::NicUp,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(up_moves, 2);
 }
@@ -333,7 +378,13 @@ fn degraded_nics_used_only_when_up_ones_lack_room() {
     c.set_nic_state(ms(0), NicId(0), NicState::Degraded);
     // nic0 is empty (least utilised) but degraded: the Up nic1 is chosen.
     let place = |c: &mut FlowController, f: u32, mbps: u64| {
-        c.place_flow(ms(0), FlowId(f), FlowPolicy::Pin, mbps * M, OverflowPolicy::Reject)
+        c.place_flow(
+            ms(0),
+            FlowId(f),
+            FlowPolicy::Pin,
+            mbps * M,
+            OverflowPolicy::Reject,
+        )
     };
     assert_eq!(place(&mut c, 1, 30), AssignOutcome::Admitted(set(&[1])));
     assert_eq!(place(&mut c, 2, 60), AssignOutcome::Admitted(set(&[1])));
@@ -357,7 +408,11 @@ fn stripe_and_duplicate_sets_lose_and_regain_a_nic() {
     );
     // Stripe shares follow capacity (10/10/20), duplicate counts in full on each NIC.
     assert_eq!(
-        (committed_mbps(&c, 0), committed_mbps(&c, 1), committed_mbps(&c, 2)),
+        (
+            committed_mbps(&c, 0),
+            committed_mbps(&c, 1),
+            committed_mbps(&c, 2)
+        ),
         (15, 15, 20)
     );
     c.set_nic_state(ms(10), NicId(1), NicState::Down);
@@ -371,7 +426,11 @@ fn stripe_and_duplicate_sets_lose_and_regain_a_nic() {
     assert_eq!(nics_of(&c, 1), set(&[0, 1, 2]));
     assert_eq!(nics_of(&c, 2), set(&[0, 1]));
     assert_eq!(
-        (committed_mbps(&c, 0), committed_mbps(&c, 1), committed_mbps(&c, 2)),
+        (
+            committed_mbps(&c, 0),
+            committed_mbps(&c, 1),
+            committed_mbps(&c, 2)
+        ),
         (15, 15, 20)
     );
     let regained: Vec<_> = drain(&mut c)
@@ -437,7 +496,10 @@ fn ewma_converges_within_a_few_tau_with_irregular_samples() {
         c.observe(Instant::from_micros(t_us), FlowId(1), dt * 10);
     }
     let measured = c.assignment(FlowId(1)).unwrap().measured_bps as f64;
-    assert!((measured / 80e6 - 1.0).abs() < 0.06, "after 5 tau: {measured}");
+    assert!(
+        (measured / 80e6 - 1.0).abs() < 0.06,
+        "after 5 tau: {measured}"
+    );
     let nic = c.nic(NicId(0)).unwrap();
     assert!((nic.load_bps as f64 / 80e6 - 1.0).abs() < 0.06);
     // Admission load is max(demand 10, measured 80).
@@ -446,14 +508,18 @@ fn ewma_converges_within_a_few_tau_with_irregular_samples() {
     c.handle_timeout(Instant::from_micros(t_us + 500_000));
     let a = c.assignment(FlowId(1)).unwrap();
     assert!(a.measured_bps < 800_000, "{}", a.measured_bps);
-    assert_eq!(c.nic(NicId(0)).unwrap().committed_bps, 10 * M, "back to the declared demand");
+    assert_eq!(
+        c.nic(NicId(0)).unwrap().committed_bps,
+        10 * M,
+        "back to the declared demand"
+    );
 }
 
 #[test]
 fn exp_neg_matches_std() {
     let mut x = 0.0;
     while x < 40.0 {
-        let rel = (exp_neg(x) / (-x as f64).exp() - 1.0).abs();
+        let rel = (exp_neg(x) / (-x).exp() - 1.0).abs();
         assert!(rel < 1e-8, "x={x}: {rel}");
         x += 0.013;
     }
@@ -493,7 +559,10 @@ fn bounds_flows_events_and_setup_errors() {
         ]
     );
     // Re-assigning an existing flow replaces it (does not count against the limit).
-    assert_eq!(pin(&mut c, ms(0), 2, 0, 5), AssignOutcome::Admitted(set(&[0])));
+    assert_eq!(
+        pin(&mut c, ms(0), 2, 0, 5),
+        AssignOutcome::Admitted(set(&[0]))
+    );
     assert_eq!(committed_mbps(&c, 0), 6);
 
     let nic = |id, cap| NicConfig {

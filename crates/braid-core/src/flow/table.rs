@@ -523,6 +523,8 @@ impl<K: Hash + Eq + Copy, V> FlowTable<K, V> {
         slot.prev = NIL;
         self.free = s;
         self.len -= 1;
-        slot.entry.take().expect("invariant: unlinked slot was occupied")
+        slot.entry
+            .take()
+            .expect("invariant: unlinked slot was occupied")
     }
 }

@@ -89,7 +89,11 @@ fn all_fragments_of_a_datagram_share_one_key() {
     let kf = FlowKey::from_summary(&first, &cfg);
     assert_eq!(kf, FlowKey::from_summary(&middle, &cfg));
     assert_eq!(kf, FlowKey::from_summary(&last, &cfg));
-    assert_eq!((kf.src_port, kf.dst_port), (0, 0), "first fragment keyed without ports");
+    assert_eq!(
+        (kf.src_port, kf.dst_port),
+        (0, 0),
+        "first fragment keyed without ports"
+    );
     assert_eq!(kf.protocol, IPPROTO_UDP);
     // ... and that key differs from the unfragmented flow's 5-tuple key.
     let whole = summary(&ipv4(IPPROTO_UDP, 0, 0, false, &udp(4000, 5000, 24)));
@@ -117,11 +121,11 @@ fn dscp_splits_flows_only_when_enabled() {
     let ef = summary(&ipv4(IPPROTO_UDP, 46 << 2, 0, false, &udp(1, 2, 0)));
     let be = summary(&ipv4(IPPROTO_UDP, 0, 0, false, &udp(1, 2, 0)));
     let off = ClassifyConfig::default();
-    assert_eq!(FlowKey::from_summary(&ef, &off), FlowKey::from_summary(&be, &off));
-    let on = ClassifyConfig {
-        dscp: true,
-        ..off
-    };
+    assert_eq!(
+        FlowKey::from_summary(&ef, &off),
+        FlowKey::from_summary(&be, &off)
+    );
+    let on = ClassifyConfig { dscp: true, ..off };
     let kef = FlowKey::from_summary(&ef, &on);
     assert_eq!(kef.dscp, Some(46));
     assert_ne!(kef, FlowKey::from_summary(&be, &on));
@@ -173,7 +177,10 @@ fn hit_miss_insert_remove_counted() {
     let (s, v) = t.get_mut(&k4(1, 1), ms(5)).unwrap();
     assert_eq!((s, *v), (slot, 101));
     assert_eq!(t.last_seen(&k4(1, 1)), Some(ms(5)));
-    assert_eq!(t.slot_mut(slot).map(|(k, v)| (*k, *v)), Some((k4(1, 1), 101)));
+    assert_eq!(
+        t.slot_mut(slot).map(|(k, v)| (*k, *v)),
+        Some((k4(1, 1), 101))
+    );
     // Replacing hands the old value back.
     let ins = t.insert(k4(1, 1), ms(6), 7).unwrap();
     assert_eq!(ins.evicted, Some((k4(1, 1), 101)));
@@ -210,7 +217,10 @@ fn evict_oldest_idle_evicts_lru_only_when_idle_long_enough() {
     // Hit 1 at 200 ms: 2 is now the LRU.
     t.get_mut(&k4(1, 1), ms(200)).unwrap();
     // At 900 ms the LRU (2, last seen 100 ms) has been idle 800 ms < 1 s: refused.
-    assert!(matches!(t.insert(k4(3, 3), ms(900), 3), Err(InsertError::Full(3))));
+    assert!(matches!(
+        t.insert(k4(3, 3), ms(900), 3),
+        Err(InsertError::Full(3))
+    ));
     assert_eq!(t.stats().rejected_full, 1);
     // At 1100 ms it has been idle 1 s: evicted and handed back.
     let ins = t.insert(k4(3, 3), ms(1100), 3).unwrap();
@@ -235,7 +245,11 @@ fn expire_is_budgeted_oldest_first_and_eventually_complete() {
     let mut out = Vec::new();
     let now = ms(10_020);
     assert_eq!(t.expire(now, 4, |k, v| out.push((k.src_port, v))), 4);
-    assert_eq!(out, vec![(0, 0), (1, 1), (2, 2), (4, 4)], "oldest first, 3 skipped (refreshed)");
+    assert_eq!(
+        out,
+        vec![(0, 0), (1, 1), (2, 2), (4, 4)],
+        "oldest first, 3 skipped (refreshed)"
+    );
     let mut total = 4;
     loop {
         let n = t.expire(now, 4, |k, v| out.push((k.src_port, v)));
@@ -274,7 +288,10 @@ fn slots_are_reused_and_stay_within_capacity() {
     assert_eq!(t.stats().evictions, 1000 - 8);
     let mut keys: Vec<_> = t.iter().map(|(k, v)| (k.src_port, *v)).collect();
     keys.sort_unstable();
-    assert_eq!(keys, (992..1000).map(|i| (i, u32::from(i))).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (992..1000).map(|i| (i, u32::from(i))).collect::<Vec<_>>()
+    );
 }
 
 // --- proptest: the table against a std HashMap model ---------------------------------------

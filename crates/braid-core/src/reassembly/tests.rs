@@ -189,6 +189,35 @@ fn overlaps_drop_the_whole_datagram() {
     }
 }
 
+/// Off-by-one boundaries: touching neighbours are fine, one shared byte either side is not.
+#[test]
+fn one_byte_overlaps_and_exact_adjacency() {
+    for (second, want) in [
+        ((99, 51), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 99
+        ((200, 50), FragOutcome::Pending),                               // touches the end
+        ((50, 50), FragOutcome::Pending),                                // touches the start
+        ((50, 51), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 100
+        ((199, 10), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 199
+    ] {
+        let mut h = Harness::small();
+        let d = payload(3, 300);
+        assert_eq!(h.frag(3, &d, 100, 100), FragOutcome::Pending);
+        assert_eq!(h.frag(3, &d, second.0, second.1), want, "{second:?}");
+    }
+    // Filling a gap exactly between two neighbours, and one byte too long either side.
+    for (gap, want) in [
+        ((100, 100), FragOutcome::Pending),
+        ((99, 101), FragOutcome::Dropped(DropReason::ReassemblyOverlap)),
+        ((100, 101), FragOutcome::Dropped(DropReason::ReassemblyOverlap)),
+    ] {
+        let mut h = Harness::small();
+        let d = payload(4, 400);
+        assert_eq!(h.frag(4, &d, 0, 100), FragOutcome::Pending);
+        assert_eq!(h.frag(4, &d, 200, 100), FragOutcome::Pending);
+        assert_eq!(h.frag(4, &d, gap.0, gap.1), want, "{gap:?}");
+    }
+}
+
 #[test]
 fn overlap_with_a_neighbour_among_many() {
     let mut h = Harness::small();
@@ -771,6 +800,15 @@ proptest! {
     #[test]
     fn prop_permute_duplicate_lose(sc in scenario()) {
         run_scenario(&sc)?;
+    }
+
+    /// Arbitrary op programs (random offsets, lengths, totals, timing, caps) against the
+    /// reference model of `crate::fuzzing`: the same check the fuzzer runs, on random input.
+    #[test]
+    fn prop_random_programs_match_the_model(
+        prog in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        crate::fuzzing::reassembly_ops(&prog);
     }
 
     /// With ample caps, no loss and no time passing, every datagram completes, exactly once,

@@ -1,10 +1,6 @@
 //! Counters of one flow's reorder buffer: every insert and release outcome, and the hold-time
 //! distribution as a fixed log2 histogram (no allocation). Owns no policy.
 
-use core::time::Duration;
-
-use crate::time::duration_nanos;
-
 /// Number of hold-time histogram buckets: bucket 0 is `< 1 µs`, bucket `i >= 1` is
 /// `[2^(i-1), 2^i) µs`, and the last bucket is open-ended (`>= 2^(HOLD_BUCKETS-2) µs`,
 /// 262 ms).
@@ -70,8 +66,7 @@ pub struct ReorderStats {
 }
 
 impl ReorderStats {
-    pub(super) fn record_hold(&mut self, held_for: Duration) {
-        let ns = duration_nanos(held_for);
+    pub(super) fn record_hold(&mut self, ns: u64) {
         self.hold_max_ns = self.hold_max_ns.max(ns);
         self.hold_hist[hold_bucket(ns)] += 1;
     }
@@ -147,9 +142,9 @@ mod tests {
     fn quantile_and_merge() {
         let mut a = ReorderStats::default();
         for _ in 0..99 {
-            a.record_hold(Duration::from_nanos(500));
+            a.record_hold(500);
         }
-        a.record_hold(Duration::from_millis(3));
+        a.record_hold(3_000_000);
         assert_eq!(a.hold_quantile_upper_ns(0.5), 1_000); // bucket edge, not the sample
         assert_eq!(a.hold_quantile_upper_ns(1.0), 3_000_000);
         let mut b = ReorderStats::default();

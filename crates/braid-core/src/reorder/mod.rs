@@ -114,9 +114,10 @@ pub const HOLD_MARGIN: Duration = Duration::from_micros(100);
 pub struct ReorderConfig {
     /// Reorder window in datagrams: how far past the next expected sequence a datagram may
     /// land before leading sequences are given up. Rounded up to a power of two and clamped to
-    /// `MIN_CAPACITY..=MAX_CAPACITY`. Default 1024 (PEERS.md: 1024 packets). Memory per flow
-    /// is about `capacity * (2 * size_of::<Option<(H, Instant)>>() + 32)` bytes (~64 KiB at
-    /// the default with an 8-byte handle).
+    /// `MIN_CAPACITY..=MAX_CAPACITY`. Default 1024 (PEERS.md: 1024 packets). Memory per flow,
+    /// allocated once: `capacity * (2 * (size_of::<H>() + 16) + 33)` bytes, about 80 KiB at the
+    /// default with an 8-byte handle (a `2 * capacity` slot ring, a `4 * capacity` arrival FIFO
+    /// of `u64`, and three bits per unit of capacity).
     pub capacity: usize,
     /// Lower bound of the hold that [`hold_from_spread`] computes. Default 0.
     pub min_hold: Duration,
@@ -469,7 +470,7 @@ impl<H> ReorderBuffer<H> {
         self.held -= 1;
         let gap_before = core::mem::take(&mut self.pending_gap);
         let cause = core::mem::replace(&mut self.pending_cause, GapCause::None);
-        let held_for = now.saturating_duration_since(slot.arrival);
+        let held_ns = now.as_nanos().saturating_sub(slot.arrival.as_nanos());
         let s = &mut self.stats;
         s.delivered_count += 1;
         if slot.in_order {
@@ -484,13 +485,13 @@ impl<H> ReorderBuffer<H> {
                 GapCause::Resync | GapCause::None => {}
             }
         }
-        s.record_hold(held_for);
+        s.record_hold(held_ns);
         self.fifo_clean_front();
         Release {
             seq,
             item: slot.item,
             gap_before,
-            held_for,
+            held_for: Duration::from_nanos(held_ns),
         }
     }
 
@@ -570,8 +571,10 @@ impl<H> ReorderBuffer<H> {
     fn fifo_push(&mut self, seq: u64) {
         let mask = self.fifo.len() - 1;
         if self.fifo_len == self.fifo.len() {
-            // Not reachable (live + stale entries stay below 4C, see the module tests); if it
-            // were, losing the oldest entry only lets one gap wait longer, bounded by overflow.
+            // Not reachable: behind the (live) front there are at most 2C live entries and fewer
+            // than 2C stale ones (seqs released while the front waits lie in the 2C below it).
+            // If it were, losing the oldest entry only lets one gap wait longer; overflow still
+            // bounds it.
             self.fifo_head = (self.fifo_head + 1) & mask;
             self.fifo_len -= 1;
             self.fifo_clean_front();

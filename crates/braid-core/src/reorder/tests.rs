@@ -50,6 +50,11 @@ fn config_rounding_and_defaults() {
     assert_eq!(cfg(0).effective_capacity(), MIN_CAPACITY);
     assert_eq!(cfg(usize::MAX).effective_capacity(), MAX_CAPACITY);
     assert_eq!(ReorderBuffer::<u32>::new(&cfg(100)).capacity(), 128);
+    // The memory figure in the ReorderConfig::capacity doc.
+    assert_eq!(size_of::<Option<Slot<u64>>>(), 8 + 16);
+    let b = ReorderBuffer::<u64>::new(&cfg(1024));
+    let words = b.occupied.len() + b.given_up.len();
+    assert_eq!((b.slots.len(), b.fifo.len(), words), (2048, 4096, 48));
 }
 
 #[test]

@@ -27,7 +27,8 @@
 //! several pieces on that one NIC, cut to near-equal sizes so no tiny tail packet pays a whole
 //! header.
 //!
-//! **Split** (only in [`Mode::Stripe`], only for `len ≥ min_split_bytes`). The reassembler can
+//! **Split** (only in [`Mode::Stripe`], only for `len ≥ min_split_bytes`, and by default only
+//! for packets that do not fit in one piece on the best NIC: see `split_within_mtu`). The reassembler can
 //! deliver the packet only when its *last* piece lands, so the right split makes every piece
 //! land at the same time `T`: any piece that lands earlier could have taken bytes from the piece
 //! that lands last. With `base_i` the arrival of the NIC's first byte (backlog, delay, loss term)
@@ -107,6 +108,12 @@ pub struct SchedulerConfig {
     pub min_split_gain: Duration,
     /// The most NICs one split uses. Default 4.
     pub max_split_links: usize,
+    /// Also split packets that fit in one piece on the best NIC. Default false: such a split
+    /// lands a little sooner but pays one more header per extra piece, which costs bulk
+    /// traffic several percent of its goodput. Packets that must be fragmented anyway (a
+    /// 9000-byte vNIC over 1500-byte NICs) are split either way, since their pieces pay the
+    /// headers whichever NICs carry them.
+    pub split_within_mtu: bool,
     /// Expected cost of a loss, charged as `loss × penalty` in the arrival. Default 10 ms.
     pub loss_penalty: Duration,
 }
@@ -118,6 +125,7 @@ impl Default for SchedulerConfig {
             min_split_bytes: 1200,
             min_split_gain: Duration::from_micros(2),
             max_split_links: 4,
+            split_within_mtu: false,
             loss_penalty: Duration::from_millis(10),
         }
     }
@@ -431,7 +439,12 @@ fn plan_stripe(
 ) -> Result<(), ScheduleError> {
     let whole = best_whole(cands, len, config);
     let mut shares = [Share::default(); MAX_NICS];
-    let split = if len >= config.min_split_bytes && config.max_split_links >= 2 {
+    // A packet that fits whole in one piece on the best NIC is split only if configured.
+    let must_fragment = whole.is_none_or(|(i, _)| len > cands[i].mtu);
+    let split = if len >= config.min_split_bytes
+        && config.max_split_links >= 2
+        && (must_fragment || config.split_within_mtu)
+    {
         water_fill(cands, len, config, &mut shares)
     } else {
         None

@@ -192,14 +192,22 @@ fn small_or_pointless_splits_stay_whole() {
     let fast = [link(0, 100_000 * MBPS), link(1, 100_000 * MBPS)];
     let p = run(&fast, Mode::Stripe(NicSet::ALL), 1400, &config);
     assert_eq!(p.kind(), PlanKind::Whole);
-    // The same with no gain required splits.
+    // The same with no gain required, and splits of packets that fit one piece allowed,
+    // splits.
     let eager = SchedulerConfig {
         min_split_gain: Duration::ZERO,
+        split_within_mtu: true,
         ..config
     };
     let p = run(&fast, Mode::Stripe(NicSet::ALL), 1400, &eager);
     assert_eq!(p.kind(), PlanKind::Split);
     assert_covers(p.pieces(), 1400);
+    // By default a packet that fits one piece stays whole even where a split would land
+    // sooner (slow links): the extra header costs bulk goodput.
+    let p = run(&links, Mode::Stripe(NicSet::ALL), 1400, &config);
+    assert_eq!(p.kind(), PlanKind::Whole);
+    let p = run(&links, Mode::Stripe(NicSet::ALL), 1400, &SchedulerConfig { split_within_mtu: true, ..config });
+    assert_eq!(p.kind(), PlanKind::Split);
 }
 
 #[test]

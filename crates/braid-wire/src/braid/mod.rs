@@ -43,6 +43,40 @@
 //! TX: size the buffer with [`Repr::buffer_len`], [`Repr::emit_into`] the header, copy the
 //! payload into `buf[header_len..]`. The header is not covered by a checksum: the outer UDP
 //! checksum (or the Ethernet FCS) protects it in transit, and the AUTH tag against forgery.
+//!
+//! ```
+//! use braid_wire::{BraidPacket, BraidRepr, PacketType, ParseError};
+//!
+//! // TX: a whole 4-byte datagram of flow 7 on link 1.
+//! let repr = BraidRepr {
+//!     packet_type: PacketType::Data,
+//!     link_id: 1,
+//!     flow_id: 7,
+//!     seq: 42,
+//!     frag_offset: 0,
+//!     total_len: 4,
+//!     timestamp_ns: 1_000,
+//!     duplicate: false,
+//!     auth: None,
+//!     payload_len: 4,
+//! };
+//! let mut buf = [0u8; 64];
+//! let header_len = repr.emit_into(&mut buf)?;
+//! buf[header_len..header_len + 4].copy_from_slice(b"ping");
+//! let wire = &buf[..repr.buffer_len()];
+//!
+//! // RX: check, parse, read.
+//! let packet = BraidPacket::new_checked(wire)?;
+//! assert_eq!(BraidRepr::parse(&packet)?, repr);
+//! assert_eq!(packet.payload(), b"ping");
+//! assert_eq!(BraidRepr::parse(&BraidPacket::new_unchecked(&wire[..20])), Err(ParseError::Truncated));
+//! # Ok::<(), ParseError>(())
+//! ```
+//!
+//! The header has no payload length field: the outer UDP datagram (or Ethernet frame)
+//! delimits the packet. A data packet cut short therefore still parses, as a fragment with a
+//! shorter payload — never as a whole datagram, so it cannot be delivered as complete; the
+//! AUTH tag rejects it outright.
 
 use core::fmt;
 use core::ops::Range;
@@ -129,12 +163,14 @@ impl fmt::Display for PacketType {
     }
 }
 
+#[inline]
 fn read_u32(data: &[u8], range: Range<usize>) -> u32 {
     let mut bytes = [0; 4];
     bytes.copy_from_slice(&data[range]);
     u32::from_be_bytes(bytes)
 }
 
+#[inline]
 fn read_u64(data: &[u8], range: Range<usize>) -> u64 {
     let mut bytes = [0; 8];
     bytes.copy_from_slice(&data[range]);
@@ -142,6 +178,7 @@ fn read_u64(data: &[u8], range: Range<usize>) -> u64 {
 }
 
 /// The header length in bytes that the flags imply.
+#[inline]
 const fn header_len_for(auth: bool) -> usize {
     if auth {
         HEADER_LEN + AUTH_COUNTER_LEN
@@ -339,7 +376,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets or clears the AUTH flag (the header length field is not touched).
     pub fn set_auth(&mut self, auth: bool) {
         let flags = self.flags();
-        self.set_flags(if auth { flags | FLAG_AUTH } else { flags & !FLAG_AUTH });
+        self.set_flags(if auth {
+            flags | FLAG_AUTH
+        } else {
+            flags & !FLAG_AUTH
+        });
     }
 
     /// Sets or clears the DUPLICATE flag.
@@ -610,7 +651,9 @@ impl Repr {
             }
             PacketType::Probe | PacketType::ProbeReply | PacketType::Control => {
                 if self.frag_offset != 0 {
-                    return Err(ParseError::IllegalValue { field: "frag_offset" });
+                    return Err(ParseError::IllegalValue {
+                        field: "frag_offset",
+                    });
                 }
                 if self.total_len != 0 {
                     return Err(ParseError::IllegalValue { field: "total_len" });
@@ -645,9 +688,13 @@ impl Repr {
         if self.auth.is_some() { AUTH_TAG_LEN } else { 0 }
     }
 
-    /// The whole packet's length: header + payload + tag.
+    /// The whole packet's length: header + payload + tag (saturating, so an absurd
+    /// `payload_len` makes [`Repr::emit_into`] report [`ParseError::Truncated`] rather than
+    /// wrap).
     pub const fn buffer_len(&self) -> usize {
-        self.header_len() + self.payload_len + self.tag_len()
+        self.header_len()
+            .saturating_add(self.payload_len)
+            .saturating_add(self.tag_len())
     }
 
     /// Writes the header (and replay counter) and zeroes the tag space; the caller then

@@ -220,7 +220,10 @@ fn roundtrip_every_vector() {
         let payload = Packet::new_checked(bytes).unwrap().payload().to_vec();
         let built = build(&repr, &payload);
         assert_eq!(parse(&built), Ok(repr), "{name}");
-        assert_eq!(Packet::new_checked(&built[..]).unwrap().payload(), &payload[..]);
+        assert_eq!(
+            Packet::new_checked(&built[..]).unwrap().payload(),
+            &payload[..]
+        );
     }
 }
 
@@ -251,7 +254,11 @@ fn truncated_every_prefix() {
             if len < min_len(&repr) {
                 assert!(parsed.is_err(), "{name}: prefix {len} parsed");
                 // Display on a bad packet names the error instead of panicking.
-                assert!(Packet::new_unchecked(prefix).to_string().starts_with("braid ("));
+                assert!(
+                    Packet::new_unchecked(prefix)
+                        .to_string()
+                        .starts_with("braid (")
+                );
                 continue;
             }
             let cut = parsed.unwrap_or_else(|err| panic!("{name}: prefix {len}: {err}"));
@@ -517,7 +524,7 @@ fn auth_variant() {
     assert_eq!(&bytes[42..], &[0x55; 16]);
     assert_eq!(&bytes[..42], &DATA_AUTH[..42]);
     assert_eq!(
-        Packet::new_unchecked(&mut DATA_WHOLE.clone()[..]).auth_tag_mut(),
+        Packet::new_unchecked(&mut { DATA_WHOLE }[..]).auth_tag_mut(),
         None
     );
 }
@@ -543,10 +550,7 @@ fn emit_into_checks_buffer_and_repr() {
     assert_eq!(&buf[..40], &DATA_AUTH[..40]);
     assert_eq!(&buf[42..58], &[0; 16], "tag zeroed");
     assert_eq!(&buf[58..], &[0xff; 42], "nothing written past buffer_len");
-    assert_eq!(
-        repr.emit_into(&mut buf[..57]),
-        Err(ParseError::Truncated)
-    );
+    assert_eq!(repr.emit_into(&mut buf[..57]), Err(ParseError::Truncated));
     let bad = Repr {
         frag_offset: 1,
         ..repr
@@ -560,6 +564,18 @@ fn emit_into_checks_buffer_and_repr() {
         bad.emit_into(&mut buf),
         Err(ParseError::IllegalValue { field: "total_len" })
     );
+}
+
+#[test]
+fn emit_into_absurd_payload_len_does_not_wrap() {
+    let repr = Repr::probe(0, 0, 0, usize::MAX - 8);
+    assert_eq!(repr.buffer_len(), usize::MAX);
+    assert_eq!(repr.emit_into(&mut [0; 64]), Err(ParseError::Truncated));
+    let auth = Repr {
+        auth: Some(1),
+        ..repr
+    };
+    assert_eq!(auth.emit_into(&mut [0; 64]), Err(ParseError::Truncated));
 }
 
 #[test]
@@ -589,8 +605,8 @@ fn setters_touch_only_their_field() {
     assert_eq!(
         &bytes[..32],
         &[
-            0x23, 0, 8, 10, 0xa1, 0xb2, 0xc3, 0xd4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 7
+            0x23, 0, 8, 10, 0xa1, 0xb2, 0xc3, 0xd4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 7
         ]
     );
     assert_eq!(&bytes[32..], &DATA_WHOLE[32..], "payload untouched");
@@ -669,8 +685,7 @@ fn valid_repr() -> impl Strategy<Value = Repr> {
             frag_offset,
             total_len,
             timestamp_ns,
-            duplicate: duplicate
-                && matches!(packet_type, PacketType::Data | PacketType::Control),
+            duplicate: duplicate && matches!(packet_type, PacketType::Data | PacketType::Control),
             auth,
             payload_len,
         },

@@ -145,11 +145,9 @@ impl IpSummary {
 impl fmt::Display for IpSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.src, self.dst) {
-            (IpAddr::V6(src), IpAddr::V6(dst)) => write!(
-                f,
-                "[{src}]:{} -> [{dst}]:{}",
-                self.src_port, self.dst_port
-            )?,
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                write!(f, "[{src}]:{} -> [{dst}]:{}", self.src_port, self.dst_port)?
+            }
             (src, dst) => write!(f, "{src}:{} -> {dst}:{}", self.src_port, self.dst_port)?,
         }
         write!(
@@ -280,7 +278,8 @@ fn parse_ipv6(packet: &[u8]) -> Result<IpSummary, ParseError> {
         // The IPv6 payload length is checked against the buffer above: an extension header
         // that does not fit in it is an inconsistent length, not a truncated capture.
         if next == ip_number::IPV6_FRAG {
-            let frag = Ipv6FragmentHeaderSlice::from_slice(rest).map_err(|_| ParseError::BadLength)?;
+            let frag =
+                Ipv6FragmentHeaderSlice::from_slice(rest).map_err(|_| ParseError::BadLength)?;
             next = frag.next_header();
             rest = &rest[frag.slice().len()..];
             if frag.is_fragmenting_payload() {

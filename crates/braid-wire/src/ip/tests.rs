@@ -114,7 +114,8 @@ fn vectors_have_valid_checksums() {
     }
     let tcp = TcpSlice::from_slice(&IPV4_TCP[20..]).unwrap();
     assert_eq!(
-        tcp.calc_checksum_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).unwrap(),
+        tcp.calc_checksum_ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .unwrap(),
         tcp.checksum()
     );
     for (packet, src, dst) in [
@@ -249,7 +250,10 @@ fn ipv6_extension_header_limit() {
     let last = at_limit.len() - 8;
     at_limit[last] = 17;
     at_limit.extend_from_slice(&UDP6_SEGMENT);
-    assert_eq!(IpSummary::parse_l3(&ipv6(60, &at_limit)).unwrap().dst_port, 5001);
+    assert_eq!(
+        IpSummary::parse_l3(&ipv6(60, &at_limit)).unwrap().dst_port,
+        5001
+    );
 
     body.extend_from_slice(&ext8(17));
     body.extend_from_slice(&UDP6_SEGMENT);

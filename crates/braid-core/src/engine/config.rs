@@ -1,0 +1,240 @@
+//! The engine's configuration: NICs, flow classes and every stage's knobs, with validation.
+//!
+//! This is the core's own view; braid's config file and REST schema (in the binary and,
+//! later, braid-control) convert into it and report field names from their side.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::ConfigError;
+use crate::controller::ControllerConfig;
+use crate::flow::{ClassifyConfig, FlowTableConfig};
+use crate::health::HealthConfig;
+use crate::reassembly::ReassemblyConfig;
+use crate::reorder::ReorderConfig;
+use crate::scheduler::SchedulerConfig;
+use crate::{NicId, NicSet};
+
+/// One NIC as the engine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NicSpec {
+    /// The NIC's id; also the link id in the braid header. Both peers must agree on it.
+    pub id: NicId,
+    /// A name for reports (`eth1`, `link0`).
+    pub name: String,
+    /// Configured capacity in bit/s. The engine paces the NIC to this rate.
+    pub capacity_bps: u64,
+    /// The largest braid packet (braid header + payload) the NIC carries, in bytes: the link
+    /// MTU minus the transport's headers (1500 − 28 = 1472 for UDP over IPv4).
+    pub mtu_bytes: u32,
+    /// Bytes the transport adds to each braid packet on the wire (28 for UDP over IPv4, 48
+    /// for UDP over IPv6, 14 for raw Ethernet). Pacing counts them.
+    pub wire_overhead_bytes: u32,
+}
+
+/// What decides a packet's flow class. Every `Some` field must match; all `None` matches
+/// everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassMatch {
+    /// IP protocol number (6 = TCP, 17 = UDP).
+    pub protocol: Option<u8>,
+    /// Destination port range, inclusive.
+    pub dst_ports: Option<(u16, u16)>,
+    /// Source port range, inclusive.
+    pub src_ports: Option<(u16, u16)>,
+    /// DSCP value.
+    pub dscp: Option<u8>,
+}
+
+impl ClassMatch {
+    /// `true` if the packet summary matches.
+    #[must_use]
+    pub fn matches(&self, s: &braid_wire::IpSummary) -> bool {
+        let in_range = |r: Option<(u16, u16)>, p: u16| r.is_none_or(|(lo, hi)| lo <= p && p <= hi);
+        self.protocol.is_none_or(|p| p == s.protocol)
+            && in_range(self.dst_ports, s.dst_port)
+            && in_range(self.src_ports, s.src_port)
+            && self.dscp.is_none_or(|d| d == s.dscp)
+    }
+}
+
+/// How a class's flows use the NICs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassPolicy {
+    /// One NIC per flow, chosen by the flow controller by capacity and load.
+    Pin,
+    /// Per packet: whole on the NIC that lands it first, or split across several.
+    Stripe,
+    /// A copy on every NIC of the set; the receiver keeps the first (A/B feed arbitration).
+    Duplicate,
+}
+
+/// A flow class: a match, a policy and the NICs it may use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowClass {
+    /// Name for reports.
+    pub name: String,
+    /// Which packets belong to the class. The first matching class wins.
+    pub matcher: ClassMatch,
+    /// The policy.
+    pub policy: ClassPolicy,
+    /// The NICs the class may use ([`NicSet::ALL`] = every NIC).
+    pub nics: NicSet,
+    /// Declared demand per flow in bit/s, for admission (0 = measured load only).
+    pub demand_bps: u64,
+    /// Strict priority on every NIC's queue over classes that are not latency-critical (a
+    /// market-data feed). Default false.
+    pub latency_critical: bool,
+}
+
+/// Everything the engine needs. [`EngineConfig::new`] gives defaults tuned for a handful of
+/// 0.1–10 Gbit/s links with one-way delays up to ~10 ms.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The NICs. At least one; ids unique and below [`crate::MAX_NICS`].
+    pub nics: Vec<NicSpec>,
+    /// Largest packet the virtual NIC accepts, bytes (default 9000). May exceed the NICs'.
+    pub vnic_mtu: u32,
+    /// Flow classes, first match wins; packets matching none use `default_policy`.
+    pub classes: Vec<FlowClass>,
+    /// Policy for packets that match no class (default: stripe over every NIC).
+    pub default_policy: ClassPolicy,
+    /// Flow classification keys.
+    pub classify: ClassifyConfig,
+    /// The TX flow table (key → flow id, sequence, policy).
+    pub tx_flows: FlowTableConfig,
+    /// The RX flow table (flow id → reorder buffer).
+    pub rx_flows: FlowTableConfig,
+    /// Reassembly of braid fragments.
+    pub reassembly: ReassemblyConfig,
+    /// Per-flow reorder and dedup.
+    pub reorder: ReorderConfig,
+    /// Probes and link state.
+    pub health: HealthConfig,
+    /// The per-packet cost model.
+    pub scheduler: SchedulerConfig,
+    /// NIC affinity: admission and rebalancing.
+    pub controller: ControllerConfig,
+    /// Bytes of the packet store shared by TX queues, the reorder buffers and the delivery
+    /// queue (default 64 MiB). Reassembly has its own cap inside it.
+    pub store_bytes: usize,
+    /// Bytes each NIC's TX queue may hold (default 4 MiB).
+    pub tx_queue_bytes: usize,
+    /// Packets each NIC's TX queue may hold (default 8192).
+    pub tx_queue_packets: usize,
+    /// How far ahead of its pacing schedule a NIC may send, as a burst (default 100 µs).
+    pub pacing_burst: Duration,
+    /// Packets waiting for the virtual NIC (default 8192).
+    pub deliver_queue_packets: usize,
+    /// Events waiting for [`super::Engine::poll_event`] (default 1024).
+    pub event_queue: usize,
+    /// Seed for hash tables (flood resistance). Take it from the OS in the daemon.
+    pub seed: u64,
+}
+
+impl EngineConfig {
+    /// Defaults for the given NICs.
+    #[must_use]
+    pub fn new(nics: Vec<NicSpec>) -> Self {
+        Self {
+            nics,
+            vnic_mtu: 9000,
+            classes: Vec::new(),
+            default_policy: ClassPolicy::Stripe,
+            classify: ClassifyConfig::default(),
+            tx_flows: FlowTableConfig::default(),
+            rx_flows: FlowTableConfig::default(),
+            reassembly: ReassemblyConfig::default(),
+            reorder: ReorderConfig::default(),
+            health: HealthConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            controller: ControllerConfig::default(),
+            store_bytes: 64 << 20,
+            tx_queue_bytes: 4 << 20,
+            tx_queue_packets: 8192,
+            pacing_burst: Duration::from_micros(100),
+            deliver_queue_packets: 8192,
+            event_queue: 1024,
+            seed: 0x0b5a_1d00_5eed,
+        }
+    }
+
+    /// Check every value; the error names the field.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nics.is_empty() {
+            return Err(ConfigError::NoNics);
+        }
+        let mut seen = NicSet::EMPTY;
+        for (i, n) in self.nics.iter().enumerate() {
+            if !n.id.is_valid() || seen.contains(n.id) {
+                return Err(ConfigError::BadNicId(n.id));
+            }
+            seen.insert(n.id);
+            if n.capacity_bps == 0 {
+                return Err(invalid(format!("nics[{i}].capacity_bps"), "must be > 0"));
+            }
+            let min = braid_wire::BRAID_HEADER_LEN as u32 + 64;
+            if n.mtu_bytes < min || n.mtu_bytes > 65_535 {
+                return Err(invalid(
+                    format!("nics[{i}].mtu_bytes"),
+                    "must be between the braid header + 64 (96) and 65535",
+                ));
+            }
+        }
+        if self.vnic_mtu < 68 || self.vnic_mtu > 65_535 {
+            return Err(invalid("vnic_mtu".into(), "must be between 68 and 65535"));
+        }
+        if self.vnic_mtu > self.reassembly.max_datagram_bytes {
+            return Err(invalid(
+                "vnic_mtu".into(),
+                "must not exceed reassembly.max_datagram_bytes",
+            ));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.nics.and(seen).is_empty() {
+                return Err(invalid(
+                    format!("classes[{i}].nics"),
+                    "names no configured nic",
+                ));
+            }
+            for (name, r) in [("dst_ports", c.matcher.dst_ports), ("src_ports", c.matcher.src_ports)] {
+                if let Some((lo, hi)) = r
+                    && lo > hi
+                {
+                    return Err(invalid(
+                        format!("classes[{i}].match.{name}"),
+                        "range start is above its end",
+                    ));
+                }
+            }
+        }
+        let nonzero = [
+            ("store_bytes", self.store_bytes),
+            ("tx_queue_bytes", self.tx_queue_bytes),
+            ("tx_queue_packets", self.tx_queue_packets),
+            ("deliver_queue_packets", self.deliver_queue_packets),
+            ("event_queue", self.event_queue),
+        ];
+        for (field, v) in nonzero {
+            if v == 0 {
+                return Err(invalid(field.into(), "must be > 0"));
+            }
+        }
+        if self.store_bytes < self.vnic_mtu as usize * 4 {
+            return Err(invalid(
+                "store_bytes".into(),
+                "must hold at least four vNIC-MTU packets",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: String, why: &'static str) -> ConfigError {
+    ConfigError::Invalid { field, why }
+}

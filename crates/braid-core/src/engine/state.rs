@@ -1,0 +1,1118 @@
+//! The engine's state and the TX, RX and timer paths. The contract is in the module doc of
+//! [`super`].
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use braid_wire::{BRAID_HEADER_LEN, BraidPacket, BraidRepr, IpSummary, PacketType, ProbeReplyBody};
+
+use super::config::{ClassPolicy, EngineConfig};
+use super::metrics::{EngineStats, NicCounters};
+use super::{Command, CommandError, ConfigError, EngineEvent};
+use crate::buffer::{BufHandle, PacketStore};
+use crate::controller::{
+    AssignOutcome, FlowController, FlowPolicy, NicConfig, NicState, OverflowPolicy,
+};
+use crate::flow::{FlowKey, FlowTable};
+use crate::health::{HealthMonitor, LinkState, LinkStats};
+use crate::reassembly::{DatagramKey, FragOutcome, Reassembler};
+use crate::reorder::{Admit, ReorderBuffer, hold_from_spread};
+use crate::scheduler::{self, LinkView, Mode, Plan, PlanKind};
+use crate::time::duration_nanos;
+use crate::{DropReason, FlowId, Instant, MAX_NICS, NicId, NicSet};
+
+/// The receive side of one flow, from [`Engine::rx_flow`].
+#[derive(Clone, Copy, Debug)]
+pub struct RxFlowInfo<'a> {
+    /// The reorder hold in force (follows the delay spread of `nics`).
+    pub hold: Duration,
+    /// Datagrams held now.
+    pub held: usize,
+    /// NICs the flow's packets arrived on.
+    pub nics: NicSet,
+    /// The flow's reorder counters.
+    pub reorder: &'a crate::reorder::ReorderStats,
+}
+
+/// What [`Engine::handle_tx`] did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxVerdict {
+    /// Queued on one or more NICs; `poll_transmit` will send it.
+    Queued,
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// A braid packet for a NIC, written by [`Engine::poll_transmit`] into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The NIC to send it on.
+    pub nic: NicId,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+}
+
+/// A whole, in-order packet for the virtual NIC, written by [`Engine::poll_deliver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+    /// The flow it belongs to (the sender's flow id).
+    pub flow: FlowId,
+    /// Its sequence number in the flow.
+    pub seq: u64,
+    /// Sequence numbers given up just before this one (a gap: lost or too late).
+    pub gap_before: u64,
+}
+
+/// Work done per `handle_timeout` on each table, so one call never does unbounded work.
+const TIMEOUT_BUDGET: usize = 1024;
+/// Probe replies waiting to be sent; more are dropped (the peer counts them as lost).
+const REPLY_QUEUE: usize = 256;
+/// How often a flow's reorder hold is recomputed from the measured delay spread.
+const HOLD_REFRESH: Duration = Duration::from_millis(10);
+
+/// One NIC's run-time state.
+#[derive(Debug)]
+struct NicRt {
+    spec: super::NicSpec,
+    admin_up: bool,
+    state: LinkState,
+    queue: TxQueue,
+    /// When the NIC will have sent everything handed to it so far, at its capacity.
+    next_free: Instant,
+}
+
+/// A NIC's TX queue: two bands with strict priority. Latency-critical classes go in band 0
+/// and are sent before anything in band 1, so bulk traffic queued on a NIC does not delay
+/// them. (The general QoS, with meters and weighted sharing, is a later stage.)
+#[derive(Debug)]
+struct TxQueue {
+    bands: [VecDeque<TxPiece>; 2],
+    bytes: [usize; 2],
+}
+
+impl TxQueue {
+    fn with_capacity(packets: usize) -> Self {
+        Self {
+            bands: [VecDeque::with_capacity(packets), VecDeque::with_capacity(packets)],
+            bytes: [0; 2],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bands[0].len() + self.bands[1].len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes queued in every band.
+    fn bytes(&self) -> usize {
+        self.bytes[0] + self.bytes[1]
+    }
+
+    /// Bytes a new piece of the given band waits behind.
+    fn bytes_ahead(&self, urgent: bool) -> usize {
+        if urgent { self.bytes[0] } else { self.bytes() }
+    }
+
+    fn push(&mut self, p: TxPiece) {
+        let b = usize::from(!p.urgent);
+        self.bytes[b] += p.len as usize;
+        self.bands[b].push_back(p);
+    }
+
+    /// Queue `p` ahead of its band: for pieces rerouted from a failed NIC, which are older
+    /// than anything queued here.
+    fn push_front(&mut self, p: TxPiece) {
+        let b = usize::from(!p.urgent);
+        self.bytes[b] += p.len as usize;
+        self.bands[b].push_front(p);
+    }
+
+    /// The newest piece, from the lowest-priority band first.
+    fn pop_back(&mut self) -> Option<TxPiece> {
+        for b in (0..2).rev() {
+            if let Some(p) = self.bands[b].pop_back() {
+                self.bytes[b] -= p.len as usize;
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn pop(&mut self) -> Option<TxPiece> {
+        for b in 0..2 {
+            if let Some(p) = self.bands[b].pop_front() {
+                self.bytes[b] -= p.len as usize;
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+/// One piece of a stored packet, waiting in a NIC's TX queue.
+#[derive(Clone, Copy, Debug)]
+struct TxPiece {
+    slot: u32,
+    offset: u32,
+    len: u32,
+    total: u32,
+    flow: FlowId,
+    seq: u64,
+    duplicate: bool,
+    /// Strict priority over non-urgent pieces on the NIC.
+    urgent: bool,
+}
+
+/// A stored TX packet and how many queued pieces still refer to it.
+#[derive(Debug, Default)]
+struct TxSlot {
+    buf: Option<BufHandle>,
+    refs: u32,
+}
+
+/// TX flow state: installed by the slow path, read by the fast path.
+#[derive(Clone, Copy, Debug)]
+struct TxFlow {
+    id: FlowId,
+    next_seq: u64,
+    policy: ClassPolicy,
+    nics: NicSet,
+    urgent: bool,
+}
+
+/// What a reorder buffer holds: a stored, complete datagram.
+#[derive(Debug)]
+struct RxItem {
+    buf: BufHandle,
+    len: u32,
+}
+
+/// RX flow state.
+#[derive(Debug)]
+struct RxFlow {
+    reorder: ReorderBuffer<RxItem>,
+    /// NICs this flow's packets arrived on recently: the reorder hold follows their spread.
+    seen: NicSet,
+    hold: Duration,
+    hold_at: Instant,
+    waiting: bool,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    buf: BufHandle,
+    len: u32,
+    flow: FlowId,
+    seq: u64,
+    gap_before: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingReply {
+    nic: NicId,
+    seq: u64,
+    echo_ts: u64,
+    rx_ts: u64,
+}
+
+/// braid's sans-IO engine. See the [module documentation](super) for the call protocol.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    nics: [Option<NicRt>; MAX_NICS],
+    nic_set: NicSet,
+    store: PacketStore,
+    tx_slots: Vec<TxSlot>,
+    tx_free: Vec<u32>,
+    tx_flows: FlowTable<FlowKey, TxFlow>,
+    next_flow_id: u32,
+    controller: FlowController,
+    plan: Plan,
+    views: Vec<LinkView>,
+    health: HealthMonitor,
+    reassembler: Reassembler,
+    rx_flows: FlowTable<FlowId, RxFlow>,
+    /// Flows with datagrams held in their reorder buffer (they need timer service).
+    waiting: Vec<FlowId>,
+    next_reorder_deadline: Option<Instant>,
+    deliver: VecDeque<Delivery>,
+    replies: VecDeque<PendingReply>,
+    events: VecDeque<EngineEvent>,
+    rr: usize,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// Build an engine. All tables and queues are sized here.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad field.
+    pub fn new(config: EngineConfig, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut nics: [Option<NicRt>; MAX_NICS] = Default::default();
+        let mut nic_set = NicSet::EMPTY;
+        let mut controller = FlowController::new(config.controller.clone());
+        let mut health = HealthMonitor::new(config.health.clone());
+        for spec in &config.nics {
+            nic_set.insert(spec.id);
+            controller
+                .add_nic(NicConfig {
+                    id: spec.id,
+                    capacity_bps: spec.capacity_bps,
+                })
+                .map_err(|_| ConfigError::BadNicId(spec.id))?;
+            health.add_link(now, spec.id);
+            nics[spec.id.index()] = Some(NicRt {
+                spec: spec.clone(),
+                admin_up: true,
+                state: LinkState::Up,
+                queue: TxQueue::with_capacity(config.tx_queue_packets),
+                next_free: now,
+            });
+        }
+        // Every queued piece may hold its own slot, plus headroom for duplicates.
+        let slots = config.tx_queue_packets.saturating_mul(config.nics.len());
+        let mut tx_slots = Vec::with_capacity(slots);
+        tx_slots.resize_with(slots, TxSlot::default);
+        let tx_free = (0..u32::try_from(slots).unwrap_or(u32::MAX)).rev().collect();
+        let mut rx_cfg = config.rx_flows.clone();
+        rx_cfg.hash_seed ^= config.seed;
+        let mut tx_cfg = config.tx_flows.clone();
+        tx_cfg.hash_seed ^= config.seed.rotate_left(17);
+        let mut reasm_cfg = config.reassembly.clone();
+        reasm_cfg.hash_seed ^= config.seed.rotate_left(31);
+        Ok(Self {
+            store: PacketStore::new(config.store_bytes, config.reassembly.max_datagram_bytes as usize),
+            tx_slots,
+            tx_free,
+            tx_flows: FlowTable::new(tx_cfg),
+            next_flow_id: 0,
+            controller,
+            plan: Plan::default(),
+            views: Vec::with_capacity(MAX_NICS),
+            health,
+            reassembler: Reassembler::new(reasm_cfg),
+            rx_flows: FlowTable::new(rx_cfg),
+            waiting: Vec::new(),
+            next_reorder_deadline: None,
+            deliver: VecDeque::with_capacity(config.deliver_queue_packets),
+            replies: VecDeque::with_capacity(REPLY_QUEUE),
+            events: VecDeque::with_capacity(config.event_queue),
+            rr: 0,
+            stats: EngineStats::default(),
+            nics,
+            nic_set,
+            config,
+        })
+    }
+
+    // ------------------------------------------------------------------ getters
+
+    /// Engine-wide counters, drops by reason included.
+    #[must_use]
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Counters of one NIC.
+    #[must_use]
+    pub fn nic_stats(&self, nic: NicId) -> Option<&NicCounters> {
+        self.nics[nic.index() % MAX_NICS].as_ref()?;
+        self.stats.nics.get(nic.index())
+    }
+
+    /// Link health of one NIC (RTT, one-way delay, loss, state).
+    #[must_use]
+    pub fn link(&self, nic: NicId) -> Option<&LinkStats> {
+        self.health.link(nic)
+    }
+
+    /// The configured NICs.
+    #[must_use]
+    pub fn nic_set(&self) -> NicSet {
+        self.nic_set
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The flow controller (assignments, NIC loads, its counters).
+    #[must_use]
+    pub fn controller(&self) -> &FlowController {
+        &self.controller
+    }
+
+    /// The reassembler's counters.
+    #[must_use]
+    pub fn reassembly_stats(&self) -> &crate::reassembly::ReassemblyStats {
+        self.reassembler.stats()
+    }
+
+    /// Bytes held in the packet store now (TX queues, reassembly, reorder, delivery).
+    #[must_use]
+    pub fn store_used_bytes(&self) -> usize {
+        self.store.used_bytes()
+    }
+
+    /// Bytes waiting in every NIC's TX queue: a sender uses it for back-pressure.
+    #[must_use]
+    pub fn tx_queued_bytes(&self) -> usize {
+        self.nics.iter().flatten().map(|n| n.queue.bytes()).sum()
+    }
+
+    /// The receive side of one flow: its current reorder hold, the NICs it arrives on, and
+    /// its reorder counters.
+    #[must_use]
+    pub fn rx_flow(&self, flow: FlowId) -> Option<RxFlowInfo<'_>> {
+        self.rx_flows.peek(&flow).map(|rx| RxFlowInfo {
+            hold: rx.hold,
+            held: rx.reorder.held(),
+            nics: rx.seen,
+            reorder: rx.reorder.stats(),
+        })
+    }
+
+    /// Live TX and RX flows.
+    #[must_use]
+    pub fn flow_counts(&self) -> (usize, usize) {
+        (self.tx_flows.len(), self.rx_flows.len())
+    }
+
+    // ------------------------------------------------------------------ TX path
+
+    /// Take one IP packet from the virtual NIC.
+    pub fn handle_tx(&mut self, now: Instant, packet: &[u8]) -> TxVerdict {
+        let verdict = self.tx(now, packet);
+        if let TxVerdict::Drop(reason) = verdict {
+            self.stats.drops.count(reason);
+        } else {
+            self.stats.tx_packets_count += 1;
+            self.stats.tx_bytes_count += packet.len() as u64;
+        }
+        verdict
+    }
+
+    fn tx(&mut self, now: Instant, packet: &[u8]) -> TxVerdict {
+        let Ok(len) = u32::try_from(packet.len()) else {
+            return TxVerdict::Drop(DropReason::TooBig);
+        };
+        if len > self.config.vnic_mtu {
+            return TxVerdict::Drop(DropReason::TooBig);
+        }
+        let Ok(summary) = IpSummary::parse_l3(packet) else {
+            return TxVerdict::Drop(DropReason::MalformedPacket);
+        };
+        let key = FlowKey::from_summary(&summary, &self.config.classify);
+        // Fast path: the flow is installed.
+        let flow = match self.tx_flows.get_mut(&key, now) {
+            Some((_, f)) => {
+                let copy = *f;
+                f.next_seq += 1;
+                copy
+            }
+            None => match self.install_tx_flow(now, key, &summary) {
+                Ok(f) => f,
+                Err(reason) => return TxVerdict::Drop(reason),
+            },
+        };
+        // The controller is the truth about which NICs the flow may use now.
+        let Some(assigned) = self.controller.assignment(flow.id).map(|a| a.nics) else {
+            return TxVerdict::Drop(DropReason::FlowRejected);
+        };
+        self.controller.observe(now, flow.id, u64::from(len));
+        let usable = self.usable_nics();
+        let mode = match flow.policy {
+            ClassPolicy::Pin => Mode::Single(assigned.and(usable)),
+            ClassPolicy::Stripe => Mode::Stripe(flow.nics.and(usable)),
+            ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
+        };
+        self.fill_views(now, flow.urgent);
+        if scheduler::plan(&self.views, mode, len, &self.config.scheduler, &mut self.plan).is_err() {
+            return TxVerdict::Drop(DropReason::NoLinkUp);
+        }
+        // Room check before copying, so a packet is queued whole or not at all.
+        let mut need = [0usize; MAX_NICS];
+        let mut count = [0usize; MAX_NICS];
+        for p in self.plan.pieces() {
+            need[p.nic.index()] += p.len as usize;
+            count[p.nic.index()] += 1;
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            if let Some(n) = n
+                && count[i] > 0
+                && (n.queue.bytes() + need[i] > self.config.tx_queue_bytes
+                    || n.queue.len() + count[i] > self.config.tx_queue_packets)
+            {
+                return TxVerdict::Drop(DropReason::TxQueueFull);
+            }
+        }
+        let Some(slot) = self.tx_free.pop() else {
+            return TxVerdict::Drop(DropReason::TxQueueFull);
+        };
+        let Some(buf) = self.store.alloc(packet.len()) else {
+            self.tx_free.push(slot);
+            return TxVerdict::Drop(DropReason::StoreFull);
+        };
+        self.store.get_mut(&buf).copy_from_slice(packet);
+        let pieces = self.plan.pieces();
+        let s = &mut self.tx_slots[slot as usize];
+        s.buf = Some(buf);
+        s.refs = u32::try_from(pieces.len()).unwrap_or(u32::MAX);
+        let duplicate = self.plan.kind() == PlanKind::Duplicate;
+        match self.plan.kind() {
+            PlanKind::Whole => self.stats.tx_whole_count += 1,
+            PlanKind::Split => self.stats.tx_split_count += 1,
+            PlanKind::Duplicate => self.stats.tx_duplicate_count += 1,
+        }
+        for p in pieces {
+            if let Some(n) = self.nics[p.nic.index()].as_mut() {
+                n.queue.push(TxPiece {
+                    slot,
+                    offset: p.offset,
+                    len: p.len,
+                    total: len,
+                    flow: flow.id,
+                    seq: flow.next_seq,
+                    duplicate,
+                    urgent: flow.urgent,
+                });
+            }
+        }
+        TxVerdict::Queued
+    }
+
+    /// Slow path: match the flow classes, place the flow with the controller, install it.
+    fn install_tx_flow(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        summary: &IpSummary,
+    ) -> Result<TxFlow, DropReason> {
+        let class = self.config.classes.iter().find(|c| c.matcher.matches(summary));
+        let (policy, nics, demand, urgent) = match class {
+            Some(c) => (c.policy, c.nics.and(self.nic_set), c.demand_bps, c.latency_critical),
+            None => (self.config.default_policy, self.nic_set, 0, false),
+        };
+        let id = FlowId(self.next_flow_id);
+        let fpolicy = match policy {
+            ClassPolicy::Pin => FlowPolicy::Pin,
+            ClassPolicy::Stripe => FlowPolicy::Stripe(nics),
+            ClassPolicy::Duplicate => FlowPolicy::Duplicate(nics),
+        };
+        match self
+            .controller
+            .place_flow(now, id, fpolicy, demand, OverflowPolicy::Reject)
+        {
+            AssignOutcome::Admitted(_) | AssignOutcome::AdmittedAfterRebalance { .. } => {}
+            AssignOutcome::Queued | AssignOutcome::Rejected => {
+                self.controller.remove_flow(id);
+                return Err(DropReason::FlowRejected);
+            }
+        }
+        let flow = TxFlow {
+            id,
+            next_seq: 1,
+            policy,
+            nics,
+            urgent,
+        };
+        match self.tx_flows.insert(key, now, flow) {
+            Ok(_) => {
+                self.next_flow_id = self.next_flow_id.wrapping_add(1);
+                Ok(TxFlow { next_seq: 0, ..flow })
+            }
+            Err(_) => {
+                self.controller.remove_flow(id);
+                Err(DropReason::FlowTableFull)
+            }
+        }
+    }
+
+    /// NICs that may carry data now: configured, administratively up, not down.
+    fn usable_nics(&self) -> NicSet {
+        self.nics
+            .iter()
+            .flatten()
+            .filter(|n| n.admin_up && n.state != LinkState::Down)
+            .map(|n| n.spec.id)
+            .collect()
+    }
+
+    /// Describe every NIC to the scheduler, as a piece of the given band would see it.
+    fn fill_views(&mut self, now: Instant, urgent: bool) {
+        self.views.clear();
+        for n in self.nics.iter().flatten() {
+            let link = self.health.link(n.spec.id);
+            let ahead_ns = duration_nanos(n.next_free.saturating_duration_since(now));
+            let pacing_debt = ahead_ns.saturating_mul(n.spec.capacity_bps) / 8_000_000_000;
+            self.views.push(LinkView {
+                nic: n.spec.id,
+                usable: n.admin_up && n.state != LinkState::Down,
+                rate_bps: n.spec.capacity_bps,
+                backlog_bytes: n.queue.bytes_ahead(urgent) as u64 + pacing_debt,
+                delay: link.map_or(Duration::ZERO, |l| l.owd),
+                loss: link.map_or(0.0, |l| l.loss),
+                mtu_payload: n.spec.mtu_bytes - BRAID_HEADER_LEN as u32,
+            });
+        }
+    }
+
+    /// The next braid packet for a NIC, written into `buf` (which should hold the largest
+    /// NIC MTU). Probe replies go first, then due probes, then data, round-robin over the
+    /// NICs whose pacing allows a send.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(r) = self.replies.pop_front() {
+            let mut body = [0u8; ProbeReplyBody::LEN];
+            ProbeReplyBody {
+                echo_timestamp_ns: r.echo_ts,
+                rx_timestamp_ns: r.rx_ts,
+            }
+            .emit(&mut body)
+            .expect("invariant: the body buffer is ProbeReplyBody::LEN bytes");
+            let repr = control_repr(PacketType::ProbeReply, r.nic, r.seq, now, body.len());
+            if let Some(t) = self.emit(now, r.nic, &repr, &body, buf) {
+                self.stats.tx_probe_reply_count += 1;
+                return Some(t);
+            }
+        }
+        while let Some(p) = self.health.poll_probe(now) {
+            if self.nics[p.nic.index() % MAX_NICS].is_none() {
+                continue;
+            }
+            let mut repr = control_repr(PacketType::Probe, p.nic, p.seq, p.timestamp, 0);
+            repr.timestamp_ns = p.timestamp.as_nanos();
+            if let Some(t) = self.emit(now, p.nic, &repr, &[], buf) {
+                self.stats.nics[p.nic.index()].tx_probe_count += 1;
+                return Some(t);
+            }
+        }
+        self.poll_data(now, buf)
+    }
+
+    fn poll_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let burst = self.config.pacing_burst;
+        for k in 0..MAX_NICS {
+            let i = (self.rr + k) % MAX_NICS;
+            let Some(n) = self.nics[i].as_mut() else {
+                continue;
+            };
+            if n.queue.is_empty() || n.next_free > now + burst {
+                continue;
+            }
+            let Some(p) = n.queue.pop() else {
+                continue;
+            };
+            self.rr = (i + 1) % MAX_NICS;
+            let nic = n.spec.id;
+            let repr = BraidRepr {
+                packet_type: PacketType::Data,
+                link_id: nic.0,
+                flow_id: p.flow.0,
+                seq: p.seq,
+                frag_offset: p.offset,
+                total_len: p.total,
+                timestamp_ns: now.as_nanos(),
+                duplicate: p.duplicate,
+                auth: None,
+                payload_len: p.len as usize,
+            };
+            let sent = {
+                let slot = &self.tx_slots[p.slot as usize];
+                let stored = slot.buf.as_ref().expect("invariant: a queued piece's slot holds its packet");
+                let data = &self.store.get(stored)[p.offset as usize..(p.offset + p.len) as usize];
+                emit_packet(&repr, data, buf)
+            };
+            self.release_piece(p.slot);
+            match sent {
+                Some(len) => {
+                    self.account_tx(now, nic, len);
+                    self.stats.nics[nic.index()].tx_payload_bytes_count += u64::from(p.len);
+                    return Some(Transmit { nic, len });
+                }
+                None => self.stats.drops.count(DropReason::TooBig),
+            }
+        }
+        None
+    }
+
+    fn release_piece(&mut self, slot: u32) {
+        let s = &mut self.tx_slots[slot as usize];
+        s.refs = s.refs.saturating_sub(1);
+        if s.refs == 0 {
+            if let Some(b) = s.buf.take() {
+                self.store.free(b);
+            }
+            self.tx_free.push(slot);
+        }
+    }
+
+    /// Write a control packet (no stored payload) and account for it.
+    fn emit(
+        &mut self,
+        now: Instant,
+        nic: NicId,
+        repr: &BraidRepr,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let len = emit_packet(repr, payload, buf)?;
+        self.account_tx(now, nic, len);
+        Some(Transmit { nic, len })
+    }
+
+    /// Count a sent packet and advance the NIC's pacing clock by its time on the wire.
+    fn account_tx(&mut self, now: Instant, nic: NicId, len: usize) {
+        let c = &mut self.stats.nics[nic.index()];
+        c.tx_packets_count += 1;
+        c.tx_bytes_count += len as u64;
+        if let Some(n) = self.nics[nic.index()].as_mut() {
+            let wire_bits = (len as u64 + u64::from(n.spec.wire_overhead_bytes)) * 8;
+            let ns = wire_bits.saturating_mul(1_000_000_000) / n.spec.capacity_bps.max(1);
+            n.next_free = n.next_free.max(now) + Duration::from_nanos(ns);
+            c.tx_queued_bytes = n.queue.bytes() as u64;
+        }
+    }
+
+    // ------------------------------------------------------------------ RX path
+
+    /// Take one braid packet that arrived on `nic`.
+    pub fn handle_rx(&mut self, now: Instant, nic: NicId, packet: &[u8]) {
+        if let Err(reason) = self.rx(now, nic, packet) {
+            self.stats.drops.count(reason);
+        }
+        self.drain_link_events(now);
+    }
+
+    fn rx(&mut self, now: Instant, nic: NicId, packet: &[u8]) -> Result<(), DropReason> {
+        if !nic.is_valid() || self.nics[nic.index()].is_none() {
+            return Err(DropReason::UnknownLink);
+        }
+        let view = BraidPacket::new_checked(packet).map_err(|_| DropReason::MalformedHeader)?;
+        let repr = BraidRepr::parse(&view).map_err(|_| DropReason::MalformedHeader)?;
+        let c = &mut self.stats.nics[nic.index()];
+        c.rx_packets_count += 1;
+        c.rx_bytes_count += packet.len() as u64;
+        self.health
+            .on_rx(now, nic, Instant::from_nanos(repr.timestamp_ns));
+        match repr.packet_type {
+            PacketType::Probe => {
+                if self.replies.len() < REPLY_QUEUE {
+                    self.replies.push_back(PendingReply {
+                        nic,
+                        seq: repr.seq,
+                        echo_ts: repr.timestamp_ns,
+                        rx_ts: now.as_nanos(),
+                    });
+                }
+                Ok(())
+            }
+            PacketType::ProbeReply => {
+                let body = ProbeReplyBody::parse(view.payload())
+                    .map_err(|_| DropReason::MalformedHeader)?;
+                self.health.on_probe_reply(
+                    now,
+                    nic,
+                    repr.seq,
+                    Instant::from_nanos(body.echo_timestamp_ns),
+                    Instant::from_nanos(body.rx_timestamp_ns),
+                );
+                Ok(())
+            }
+            PacketType::Data => self.rx_data(now, nic, &repr, view.payload()),
+            _ => Err(DropReason::UnsupportedType),
+        }
+    }
+
+    fn rx_data(
+        &mut self,
+        now: Instant,
+        nic: NicId,
+        repr: &BraidRepr,
+        payload: &[u8],
+    ) -> Result<(), DropReason> {
+        let flow = FlowId(repr.flow_id);
+        if repr.total_len > self.config.reassembly.max_datagram_bytes {
+            return Err(DropReason::ReassemblyTooLarge);
+        }
+        // Fast path: the RX flow exists. Slow path: make it (its ring is allocated once).
+        if self.rx_flows.get_mut(&flow, now).is_none() {
+            let rx = RxFlow {
+                reorder: ReorderBuffer::new(&self.config.reorder),
+                seen: NicSet::EMPTY,
+                hold: self.config.reorder.max_hold,
+                hold_at: Instant::ZERO,
+                waiting: false,
+            };
+            if self.rx_flows.insert(flow, now, rx).is_err() {
+                return Err(DropReason::RxFlowTableFull);
+            }
+        }
+        let (_, rx) = self
+            .rx_flows
+            .get_mut(&flow, now)
+            .expect("invariant: the rx flow was just found or inserted");
+        // Every NIC the flow arrives on counts for its delay spread, the losing copies of a
+        // duplicated flow included (they are what the hold must wait for).
+        rx.seen.insert(nic);
+        // Duplicates (redundant copies, or a fragment of an already delivered datagram) are
+        // dropped before any byte is copied.
+        if let Some(reason) = rx.reorder.check(repr.seq) {
+            return Err(reason);
+        }
+        let whole = repr.frag_offset == 0 && payload.len() == repr.total_len as usize;
+        let (buf, len) = if whole {
+            let buf = self.store.alloc(payload.len()).ok_or(DropReason::StoreFull)?;
+            self.store.get_mut(&buf).copy_from_slice(payload);
+            (buf, repr.total_len)
+        } else {
+            let key = DatagramKey {
+                flow,
+                seq: repr.seq,
+            };
+            match self.reassembler.insert(
+                now,
+                &mut self.store,
+                key,
+                repr.frag_offset,
+                repr.total_len,
+                payload,
+            ) {
+                FragOutcome::Complete { buf, len } => (buf, u32::try_from(len).unwrap_or(u32::MAX)),
+                FragOutcome::Pending => return Ok(()),
+                FragOutcome::Dropped(reason) => return Err(reason),
+            }
+        };
+        self.stats.nics[nic.index()].rx_first_count += 1;
+        let (_, rx) = self
+            .rx_flows
+            .get_mut(&flow, now)
+            .expect("invariant: the rx flow exists");
+        if now.saturating_duration_since(rx.hold_at) >= HOLD_REFRESH {
+            let (spread, jitter) = self.health.delay_spread(rx.seen);
+            rx.hold = hold_from_spread(spread, jitter, &self.config.reorder);
+            rx.hold_at = now;
+        }
+        if let Admit::Rejected(item, reason) = rx.reorder.insert(now, repr.seq, RxItem { buf, len }) {
+            self.store.free(item.buf);
+            return Err(reason);
+        }
+        self.release_flow(now, flow);
+        Ok(())
+    }
+
+    /// Move every datagram the flow's reorder buffer releases now to the delivery queue, and
+    /// keep the flow on the timer list while it still holds some.
+    fn release_flow(&mut self, now: Instant, flow: FlowId) {
+        let Some((_, rx)) = self.rx_flows.get_mut(&flow, now) else {
+            return;
+        };
+        while let Some(r) = rx.reorder.poll_release(now, rx.hold) {
+            self.stats.rx_gap_seqs_count += r.gap_before;
+            if r.gap_before > 0 {
+                self.stats.rx_gap_count += 1;
+            }
+            if r.held_for > Duration::ZERO {
+                self.stats.rx_reordered_count += 1;
+                self.stats.rx_max_hold_ns = self.stats.rx_max_hold_ns.max(duration_nanos(r.held_for));
+            }
+            if self.deliver.len() >= self.config.deliver_queue_packets {
+                self.stats.drops.count(DropReason::DeliverQueueFull);
+                self.store.free(r.item.buf);
+                continue;
+            }
+            self.deliver.push_back(Delivery {
+                buf: r.item.buf,
+                len: r.item.len,
+                flow,
+                seq: r.seq,
+                gap_before: r.gap_before,
+            });
+        }
+        if rx.reorder.held() > 0 {
+            if let Some(t) = rx.reorder.poll_timeout(rx.hold) {
+                self.next_reorder_deadline = Some(self.next_reorder_deadline.map_or(t, |d| d.min(t)));
+            }
+            if !rx.waiting {
+                rx.waiting = true;
+                self.waiting.push(flow);
+            }
+        }
+    }
+
+    /// The next whole, in-order packet for the virtual NIC, copied into `buf`. A packet
+    /// larger than `buf` is dropped and counted as [`DropReason::TooBig`].
+    #[must_use]
+    pub fn poll_deliver(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Delivered> {
+        while let Some(d) = self.deliver.pop_front() {
+            let len = d.len as usize;
+            if len > buf.len() {
+                self.store.free(d.buf);
+                self.stats.drops.count(DropReason::TooBig);
+                continue;
+            }
+            buf[..len].copy_from_slice(&self.store.get(&d.buf)[..len]);
+            self.store.free(d.buf);
+            self.stats.rx_delivered_count += 1;
+            self.stats.rx_delivered_bytes += len as u64;
+            return Some(Delivered {
+                len,
+                flow: d.flow,
+                seq: d.seq,
+                gap_before: d.gap_before,
+            });
+        }
+        None
+    }
+
+    // ------------------------------------------------------------------ timers and events
+
+    /// Run the timers that are due: link health (probes, down detection), the flow
+    /// controller, reassembly expiry, reorder holds, flow expiry. Bounded work per call.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.health.handle_timeout(now);
+        self.drain_link_events(now);
+        if self.controller.poll_timeout().is_some_and(|t| t <= now) {
+            self.controller.handle_timeout(now);
+            self.drain_controller_events();
+        }
+        self.reassembler
+            .handle_timeout(now, &mut self.store, TIMEOUT_BUDGET);
+        // Reorder holds.
+        self.next_reorder_deadline = None;
+        let mut i = 0;
+        let mut budget = TIMEOUT_BUDGET;
+        while i < self.waiting.len() && budget > 0 {
+            budget -= 1;
+            let flow = self.waiting[i];
+            self.release_flow(now, flow);
+            let done = match self.rx_flows.get_mut(&flow, now) {
+                Some((_, rx)) if rx.reorder.held() > 0 => false,
+                Some((_, rx)) => {
+                    rx.waiting = false;
+                    true
+                }
+                None => true,
+            };
+            if done {
+                self.waiting.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if budget == 0 {
+            // More flows than the budget: come back at once.
+            self.next_reorder_deadline = Some(now);
+        }
+        // Idle flows.
+        let controller = &mut self.controller;
+        self.tx_flows
+            .expire(now, TIMEOUT_BUDGET, |_, f| controller.remove_flow(f.id));
+        let store = &mut self.store;
+        self.rx_flows.expire(now, TIMEOUT_BUDGET, |_, mut rx| {
+            for item in rx.reorder.drain() {
+                store.free(item.buf);
+            }
+        });
+    }
+
+    /// When `handle_timeout` should next be called, or `None` if nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pacing = self
+            .nics
+            .iter()
+            .flatten()
+            .filter(|n| !n.queue.is_empty())
+            .map(|n| n.next_free.saturating_sub(self.config.pacing_burst))
+            .min();
+        [
+            self.health.poll_timeout(),
+            self.controller.poll_timeout(),
+            self.reassembler.poll_timeout(),
+            self.next_reorder_deadline,
+            pacing,
+            self.tx_flows.next_expiry(),
+            self.rx_flows.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next event (link state changes, flow moves), oldest first.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: EngineEvent) {
+        if self.events.len() >= self.config.event_queue {
+            self.events.pop_front();
+            self.stats.events_dropped_count += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    fn drain_link_events(&mut self, now: Instant) {
+        while let Some(ev) = self.health.poll_event() {
+            let Some(n) = self.nics[ev.nic.index() % MAX_NICS].as_mut() else {
+                continue;
+            };
+            n.state = ev.to;
+            let admin_up = n.admin_up;
+            self.controller
+                .set_nic_state(now, ev.nic, controller_state(ev.to, admin_up));
+            if ev.to == LinkState::Down {
+                self.reroute_queue(now, ev.nic);
+            }
+            self.push_event(EngineEvent::Link(ev));
+        }
+        self.drain_controller_events();
+    }
+
+    fn drain_controller_events(&mut self) {
+        while let Some(ev) = self.controller.poll_event() {
+            self.push_event(EngineEvent::Controller(ev));
+        }
+    }
+
+    /// A NIC went down: its queued pieces move to the usable NIC that lands them first (they
+    /// are independent braid packets, so any NIC may carry them), or are dropped and counted.
+    fn reroute_queue(&mut self, now: Instant, from: NicId) {
+        let Some(mut queue) = self.nics[from.index()]
+            .as_mut()
+            .map(|n| core::mem::replace(&mut n.queue, TxQueue::with_capacity(0)))
+        else {
+            return;
+        };
+        let usable = self.usable_nics();
+        // Newest first, each pushed to the front of its new queue: the moved pieces keep
+        // their order and go ahead of younger traffic.
+        while let Some(p) = queue.pop_back() {
+            self.fill_views(now, p.urgent);
+            let target = self
+                .views
+                .iter()
+                .filter(|v| v.usable && usable.contains(v.nic) && p.len <= v.mtu_payload)
+                .min_by_key(|v| {
+                    v.backlog_bytes.saturating_mul(8_000_000_000) / v.rate_bps.max(1)
+                        + duration_nanos(v.delay)
+                })
+                .map(|v| v.nic);
+            let placed = target.and_then(|t| self.nics[t.index()].as_mut()).is_some_and(|n| {
+                if n.queue.len() < self.config.tx_queue_packets
+                    && n.queue.bytes() + p.len as usize <= self.config.tx_queue_bytes
+                {
+                    n.queue.push_front(p);
+                    true
+                } else {
+                    false
+                }
+            });
+            if placed {
+                self.stats.nics[from.index()].tx_rerouted_count += 1;
+            } else {
+                self.stats.drops.count(DropReason::NoLinkUp);
+                self.release_piece(p.slot);
+            }
+        }
+        // Give the (now empty) queue's allocation back so it is not reallocated later.
+        if let Some(n) = self.nics[from.index()].as_mut() {
+            n.queue = queue;
+        }
+    }
+
+    // ------------------------------------------------------------------ mutators
+
+    /// Apply a control command between batches. On error nothing changed.
+    ///
+    /// # Errors
+    /// [`CommandError`] when the command names something unknown or a bad value.
+    pub fn apply(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::SetNicAdmin { nic, up } => {
+                let n = self.nics[nic.index() % MAX_NICS]
+                    .as_mut()
+                    .filter(|n| n.spec.id == nic)
+                    .ok_or(CommandError::UnknownNic(nic))?;
+                n.admin_up = up;
+                let state = controller_state(n.state, up);
+                self.controller.set_nic_state(now, nic, state);
+                if !up {
+                    self.reroute_queue(now, nic);
+                }
+                self.drain_controller_events();
+            }
+            Command::SetNicCapacity { nic, capacity_bps } => {
+                if capacity_bps == 0 {
+                    return Err(CommandError::InvalidValue("capacity_bps"));
+                }
+                let n = self.nics[nic.index() % MAX_NICS]
+                    .as_mut()
+                    .filter(|n| n.spec.id == nic)
+                    .ok_or(CommandError::UnknownNic(nic))?;
+                self.controller
+                    .set_capacity(nic, capacity_bps)
+                    .map_err(|_| CommandError::UnknownNic(nic))?;
+                n.spec.capacity_bps = capacity_bps;
+            }
+            Command::SetClassNics { class, nics } => {
+                if nics.and(self.nic_set).is_empty() {
+                    return Err(CommandError::InvalidValue("nics"));
+                }
+                self.config
+                    .classes
+                    .get_mut(class)
+                    .ok_or(CommandError::UnknownClass(class))?
+                    .nics = nics;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn controller_state(link: LinkState, admin_up: bool) -> NicState {
+    match (admin_up, link) {
+        (false, _) | (_, LinkState::Down) => NicState::Down,
+        (true, LinkState::Degraded) => NicState::Degraded,
+        (true, LinkState::Up) => NicState::Up,
+    }
+}
+
+fn control_repr(
+    packet_type: PacketType,
+    nic: NicId,
+    seq: u64,
+    now: Instant,
+    payload_len: usize,
+) -> BraidRepr {
+    BraidRepr {
+        packet_type,
+        link_id: nic.0,
+        flow_id: 0,
+        seq,
+        frag_offset: 0,
+        total_len: 0,
+        timestamp_ns: now.as_nanos(),
+        duplicate: false,
+        auth: None,
+        payload_len,
+    }
+}
+
+/// Header then payload into `buf`; `None` if it does not fit.
+fn emit_packet(repr: &BraidRepr, payload: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let hlen = repr.emit_into(buf).ok()?;
+    let total = hlen + payload.len();
+    buf.get_mut(hlen..total)?.copy_from_slice(payload);
+    Some(total)
+}

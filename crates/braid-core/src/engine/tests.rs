@@ -1,0 +1,210 @@
+//! Engine unit tests: two engines joined by an ideal in-memory wire (no delay model; the
+//! simulator's scenario tests cover links). They check the call protocol end to end.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::*;
+use crate::{DropReason, Instant, NicId, NicSet};
+
+fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
+    (0..n)
+        .map(|i| NicSpec {
+            id: NicId(i),
+            name: alloc::format!("link{i}"),
+            capacity_bps: 1_000_000_000,
+            mtu_bytes: mtu,
+            wire_overhead_bytes: 28,
+        })
+        .collect()
+}
+
+/// An IPv4/UDP packet with `payload_len` bytes of a pattern derived from `seq`.
+fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
+    let total = 28 + payload_len;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let mut sum = 0u32;
+    for c in p[..20].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&dst_port.to_be_bytes());
+    p[24..26].copy_from_slice(&u16::try_from(8 + payload_len).unwrap().to_be_bytes());
+    for (i, b) in p[28..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+    p
+}
+
+/// Move every transmittable packet from `a` to `b` (and back), optionally dropping those on
+/// `dead` NICs, until both are quiet. Returns the packets delivered at `b`.
+fn pump(a: &mut Engine, b: &mut Engine, now: Instant, dead: NicSet) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            moved = true;
+            if !dead.contains(t.nic) {
+                b.handle_rx(now, t.nic, &buf[..t.len]);
+            }
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            moved = true;
+            if !dead.contains(t.nic) {
+                a.handle_rx(now, t.nic, &buf[..t.len]);
+            }
+        }
+        while let Some(d) = b.poll_deliver(now, &mut buf) {
+            out.push(buf[..d.len].to_vec());
+        }
+        if !moved {
+            break;
+        }
+    }
+    out
+}
+
+fn pair(cfg: EngineConfig) -> (Engine, Engine) {
+    let a = Engine::new(cfg.clone(), Instant::ZERO).unwrap();
+    let b = Engine::new(cfg, Instant::ZERO).unwrap();
+    (a, b)
+}
+
+#[test]
+fn packets_cross_whole_and_in_order() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(3, 1472)));
+    let mut now = Instant::from_millis(1);
+    let sent: Vec<Vec<u8>> = (0..200).map(|i| udp_packet(5000, i, 1000)).collect();
+    let mut got = Vec::new();
+    for p in &sent {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+        now += Duration::from_micros(20);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        got.extend(pump(&mut a, &mut b, now, NicSet::EMPTY));
+    }
+    assert_eq!(got, sent);
+    assert_eq!(b.stats().rx_delivered_count, 200);
+    assert_eq!(b.stats().drops.total(), 0, "{:?}", b.stats().drops);
+}
+
+#[test]
+fn jumbo_packets_are_split_and_reassembled() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(3, 1472)));
+    let now = Instant::from_millis(1);
+    let sent: Vec<Vec<u8>> = (0..20).map(|i| udp_packet(5000, i, 8900)).collect();
+    for p in &sent {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+    }
+    let got = pump(&mut a, &mut b, now, NicSet::EMPTY);
+    assert_eq!(got, sent);
+    assert!(a.stats().tx_split_count > 0 || a.stats().tx_whole_count > 0);
+    assert_eq!(b.reassembly_stats().datagrams_completed, 20);
+}
+
+#[test]
+fn duplicated_class_is_delivered_once_even_when_one_nic_is_dead() {
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.classes.push(FlowClass {
+        name: "md".into(),
+        matcher: ClassMatch {
+            protocol: Some(17),
+            dst_ports: Some((7000, 7000)),
+            ..ClassMatch::default()
+        },
+        policy: ClassPolicy::Duplicate,
+        nics: NicSet::ALL,
+        demand_bps: 0,
+        latency_critical: true,
+    });
+    let (mut a, mut b) = pair(cfg);
+    let now = Instant::from_millis(1);
+    let sent: Vec<Vec<u8>> = (0..50).map(|i| udp_packet(7000, i, 100)).collect();
+    for p in &sent[..25] {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+    }
+    let mut got = pump(&mut a, &mut b, now, NicSet::EMPTY);
+    for p in &sent[25..] {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+    }
+    got.extend(pump(&mut a, &mut b, now, NicSet::single(NicId(0))));
+    assert_eq!(got, sent);
+    assert_eq!(a.stats().tx_duplicate_count, 50);
+    assert_eq!(b.stats().drops.get(DropReason::DuplicateDatagram), 25);
+}
+
+#[test]
+fn bad_input_is_counted_not_fatal() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(2, 1472)));
+    let now = Instant::from_millis(1);
+    assert_eq!(a.handle_tx(now, &[0x45, 0, 0]), TxVerdict::Drop(DropReason::MalformedPacket));
+    assert_eq!(
+        a.handle_tx(now, &vec![0u8; 10_000]),
+        TxVerdict::Drop(DropReason::TooBig)
+    );
+    b.handle_rx(now, NicId(0), &[1, 2, 3]);
+    b.handle_rx(now, NicId(9), &[1, 2, 3]);
+    assert_eq!(b.stats().drops.get(DropReason::MalformedHeader), 1);
+    assert_eq!(b.stats().drops.get(DropReason::UnknownLink), 1);
+    assert_eq!(a.stats().drops.get(DropReason::MalformedPacket), 1);
+    assert_eq!(a.stats().drops.get(DropReason::TooBig), 1);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.nics[1].capacity_bps = 0;
+    let err = Engine::new(cfg, Instant::ZERO).unwrap_err();
+    assert_eq!(alloc::format!("{err}"), "nics[1].capacity_bps: must be > 0");
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.nics[1].id = NicId(0);
+    assert!(matches!(Engine::new(cfg, Instant::ZERO), Err(ConfigError::BadNicId(NicId(0)))));
+    assert!(matches!(
+        Engine::new(EngineConfig::new(Vec::new()), Instant::ZERO),
+        Err(ConfigError::NoNics)
+    ));
+}
+
+#[test]
+fn probes_flow_without_traffic_and_a_dead_link_goes_down() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(2, 1472)));
+    let mut now = Instant::ZERO;
+    let mut down_at = None;
+    for step in 0..400u64 {
+        now = Instant::from_micros(step * 250);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        let dead = if now >= Instant::from_millis(50) {
+            NicSet::single(NicId(1))
+        } else {
+            NicSet::EMPTY
+        };
+        pump(&mut a, &mut b, now, dead);
+        while let Some(ev) = a.poll_event() {
+            if let EngineEvent::Link(l) = ev
+                && l.nic == NicId(1)
+                && l.to == crate::health::LinkState::Down
+            {
+                down_at.get_or_insert(now);
+            }
+        }
+    }
+    let link0 = a.link(NicId(0)).unwrap();
+    assert!(link0.replies > 0, "probes were answered");
+    let down_at = down_at.expect("link 1 declared down");
+    let took = down_at - Instant::from_millis(50);
+    assert!(took <= Duration::from_millis(30), "detected after {took:?}");
+    assert_eq!(a.link(NicId(0)).unwrap().state, crate::health::LinkState::Up);
+}

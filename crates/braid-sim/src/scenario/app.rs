@@ -1,0 +1,319 @@
+//! One simulated host: a braid [`Engine`] plus its application — traffic sources on host A, a
+//! checking sink on host B.
+//!
+//! Every application packet is UDP/IPv4 with a 28-byte header and a payload that starts with a
+//! 24-byte stamp (magic, flow index, sequence, send time) followed by bytes derived from the
+//! flow and sequence, so the sink can check each delivered packet byte for byte and measure
+//! latency without any shared state with the source.
+
+use core::time::Duration;
+
+use braid_core::engine::{Engine, EngineConfig, EngineEvent, TxVerdict};
+use braid_core::health::LinkState;
+use braid_core::{Instant, NicId};
+
+use super::{Scenario, TrafficSpec, flow_port, ms};
+use crate::sim::Host;
+use crate::stats::LatencyRecorder;
+
+const MAGIC: u32 = 0xb4a1_d0c5;
+const STAMP_BYTES: usize = 24;
+const IP_UDP_BYTES: usize = 28;
+/// Largest braid packet a host ever writes (the links' MTUs are at most 65535).
+const BUF_BYTES: usize = 65_536;
+
+/// What the sink saw of one flow.
+#[derive(Clone, Debug, Default)]
+pub struct FlowTotals {
+    /// Packets the source handed to braid (accepted).
+    pub sent: u64,
+    /// Packets braid refused at the source (counted by reason in the engine).
+    pub refused: u64,
+    /// Packets delivered to the sink.
+    pub packets: u64,
+    /// Their IP bytes.
+    pub bytes: u64,
+    /// Delivered packets whose bytes differ from what was sent.
+    pub corrupt: u64,
+    /// Delivered packets whose sequence was not above the previous one (must stay 0).
+    pub out_of_order: u64,
+    /// Sequences never delivered (holes between delivered sequences).
+    pub missing: u64,
+    /// First and last delivery times.
+    pub first_rx: Option<Instant>,
+    /// See `first_rx`.
+    pub last_rx: Option<Instant>,
+    /// Highest sequence delivered + 1.
+    next_seq: u64,
+    /// Latency from the source's send time to delivery.
+    pub latency: LatencyRecorder,
+}
+
+#[derive(Debug)]
+struct Source {
+    index: usize,
+    traffic: TrafficSpec,
+    packet_bytes: usize,
+    interval: Duration,
+    window_bytes: usize,
+    start: Instant,
+    stop: Instant,
+    next_at: Instant,
+    seq: u64,
+}
+
+/// A simulated host.
+#[derive(Debug)]
+pub struct ScenarioHost {
+    /// The braid engine.
+    pub engine: Engine,
+    sources: Vec<Source>,
+    /// Per flow, what the sink saw (host B) or sent (host A: `sent`/`refused`).
+    pub flows: Vec<FlowTotals>,
+    /// Link state changes seen by this host's engine: (when, text).
+    pub link_log: Vec<(Instant, String)>,
+    /// When each NIC was declared down, most recent first-time per outage.
+    pub down_at: Vec<Vec<Instant>>,
+    scratch: Vec<u8>,
+    packet: Vec<u8>,
+}
+
+impl ScenarioHost {
+    /// Host A: the engine plus the scenario's sources.
+    ///
+    /// # Errors
+    /// The engine's configuration error, as text.
+    pub fn new_source(s: &Scenario, cfg: EngineConfig) -> Result<Self, String> {
+        let mut side = Self::new(s, cfg)?;
+        side.sources = s
+            .flows
+            .iter()
+            .enumerate()
+            .map(|(index, f)| {
+                let interval = match f.rate_mbps {
+                    Some(r) if f.traffic == TrafficSpec::Cbr => {
+                        Duration::from_secs_f64(f64::from(f.packet_bytes) * 8.0 / (r * 1e6))
+                    }
+                    _ => Duration::ZERO,
+                };
+                let start = Instant::ZERO + ms(f.start_ms);
+                Source {
+                    index,
+                    traffic: f.traffic,
+                    packet_bytes: f.packet_bytes as usize,
+                    interval,
+                    window_bytes: f.window_kib.unwrap_or(256) as usize * 1024,
+                    start,
+                    stop: Instant::ZERO + ms(f.stop_ms.unwrap_or(s.duration_ms)),
+                    next_at: start,
+                    seq: 0,
+                }
+            })
+            .collect();
+        Ok(side)
+    }
+
+    /// Host B: the engine plus the checking sink.
+    ///
+    /// # Errors
+    /// The engine's configuration error, as text.
+    pub fn new_sink(s: &Scenario, cfg: EngineConfig) -> Result<Self, String> {
+        Self::new(s, cfg)
+    }
+
+    fn new(s: &Scenario, cfg: EngineConfig) -> Result<Self, String> {
+        let engine = Engine::new(cfg, Instant::ZERO).map_err(|e| e.to_string())?;
+        Ok(Self {
+            engine,
+            sources: Vec::new(),
+            flows: vec![FlowTotals::default(); s.flows.len()],
+            link_log: Vec::new(),
+            down_at: vec![Vec::new(); s.links.len()],
+            scratch: vec![0; BUF_BYTES],
+            packet: vec![0; 65_536],
+        })
+    }
+
+    /// Totals over every flow of the sink.
+    #[must_use]
+    pub fn sink_totals(&self) -> FlowTotals {
+        let mut t = FlowTotals::default();
+        for f in &self.flows {
+            t.packets += f.packets;
+            t.bytes += f.bytes;
+        }
+        t
+    }
+
+    /// Offer every packet the sources want to send now.
+    fn run_sources(&mut self, now: Instant) {
+        for i in 0..self.sources.len() {
+            loop {
+                let src = &self.sources[i];
+                if now < src.start || now >= src.stop {
+                    break;
+                }
+                let due = match src.traffic {
+                    TrafficSpec::Cbr => src.next_at <= now,
+                    TrafficSpec::Bulk => self.engine.tx_queued_bytes() + src.packet_bytes <= src.window_bytes,
+                };
+                if !due {
+                    break;
+                }
+                let (index, seq, len) = (src.index, src.seq, src.packet_bytes);
+                build_packet(&mut self.packet[..len], index, seq, now);
+                let verdict = self.engine.handle_tx(now, &self.packet[..len]);
+                let src = &mut self.sources[i];
+                src.seq += 1;
+                src.next_at += src.interval;
+                match verdict {
+                    TxVerdict::Queued => self.flows[index].sent += 1,
+                    TxVerdict::Drop(_) => {
+                        self.flows[index].refused += 1;
+                        if src.traffic == TrafficSpec::Bulk {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_source_time(&self) -> Option<Instant> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s.traffic {
+                TrafficSpec::Cbr if s.next_at < s.stop => Some(s.next_at.max(s.start)),
+                // Bulk sources wake with the engine (pacing) once started.
+                TrafficSpec::Bulk if s.seq == 0 && s.start < s.stop => Some(s.start),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(d) = self.engine.poll_deliver(now, &mut self.scratch) {
+            let bytes = &self.scratch[..d.len];
+            check_packet(&mut self.flows, bytes, now);
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            if let EngineEvent::Link(l) = ev {
+                if l.to == LinkState::Down
+                    && let Some(v) = self.down_at.get_mut(l.nic.index())
+                {
+                    v.push(now);
+                }
+                self.link_log.push((now, format!("{} {:?} -> {:?}", l.nic, l.from, l.to)));
+            }
+        }
+    }
+}
+
+impl Host for ScenarioHost {
+    fn handle_rx(&mut self, now: Instant, link: usize, packet: &[u8]) {
+        let nic = NicId(u8::try_from(link).unwrap_or(u8::MAX));
+        self.engine.handle_rx(now, nic, packet);
+        self.drain(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
+        self.run_sources(now);
+        let t = self.engine.poll_transmit(now, buf)?;
+        Some((t.nic.index(), t.len))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        self.run_sources(now);
+        self.drain(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [self.engine.poll_timeout(), self.next_source_time()].into_iter().flatten().min()
+    }
+}
+
+/// Write flow `index`'s packet `seq` into `p` (its whole length).
+fn build_packet(p: &mut [u8], index: usize, seq: u64, now: Instant) {
+    let total = p.len();
+    p[..IP_UDP_BYTES].fill(0);
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
+    p[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 77, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 77, 0, 2]);
+    let csum = ipv4_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&csum.to_be_bytes());
+    p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&flow_port(index).to_be_bytes());
+    p[24..26].copy_from_slice(&u16::try_from(total - 20).unwrap_or(u16::MAX).to_be_bytes());
+    let s = &mut p[IP_UDP_BYTES..];
+    s[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+    s[4..8].copy_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes());
+    s[8..16].copy_from_slice(&seq.to_be_bytes());
+    s[16..24].copy_from_slice(&now.as_nanos().to_be_bytes());
+    fill_pattern(&mut s[STAMP_BYTES..], index, seq);
+}
+
+/// The payload pattern: xorshift64 seeded from the flow and sequence, 8 bytes per step.
+fn pattern(index: usize, seq: u64) -> impl Iterator<Item = [u8; 8]> {
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (index as u64) ^ 1;
+    core::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x.to_le_bytes()
+    })
+}
+
+fn fill_pattern(b: &mut [u8], index: usize, seq: u64) {
+    for (chunk, bytes) in b.chunks_mut(8).zip(pattern(index, seq)) {
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+fn pattern_matches(b: &[u8], index: usize, seq: u64) -> bool {
+    b.chunks(8).zip(pattern(index, seq)).all(|(chunk, bytes)| *chunk == bytes[..chunk.len()])
+}
+
+fn ipv4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The sink: check one delivered packet and account for it.
+fn check_packet(flows: &mut [FlowTotals], p: &[u8], now: Instant) {
+    let stamp = p.get(IP_UDP_BYTES..IP_UDP_BYTES + STAMP_BYTES);
+    let Some(s) = stamp.filter(|s| s[0..4] == MAGIC.to_be_bytes()) else {
+        return;
+    };
+    let word = |r: core::ops::Range<usize>| s[r].iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    let index = word(4..8) as usize;
+    let seq = word(8..16);
+    let sent = Instant::from_nanos(word(16..24));
+    let Some(f) = flows.get_mut(index) else {
+        return;
+    };
+    let header_ok = p.len() >= IP_UDP_BYTES
+        && usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len()
+        && ipv4_checksum(&p[..20]) == 0;
+    if !header_ok || !pattern_matches(&p[IP_UDP_BYTES + STAMP_BYTES..], index, seq) {
+        f.corrupt += 1;
+    }
+    if seq < f.next_seq {
+        f.out_of_order += 1;
+    } else {
+        f.missing += seq - f.next_seq;
+        f.next_seq = seq + 1;
+    }
+    f.packets += 1;
+    f.bytes += p.len() as u64;
+    f.first_rx.get_or_insert(now);
+    f.last_rx = Some(now);
+    f.latency.record_between(sent, now);
+}
