@@ -122,8 +122,6 @@ struct Model {
     cfg: ReassemblyConfig,
     /// In creation (= deadline) order.
     ctxs: Vec<ModelCtx>,
-    /// Last completion deadline per key (the real cache may have forgotten some).
-    recent: Vec<(DatagramKey, Instant)>,
     bytes_held: usize,
 }
 
@@ -146,10 +144,6 @@ impl Model {
 
     fn live(&self) -> usize {
         self.ctxs.iter().filter(|c| !c.tomb).count()
-    }
-
-    fn recently_completed(&self, key: DatagramKey, now: Instant) -> bool {
-        self.recent.iter().any(|&(k, d)| k == key && now < d)
     }
 
     /// Remove context `i` because its deadline passed; `true` if it was live (a timeout).
@@ -198,9 +192,6 @@ impl Model {
                 return (Expect::Accept { i, complete }, false);
             }
             timed_out = self.expire(i);
-        } else if self.recently_completed(key, now) {
-            // The real cache is lossy: it may say Stale, or may treat this as new.
-            return (Expect::Drop(DropReason::ReassemblyStale), false);
         }
         let Some(held) = PacketStore::class_bytes(total as usize) else {
             return (Expect::Drop(DropReason::ReassemblyTooLarge), timed_out);
@@ -262,17 +253,6 @@ impl Rig {
         }
         let out = self.r.insert(self.now, &mut self.store, key, off, total, data);
         match (expect, out) {
-            (Expect::Drop(DropReason::ReassemblyStale), FragOutcome::Dropped(DropReason::ReassemblyStale)) => {}
-            (Expect::Drop(DropReason::ReassemblyStale), out) => {
-                // The lossy cache forgot the completion: the reassembler must have treated the
-                // fragment as new, so replay the model's new-datagram path and compare.
-                let Some(i) = self.model.recent.iter().position(|&(k, _)| k == key) else {
-                    panic!("stale predicted without a recent completion");
-                };
-                self.model.recent.swap_remove(i);
-                let (expect, _) = self.model.predict(self.now, key, off, total, len);
-                self.check_new(expect, out, key, off, total, len);
-            }
             (Expect::Drop(want), out) => {
                 assert_eq!(out, FragOutcome::Dropped(want), "model predicted a drop");
             }
@@ -287,7 +267,6 @@ impl Rig {
                 if complete {
                     let c = self.model.ctxs.remove(i);
                     self.model.bytes_held -= c.held;
-                    self.record_recent(key, c.deadline);
                     self.take_complete(out, key, total);
                 } else {
                     assert_eq!(out, FragOutcome::Pending, "model predicted pending");
@@ -318,8 +297,6 @@ impl Rig {
             return;
         }
         if whole {
-            let deadline = self.now + self.model.cfg.timeout;
-            self.record_recent(key, deadline);
             self.take_complete(out, key, total);
         } else {
             assert_eq!(out, FragOutcome::Pending, "model predicted a new context");
@@ -333,11 +310,6 @@ impl Rig {
                 ranges: alloc::vec![(off, off + u32::try_from(len).unwrap_or(0))],
             });
         }
-    }
-
-    fn record_recent(&mut self, key: DatagramKey, deadline: Instant) {
-        self.model.recent.retain(|&(k, _)| k != key);
-        self.model.recent.push((key, deadline));
     }
 
     fn take_complete(&mut self, out: FragOutcome, key: DatagramKey, total: u32) {
@@ -438,7 +410,6 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
         model: Model {
             cfg,
             ctxs: Vec::new(),
-            recent: Vec::new(),
             bytes_held: 0,
         },
         now: Instant::ZERO,

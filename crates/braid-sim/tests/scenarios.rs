@@ -48,10 +48,14 @@ fn bulk_over_three_unequal_links_reaches_95_percent_of_the_sum() {
     assert_clean(&r);
     let bulk = r.flow("bulk").unwrap();
     assert_eq!(bulk.missing, 0, "complete\n{r}");
-    // What was sent but not delivered is only what sat in braid's window or on the wires
-    // when the run stopped.
+    // What was sent but not delivered is only what sat in braid's window, on the wires (at
+    // most 5 ms) or in the receiver's reorder hold (at most 5 ms here) when the run stopped.
     let window_packets = 256 * 1024 / 1400;
-    assert!(bulk.sent - bulk.delivered <= window_packets + 100, "{r}");
+    let in_flight_packets = 600e6 / 8.0 / 1400.0 * 0.010;
+    assert!(
+        (bulk.sent - bulk.delivered) as f64 <= window_packets as f64 + in_flight_packets,
+        "{r}"
+    );
     // What the links can carry of 1400-byte packets after braid's and UDP/IP's headers.
     let ceiling = 600.0 * 1400.0 / (1400.0 + OVERHEAD);
     assert!(
@@ -136,7 +140,8 @@ fn duplicated_flow_loses_nothing_when_a_link_fails_and_tracks_the_better_link() 
     assert_clean(&r);
     let md = r.flow("md").unwrap();
     assert_eq!(md.missing, 0, "zero loss\n{r}");
-    assert!(md.delivered + 2 >= md.sent, "all but the last in flight delivered\n{r}");
+    // All but the few still in flight at the end (5 ms at 1250 packets/s) were delivered.
+    assert!(md.sent - md.delivered <= 10, "all but the last in flight delivered\n{r}");
     assert!(r.drops.get(DropReason::DuplicateDatagram) > 0, "copies were deduplicated\n{r}");
     // Until 800 ms (40 % of the run) the fast link (1 ms) wins; after it, the jittery 3 ms link
     // carries the feed alone. p50 tracks the fast link; p99 is bounded by the slow link's

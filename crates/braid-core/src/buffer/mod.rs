@@ -321,17 +321,20 @@ impl PacketStore {
         let now_empty = pm.live == 0;
         // invariant: pi < MAX_PAGES fits in u32.
         let page = u32::try_from(pi).unwrap_or(NIL);
-        if now_empty {
-            if !was_full {
-                self.unlink_partial(class, page);
-            }
+        if was_full {
+            self.push_partial(class, page);
+        }
+        if now_empty && !(self.partial[class] == page && self.page_meta[pi].next == NIL) {
+            // An empty page goes back to the shared free-page list, unless it is its class's
+            // only partial page: that one stays carved, so that a class cycling one buffer
+            // (alloc, free, alloc, ...) does not re-take a page each time. Each class thus
+            // holds at most one empty page (the page budget has a spare page per class).
+            self.unlink_partial(class, page);
             self.page_meta[pi] = PageMeta {
                 next: self.free_pages,
                 ..PageMeta::FREE
             };
             self.free_pages = page;
-        } else if was_full {
-            self.push_partial(class, page);
         }
         self.used_bytes -= SIZE_CLASSES[class];
         self.live -= 1;
@@ -446,6 +449,7 @@ impl PacketStore {
     pub(crate) fn check_invariants(&self) -> Result<(), &'static str> {
         let mut used = 0;
         let mut live = 0;
+        let mut empty_per_class = [0u8; NUM_CLASSES];
         for (pi, pm) in self.page_meta.iter().enumerate() {
             let base = pi * MAX_SLOTS_PER_PAGE;
             let slots = &self.slots[base..base + MAX_SLOTS_PER_PAGE];
@@ -457,8 +461,14 @@ impl PacketStore {
                 continue;
             }
             let class = usize::from(pm.class);
-            if live_here != usize::from(pm.live) || pm.live == 0 {
+            if live_here != usize::from(pm.live) {
                 return Err("page live count wrong");
+            }
+            if pm.live == 0 {
+                empty_per_class[class] += 1;
+                if empty_per_class[class] > 1 {
+                    return Err("a class keeps more than one empty page");
+                }
             }
             if slots[usize::from(pm.bump)..].iter().any(|s| s.generation & 1 == 1) {
                 return Err("live slot above bump");
@@ -596,11 +606,13 @@ mod tests {
         for h in small {
             s.free(h);
         }
+        // The 128-byte class keeps one empty page carved; the other page is re-carved.
         let big1 = s.alloc(65_536).expect("page reused");
-        let big2 = s.alloc(40_000).expect("page reused");
+        assert_eq!(s.reserved_bytes(), 2 * PAGE_BYTES, "no new page");
+        let small = s.alloc(100).expect("the kept page");
         assert_eq!(s.reserved_bytes(), 2 * PAGE_BYTES, "no new page");
         s.free(big1);
-        s.free(big2);
+        s.free(small);
         s.check_invariants().unwrap();
     }
 

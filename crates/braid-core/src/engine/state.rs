@@ -799,7 +799,22 @@ impl Engine {
             .expect("invariant: the rx flow exists");
         if now.saturating_duration_since(rx.hold_at) >= HOLD_REFRESH {
             let (spread, jitter) = self.health.delay_spread(rx.seen);
-            rx.hold = hold_from_spread(spread, jitter, &self.config.reorder);
+            // A full-size packet on the slowest NIC in use also lands its last byte later by
+            // its serialisation time: add it to the spread.
+            let serialisation = rx
+                .seen
+                .iter()
+                .filter_map(|n| self.nics[n.index()].as_ref())
+                .map(|n| u64::from(n.spec.mtu_bytes) * 8_000_000_000 / n.spec.capacity_bps.max(1))
+                .max()
+                .unwrap_or(0);
+            let spread = spread + Duration::from_nanos(serialisation);
+            // The hold rises at once and falls by at most half per refresh: packets already in
+            // flight were scheduled with the older, less accurate delay estimates (at start-up
+            // the sender knows no delays at all), so they may still be as far out of order as
+            // the old hold allowed.
+            let target = hold_from_spread(spread, jitter, &self.config.reorder);
+            rx.hold = target.max(rx.hold / 2);
             rx.hold_at = now;
         }
         if let Admit::Rejected(item, reason) = rx.reorder.insert(now, repr.seq, RxItem { buf, len }) {

@@ -22,7 +22,7 @@
 //! 1. Fragment-local checks, no state touched: zero length → `ReassemblyZeroLength`; total above
 //!    `max_datagram_bytes` → `ReassemblyTooLarge`; `offset + len > total` → `ReassemblyPastEnd`.
 //!    Only the fragment is dropped.
-//! 2. A key whose datagram was dropped (tombstone) or completed recently → `ReassemblyStale`.
+//! 2. A key whose datagram was dropped and whose tombstone still stands → `ReassemblyStale`.
 //! 3. A new key: a fragment that is the whole datagram (`offset 0, len == total`) completes at
 //!    once without a context. Otherwise the context cap (`ReassemblyContextCap`) and the memory
 //!    cap (`ReassemblyMemoryCap`) are checked and the *new* datagram is refused at the cap; live
@@ -65,24 +65,30 @@
 //!   at most `max_fragments` entries (64 by default, usually 2–8). Completion is
 //!   `received == total`, exact because accepted ranges are disjoint and inside the total. No
 //!   allocation per fragment, and the per-datagram metadata is bounded by `max_fragments`.
-//! - **A slab of contexts plus a seeded [`hashbrown::HashTable`]** of `(key, slot)`, created
-//!   with room for twice `max_contexts`, so the steady state never allocates (hashbrown
-//!   re-hashes in place when it has at most half its capacity in use) and an attacker who does
-//!   not know `hash_seed` cannot aim collisions (foldhash, seeded from config).
+//! - **A slab of contexts plus a seeded [`hashbrown::HashTable`]** of slot numbers (4 bytes a
+//!   bucket, so the index of 32 K contexts stays in L2; keys are compared in the slab only on a
+//!   tag match), created with room for twice `max_contexts`, so the steady state never
+//!   allocates (hashbrown re-hashes in place when it has at most half its capacity in use) and
+//!   an attacker who does not know `hash_seed` cannot aim collisions (foldhash, seeded from
+//!   config). The slot of the last context touched is remembered, so the fragments of one
+//!   datagram arriving back to back skip hashing and probing.
 //! - **Expiry by an intrusive deadline list.** All contexts share one timeout and time is
 //!   monotonic, so creation order is deadline order: appending at the tail keeps the list
 //!   sorted, the head is the next deadline ([`Reassembler::poll_timeout`] is O(1)), expiry pops
 //!   from the head, and a completed context unlinks itself in O(1) — no heap, no scan, no
 //!   stale queue entries.
-//! - **A lossy cache of recently completed ids** (direct-mapped, `max_contexts` rounded up to a
-//!   power of two): a late duplicate of a completed datagram is counted `ReassemblyStale`
-//!   instead of opening a context that can only time out. Exact tombstones for completions
-//!   would need a table of (completion rate × timeout) entries; a miss in the cache costs what
-//!   no cache would (one context until its timeout, counted), so best effort is the right
-//!   trade. Datagram-level de-duplication proper is the reorder stage's job.
+//! - **No memory of completed datagrams.** A completed context is forgotten at once. A late
+//!   duplicate fragment of a completed datagram therefore opens a new context that is either
+//!   completed again by further duplicates (the reorder stage de-duplicates whole datagrams and
+//!   counts them) or times out (bounded by the caps, freed and counted). Remembering
+//!   completions exactly would need a table of (completion rate × timeout) entries, millions at
+//!   10 Mpps; a lossy direct-mapped cache of recent ids was tried and cost one cache miss per
+//!   datagram (half the in-order time in `benches/reassembly.rs`) for a counter's sake, so it
+//!   went. Drops, which are rare, do get exact tombstones.
 //!
 //! Memory bounds: store bytes ≤ `mem_cap_bytes` (counted by store slot size); metadata ≤
-//! `max_contexts × (≈72 + 8 × max_fragments)` bytes plus the hash index and the cache.
+//! `max_contexts × (≈80 + 8 × max_fragments)` bytes plus the hash index (`max_contexts × 2`
+//! entries of 4 bytes plus control bytes).
 
 mod state;
 #[cfg(test)]
@@ -97,7 +103,7 @@ use hashbrown::HashTable;
 use crate::buffer::{BufHandle, PacketStore};
 use crate::time::Instant;
 use crate::types::{DropCounters, DropReason, FlowId};
-use state::{Kind, NIL, Range, RecentCache, Slab};
+use state::{Kind, NIL, Range, Slab};
 
 /// Reassembler configuration. Defaults are tuned for a host receiving a few Gbit/s of braid
 /// traffic split across a handful of NICs.
@@ -200,15 +206,16 @@ pub struct Reassembler {
     max_fragments: u16,
     hasher: FixedState,
     /// `(key, slot)` for every live context and tombstone.
-    index: HashTable<(DatagramKey, u32)>,
+    index: HashTable<u32>,
     slab: Slab,
-    recent: RecentCache,
+    /// The slot of the context touched last (a live context or tombstone), if still used.
+    last: Option<u32>,
     stats: ReassemblyStats,
 }
 
 impl Reassembler {
     /// A reassembler with `config` (out-of-range values are clamped, see the field docs).
-    /// Allocates its index, recent cache and the capacity of its slab up front; contexts are
+    /// Allocates its index and the capacity of its slab up front; contexts are
     /// then created and recycled without allocating.
     #[must_use]
     pub fn new(config: ReassemblyConfig) -> Self {
@@ -225,7 +232,7 @@ impl Reassembler {
             hasher: FixedState::with_seed(config.hash_seed),
             index: HashTable::with_capacity(max_contexts.saturating_mul(2)),
             slab: Slab::new(max_contexts, usize::from(max_fragments)),
-            recent: RecentCache::new(max_contexts),
+            last: None,
             stats: ReassemblyStats::default(),
             config,
         }
@@ -282,21 +289,35 @@ impl Reassembler {
             start: offset,
             end: u32::try_from(end).unwrap_or(total_len),
         };
-        let hash = self.hasher.hash_one(key);
-        if let Some(&(_, idx)) = self.index.find(hash, |e| e.0 == key) {
+        // Fast path: the same datagram as the previous fragment (fragments of one datagram
+        // usually arrive back to back) skips hashing and the index probe.
+        let found = match self.last {
+            Some(idx) if self.slab.ctx[idx as usize].key == key => Some(idx),
+            _ => {
+                let hash = self.hasher.hash_one(key);
+                let slab = &self.slab.ctx;
+                match self.index.find(hash, |&i| slab[i as usize].key == key) {
+                    Some(&idx) => {
+                        self.last = Some(idx);
+                        Some(idx)
+                    }
+                    None => return self.insert_new(now, store, hash, key, range, total_len, data),
+                }
+            }
+        };
+        if let Some(idx) = found {
             let ctx = &self.slab.ctx[idx as usize];
             if now < ctx.deadline {
                 if ctx.kind == Kind::Tomb {
                     return self.drop_fragment(DropReason::ReassemblyStale);
                 }
-                return self.insert_existing(store, hash, idx, range, total_len, data);
+                return self.insert_existing(store, idx, range, total_len, data);
             }
             // Past its deadline but not yet expired by handle_timeout: expire it now, so the
             // timeout is never extended, and treat the fragment as the first of a new datagram.
-            self.expire(store, hash, idx);
-        } else if self.recent.contains(hash, key, now) {
-            return self.drop_fragment(DropReason::ReassemblyStale);
+            self.expire(store, idx);
         }
+        let hash = self.hasher.hash_one(key);
         self.insert_new(now, store, hash, key, range, total_len, data)
     }
 
@@ -310,8 +331,7 @@ impl Reassembler {
             if head == NIL || self.slab.ctx[head as usize].deadline > now {
                 break;
             }
-            let hash = self.hasher.hash_one(self.slab.ctx[head as usize].key);
-            self.expire(store, hash, head);
+            self.expire(store, head);
             n += 1;
         }
         n
@@ -322,7 +342,6 @@ impl Reassembler {
     fn insert_existing(
         &mut self,
         store: &mut PacketStore,
-        hash: u64,
         idx: u32,
         r: Range,
         total_len: u32,
@@ -333,7 +352,12 @@ impl Reassembler {
             return self.drop_datagram(store, idx, DropReason::ReassemblyTotalMismatch);
         }
         let ranges = self.slab.ranges(idx);
-        let pos = ranges.partition_point(|x| x.start < r.start);
+        // In order (append) and reversed (prepend) are the common cases; else binary search.
+        let pos = match (ranges.first(), ranges.last()) {
+            (_, Some(last)) if last.end <= r.start => ranges.len(),
+            (Some(first), _) if r.end <= first.start => 0,
+            _ => ranges.partition_point(|x| x.start < r.start),
+        };
         if let Some(next) = ranges.get(pos) {
             if *next == r {
                 return self.drop_fragment(DropReason::ReassemblyDuplicateFragment);
@@ -360,13 +384,12 @@ impl Reassembler {
         }
         // Complete: the buffer leaves the reassembler's accounting.
         let buf = ctx.buf.take().expect("invariant: live context holds a buffer");
-        let (key, deadline, held) = (ctx.key, ctx.deadline, ctx.held_bytes as usize);
+        let (hash, held) = (ctx.hash, ctx.held_bytes as usize);
         self.remove_index(hash, idx);
         self.slab.release(idx);
         self.stats.bytes_held -= held;
         self.stats.contexts_live -= 1;
         self.stats.datagrams_completed += 1;
-        self.recent.record(hash, key, deadline);
         FragOutcome::Complete {
             buf,
             len: total_len as usize,
@@ -400,7 +423,6 @@ impl Reassembler {
             self.stats.fragments_accepted += 1;
             self.stats.datagrams_started += 1;
             self.stats.datagrams_completed += 1;
-            self.recent.record(hash, key, deadline);
             return FragOutcome::Complete { buf, len: total };
         }
         if self.slab.is_full() {
@@ -415,12 +437,13 @@ impl Reassembler {
         store.get_mut(&buf)[r.start as usize..r.end as usize].copy_from_slice(data);
         // invariant: held <= MAX_BUF_BYTES fits in u32.
         let held32 = u32::try_from(held).unwrap_or(u32::MAX);
-        let idx = self.slab.alloc(key, deadline, buf, total_len, held32);
+        let idx = self.slab.alloc(key, hash, deadline, buf, total_len, held32);
+        self.last = Some(idx);
         self.slab.insert_range(idx, 0, r);
         self.slab.ctx[idx as usize].received = r.end - r.start;
-        let hasher = &self.hasher;
+        let slab = &self.slab.ctx;
         self.index
-            .insert_unique(hash, (key, idx), |e| hasher.hash_one(e.0));
+            .insert_unique(hash, idx, |&i| slab[i as usize].hash);
         self.stats.fragments_accepted += 1;
         self.stats.datagrams_started += 1;
         self.stats.contexts_live += 1;
@@ -461,7 +484,7 @@ impl Reassembler {
     }
 
     /// Remove context or tombstone `idx` (its deadline passed): a live one counts a timeout.
-    fn expire(&mut self, store: &mut PacketStore, hash: u64, idx: u32) {
+    fn expire(&mut self, store: &mut PacketStore, idx: u32) {
         match self.slab.ctx[idx as usize].kind {
             Kind::Live => {
                 self.free_live(store, idx);
@@ -473,13 +496,17 @@ impl Reassembler {
                 return;
             }
         }
-        self.remove_index(hash, idx);
+        self.remove_index(self.slab.ctx[idx as usize].hash, idx);
         self.slab.release(idx);
     }
 
+    /// Take slot `idx` out of the index (and out of the last-context memo).
     #[inline]
     fn remove_index(&mut self, hash: u64, idx: u32) {
-        if let Ok(entry) = self.index.find_entry(hash, |e| e.1 == idx) {
+        if self.last == Some(idx) {
+            self.last = None;
+        }
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
             entry.remove();
         } else {
             debug_assert!(false, "invariant: every used slot is indexed");
@@ -533,7 +560,9 @@ impl Reassembler {
                 return Err("deadline list broken or unsorted");
             }
             let hash = self.hasher.hash_one(c.key);
-            if self.index.find(hash, |e| e.0 == c.key).map(|e| e.1) != Some(cur) {
+            let slab = &self.slab.ctx;
+            let found = self.index.find(hash, |&i| slab[i as usize].key == c.key);
+            if hash != c.hash || found != Some(&cur) {
                 return Err("context not indexed under its key");
             }
             match c.kind {
@@ -582,6 +611,11 @@ impl Reassembler {
         }
         if self.slab.used > self.config.max_contexts {
             return Err("context cap exceeded");
+        }
+        if let Some(l) = self.last {
+            if self.slab.ctx.get(l as usize).is_none_or(|c| c.kind == Kind::Free) {
+                return Err("last-context memo points at a free slot");
+            }
         }
         Ok(())
     }

@@ -1,10 +1,9 @@
-//! The reassembler's internal state: the context slab with its deadline list, the per-context
-//! fragment range arrays, and the cache of recently completed datagram ids.
+//! The reassembler's internal state: the context slab with its deadline list and the
+//! per-context fragment range arrays.
 //!
 //! Owns: storage and O(1) list/slot bookkeeping. Does not own the reassembly rules (overlap,
 //! caps, timeout policy, counters): those live in [`super::Reassembler`].
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::DatagramKey;
@@ -31,6 +30,8 @@ pub(super) enum Kind {
 #[derive(Debug)]
 pub(super) struct Ctx {
     pub(super) key: DatagramKey,
+    /// `hash(key)`, kept for removal from the index without re-hashing.
+    pub(super) hash: u64,
     /// First fragment's arrival + timeout. Never moved.
     pub(super) deadline: Instant,
     /// The datagram's buffer (`Live` only).
@@ -104,6 +105,7 @@ impl Slab {
     pub(super) fn alloc(
         &mut self,
         key: DatagramKey,
+        hash: u64,
         deadline: Instant,
         buf: BufHandle,
         total_len: u32,
@@ -111,6 +113,7 @@ impl Slab {
     ) -> u32 {
         let ctx = Ctx {
             key,
+            hash,
             deadline,
             buf: Some(buf),
             total_len,
@@ -188,65 +191,13 @@ impl Slab {
         let n = usize::from(c.nfrags);
         c.nfrags += 1;
         let slice = &mut self.ranges[base..=base + n];
-        slice.copy_within(pos..n, pos + 1);
-        slice[pos] = r;
-    }
-}
-
-/// One entry of the recently-completed cache.
-#[derive(Clone, Copy, Debug)]
-struct Recent {
-    key: DatagramKey,
-    /// The completed datagram's original deadline; the entry means nothing after it.
-    deadline: Instant,
-}
-
-/// A direct-mapped, lossy cache of recently completed datagram ids.
-///
-/// A duplicate fragment that arrives after its datagram completed (redundant sending, a
-/// retransmitting middlebox) would otherwise open a new context that can never complete and
-/// pins memory until its timeout. Exact tombstones for every completed datagram would need a
-/// table as large as (completion rate × timeout) — millions at 10 Mpps — so this cache keeps
-/// the last completion per bucket: O(1), a fixed size, no allocation, and a miss only costs what
-/// it would have cost without it (a context that times out, counted).
-#[derive(Debug)]
-pub(super) struct RecentCache {
-    entries: Vec<Recent>,
-    mask: usize,
-}
-
-impl RecentCache {
-    pub(super) fn new(slots: usize) -> Self {
-        let n = slots.clamp(16, 1 << 20).next_power_of_two();
-        let empty = Recent {
-            key: DatagramKey {
-                flow: crate::FlowId(0),
-                seq: 0,
-            },
-            deadline: Instant::ZERO,
-        };
-        Self {
-            entries: vec![empty; n],
-            mask: n - 1,
+        // Shift right by one; usually zero (in order) or a handful of entries, so a plain loop
+        // beats a call to memmove.
+        let mut i = n;
+        while i > pos {
+            slice[i] = slice[i - 1];
+            i -= 1;
         }
-    }
-
-    #[inline]
-    fn bucket(&self, hash: u64) -> usize {
-        // Different hash bits from the ones hashbrown uses for its bucket (low) and tag (top 7).
-        (hash >> 24) as usize & self.mask
-    }
-
-    /// `true` if `key` completed and its original deadline is still ahead of `now`.
-    #[inline]
-    pub(super) fn contains(&self, hash: u64, key: DatagramKey, now: Instant) -> bool {
-        let e = &self.entries[self.bucket(hash)];
-        e.key == key && now < e.deadline
-    }
-
-    #[inline]
-    pub(super) fn record(&mut self, hash: u64, key: DatagramKey, deadline: Instant) {
-        let b = self.bucket(hash);
-        self.entries[b] = Recent { key, deadline };
+        slice[pos] = r;
     }
 }

@@ -466,7 +466,6 @@ pub fn run(scenario: &Scenario, mut progress: impl FnMut(&Progress)) -> Result<R
             note: note.clone(),
         });
     }
-    if std::env::var_os("BRAID_DEBUG").is_some() { eprintln!("{:?}\n{:?}\nevents {}", sim.host_stats(crate::Side::A), sim.host_stats(crate::Side::B), sim.events_processed()); for f in 0..3 { eprintln!("flow {f}: {:?}", sim.b().engine.rx_flow(braid_core::FlowId(f))); } for n in 0..3 { eprintln!("{:?}", sim.b().engine.link(braid_core::NicId(n))); } }
     Ok(Report::build(scenario, &sim))
 }
 
