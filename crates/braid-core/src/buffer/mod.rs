@@ -256,20 +256,20 @@ impl PacketStore {
 
     /// The buffer's bytes: exactly the `len` it was allocated with (or truncated to). Empty for
     /// a stale or foreign handle (see the module doc).
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn get(&self, h: &BufHandle) -> &[u8] {
         self.try_get(h).unwrap_or(&[])
     }
 
     /// The buffer's bytes, mutable. Empty for a stale or foreign handle.
-    #[inline]
+    #[inline(always)]
     pub fn get_mut(&mut self, h: &BufHandle) -> &mut [u8] {
         self.try_get_mut(h).unwrap_or(&mut [])
     }
 
     /// The buffer's bytes, or `None` for a stale or foreign handle.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn try_get(&self, h: &BufHandle) -> Option<&[u8]> {
         let (page, off, len) = self.resolve(h)?;
@@ -277,7 +277,7 @@ impl PacketStore {
     }
 
     /// The buffer's bytes, mutable, or `None` for a stale or foreign handle.
-    #[inline]
+    #[inline(always)]
     pub fn try_get_mut(&mut self, h: &BufHandle) -> Option<&mut [u8]> {
         let (page, off, len) = self.resolve(h)?;
         Some(&mut self.pages[page][off..off + len])
@@ -377,7 +377,7 @@ impl PacketStore {
     }
 
     /// `(page index, byte offset in page, len)` for a live handle of this store.
-    #[inline]
+    #[inline(always)]
     fn resolve(&self, h: &BufHandle) -> Option<(usize, usize, usize)> {
         let meta = self.slots.get(h.slot as usize)?;
         if meta.generation != h.generation || h.generation & 1 == 0 {

@@ -202,7 +202,10 @@ impl EngineConfig {
                     "names no configured nic",
                 ));
             }
-            for (name, r) in [("dst_ports", c.matcher.dst_ports), ("src_ports", c.matcher.src_ports)] {
+            for (name, r) in [
+                ("dst_ports", c.matcher.dst_ports),
+                ("src_ports", c.matcher.src_ports),
+            ] {
                 if let Some((lo, hi)) = r
                     && lo > hi
                 {

@@ -96,7 +96,10 @@ struct TxQueue {
 impl TxQueue {
     fn with_capacity(packets: usize) -> Self {
         Self {
-            bands: [VecDeque::with_capacity(packets), VecDeque::with_capacity(packets)],
+            bands: [
+                VecDeque::with_capacity(packets),
+                VecDeque::with_capacity(packets),
+            ],
             bytes: [0; 2],
         }
     }
@@ -257,8 +260,8 @@ impl Engine {
         config.validate()?;
         let mut nics: [Option<NicRt>; MAX_NICS] = Default::default();
         let mut nic_set = NicSet::EMPTY;
-        let mut controller = FlowController::new(config.controller.clone());
-        let mut health = HealthMonitor::new(config.health.clone());
+        let mut controller = FlowController::new(config.controller);
+        let mut health = HealthMonitor::new(config.health);
         for spec in &config.nics {
             nic_set.insert(spec.id);
             controller
@@ -280,15 +283,20 @@ impl Engine {
         let slots = config.tx_queue_packets.saturating_mul(config.nics.len());
         let mut tx_slots = Vec::with_capacity(slots);
         tx_slots.resize_with(slots, TxSlot::default);
-        let tx_free = (0..u32::try_from(slots).unwrap_or(u32::MAX)).rev().collect();
-        let mut rx_cfg = config.rx_flows.clone();
+        let tx_free = (0..u32::try_from(slots).unwrap_or(u32::MAX))
+            .rev()
+            .collect();
+        let mut rx_cfg = config.rx_flows;
         rx_cfg.hash_seed ^= config.seed;
-        let mut tx_cfg = config.tx_flows.clone();
+        let mut tx_cfg = config.tx_flows;
         tx_cfg.hash_seed ^= config.seed.rotate_left(17);
-        let mut reasm_cfg = config.reassembly.clone();
+        let mut reasm_cfg = config.reassembly;
         reasm_cfg.hash_seed ^= config.seed.rotate_left(31);
         Ok(Self {
-            store: PacketStore::new(config.store_bytes, config.reassembly.max_datagram_bytes as usize),
+            store: PacketStore::new(
+                config.store_bytes,
+                config.reassembly.max_datagram_bytes as usize,
+            ),
             tx_slots,
             tx_free,
             tx_flows: FlowTable::new(tx_cfg),
@@ -436,7 +444,15 @@ impl Engine {
             ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
         };
         self.fill_views(now, flow.urgent);
-        if scheduler::plan(&self.views, mode, len, &self.config.scheduler, &mut self.plan).is_err() {
+        if scheduler::plan(
+            &self.views,
+            mode,
+            len,
+            &self.config.scheduler,
+            &mut self.plan,
+        )
+        .is_err()
+        {
             return TxVerdict::Drop(DropReason::NoLinkUp);
         }
         // Room check before copying, so a packet is queued whole or not at all.
@@ -497,9 +513,18 @@ impl Engine {
         key: FlowKey,
         summary: &IpSummary,
     ) -> Result<TxFlow, DropReason> {
-        let class = self.config.classes.iter().find(|c| c.matcher.matches(summary));
+        let class = self
+            .config
+            .classes
+            .iter()
+            .find(|c| c.matcher.matches(summary));
         let (policy, nics, demand, urgent) = match class {
-            Some(c) => (c.policy, c.nics.and(self.nic_set), c.demand_bps, c.latency_critical),
+            Some(c) => (
+                c.policy,
+                c.nics.and(self.nic_set),
+                c.demand_bps,
+                c.latency_critical,
+            ),
             None => (self.config.default_policy, self.nic_set, 0, false),
         };
         let id = FlowId(self.next_flow_id);
@@ -528,7 +553,10 @@ impl Engine {
         match self.tx_flows.insert(key, now, flow) {
             Ok(_) => {
                 self.next_flow_id = self.next_flow_id.wrapping_add(1);
-                Ok(TxFlow { next_seq: 0, ..flow })
+                Ok(TxFlow {
+                    next_seq: 0,
+                    ..flow
+                })
             }
             Err(_) => {
                 self.controller.remove_flow(id);
@@ -628,7 +656,10 @@ impl Engine {
             };
             let sent = {
                 let slot = &self.tx_slots[p.slot as usize];
-                let stored = slot.buf.as_ref().expect("invariant: a queued piece's slot holds its packet");
+                let stored = slot
+                    .buf
+                    .as_ref()
+                    .expect("invariant: a queued piece's slot holds its packet");
                 let data = &self.store.get(stored)[p.offset as usize..(p.offset + p.len) as usize];
                 emit_packet(&repr, data, buf)
             };
@@ -771,7 +802,10 @@ impl Engine {
         }
         let whole = repr.frag_offset == 0 && payload.len() == repr.total_len as usize;
         let (buf, len) = if whole {
-            let buf = self.store.alloc(payload.len()).ok_or(DropReason::StoreFull)?;
+            let buf = self
+                .store
+                .alloc(payload.len())
+                .ok_or(DropReason::StoreFull)?;
             self.store.get_mut(&buf).copy_from_slice(payload);
             (buf, repr.total_len)
         } else {
@@ -817,7 +851,8 @@ impl Engine {
             rx.hold = target.max(rx.hold / 2);
             rx.hold_at = now;
         }
-        if let Admit::Rejected(item, reason) = rx.reorder.insert(now, repr.seq, RxItem { buf, len }) {
+        if let Admit::Rejected(item, reason) = rx.reorder.insert(now, repr.seq, RxItem { buf, len })
+        {
             self.store.free(item.buf);
             return Err(reason);
         }
@@ -838,7 +873,8 @@ impl Engine {
             }
             if r.held_for > Duration::ZERO {
                 self.stats.rx_reordered_count += 1;
-                self.stats.rx_max_hold_ns = self.stats.rx_max_hold_ns.max(duration_nanos(r.held_for));
+                self.stats.rx_max_hold_ns =
+                    self.stats.rx_max_hold_ns.max(duration_nanos(r.held_for));
             }
             if self.deliver.len() >= self.config.deliver_queue_packets {
                 self.stats.drops.count(DropReason::DeliverQueueFull);
@@ -855,7 +891,8 @@ impl Engine {
         }
         if rx.reorder.held() > 0 {
             if let Some(t) = rx.reorder.poll_timeout(rx.hold) {
-                self.next_reorder_deadline = Some(self.next_reorder_deadline.map_or(t, |d| d.min(t)));
+                self.next_reorder_deadline =
+                    Some(self.next_reorder_deadline.map_or(t, |d| d.min(t)));
             }
             if !rx.waiting {
                 rx.waiting = true;
@@ -1023,16 +1060,18 @@ impl Engine {
                         + duration_nanos(v.delay)
                 })
                 .map(|v| v.nic);
-            let placed = target.and_then(|t| self.nics[t.index()].as_mut()).is_some_and(|n| {
-                if n.queue.len() < self.config.tx_queue_packets
-                    && n.queue.bytes() + p.len as usize <= self.config.tx_queue_bytes
-                {
-                    n.queue.push_front(p);
-                    true
-                } else {
-                    false
-                }
-            });
+            let placed = target
+                .and_then(|t| self.nics[t.index()].as_mut())
+                .is_some_and(|n| {
+                    if n.queue.len() < self.config.tx_queue_packets
+                        && n.queue.bytes() + p.len as usize <= self.config.tx_queue_bytes
+                    {
+                        n.queue.push_front(p);
+                        true
+                    } else {
+                        false
+                    }
+                });
             if placed {
                 self.stats.nics[from.index()].tx_rerouted_count += 1;
             } else {

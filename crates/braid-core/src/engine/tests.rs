@@ -82,7 +82,12 @@ fn pump(a: &mut Engine, b: &mut Engine, mut now: Instant, dead: NicSet) -> (Vec<
 fn assert_same(got: &[Vec<u8>], sent: &[Vec<u8>]) {
     assert_eq!(got.len(), sent.len(), "packet count");
     for (i, (g, s)) in got.iter().zip(sent).enumerate() {
-        assert!(g == s, "packet {i} differs (len {} vs {})", g.len(), s.len());
+        assert!(
+            g == s,
+            "packet {i} differs (len {} vs {})",
+            g.len(),
+            s.len()
+        );
     }
 }
 
@@ -119,7 +124,11 @@ fn jumbo_packets_are_split_and_reassembled() {
     }
     let (got, _) = pump(&mut a, &mut b, now, NicSet::EMPTY);
     assert_same(&got, &sent);
-    assert_eq!(a.stats().tx_split_count, 20, "9000 B over three idle 1500 B NICs is split");
+    assert_eq!(
+        a.stats().tx_split_count,
+        20,
+        "9000 B over three idle 1500 B NICs is split"
+    );
     assert_eq!(b.reassembly_stats().datagrams_completed, 20);
 }
 
@@ -158,7 +167,10 @@ fn duplicated_class_is_delivered_once_even_when_one_nic_is_dead() {
 fn bad_input_is_counted_not_fatal() {
     let (mut a, mut b) = pair(EngineConfig::new(nics(2, 1472)));
     let now = Instant::from_millis(1);
-    assert_eq!(a.handle_tx(now, &[0x45, 0, 0]), TxVerdict::Drop(DropReason::MalformedPacket));
+    assert_eq!(
+        a.handle_tx(now, &[0x45, 0, 0]),
+        TxVerdict::Drop(DropReason::MalformedPacket)
+    );
     assert_eq!(
         a.handle_tx(now, &vec![0u8; 10_000]),
         TxVerdict::Drop(DropReason::TooBig)
@@ -179,7 +191,10 @@ fn config_errors_name_the_field() {
     assert_eq!(alloc::format!("{err}"), "nics[1].capacity_bps: must be > 0");
     let mut cfg = EngineConfig::new(nics(2, 1472));
     cfg.nics[1].id = NicId(0);
-    assert!(matches!(Engine::new(cfg, Instant::ZERO), Err(ConfigError::BadNicId(NicId(0)))));
+    assert!(matches!(
+        Engine::new(cfg, Instant::ZERO),
+        Err(ConfigError::BadNicId(NicId(0)))
+    ));
     assert!(matches!(
         Engine::new(EngineConfig::new(Vec::new()), Instant::ZERO),
         Err(ConfigError::NoNics)
@@ -189,10 +204,9 @@ fn config_errors_name_the_field() {
 #[test]
 fn probes_flow_without_traffic_and_a_dead_link_goes_down() {
     let (mut a, mut b) = pair(EngineConfig::new(nics(2, 1472)));
-    let mut now = Instant::ZERO;
     let mut down_at = None;
     for step in 0..400u64 {
-        now = Instant::from_micros(step * 250);
+        let now = Instant::from_micros(step * 250);
         let dead = if now >= Instant::from_millis(50) {
             NicSet::single(NicId(1))
         } else {
@@ -213,5 +227,8 @@ fn probes_flow_without_traffic_and_a_dead_link_goes_down() {
     let down_at = down_at.expect("link 1 declared down");
     let took = down_at - Instant::from_millis(50);
     assert!(took <= Duration::from_millis(30), "detected after {took:?}");
-    assert_eq!(a.link(NicId(0)).unwrap().state, crate::health::LinkState::Up);
+    assert_eq!(
+        a.link(NicId(0)).unwrap().state,
+        crate::health::LinkState::Up
+    );
 }

@@ -206,7 +206,15 @@ fn small_or_pointless_splits_stay_whole() {
     // sooner (slow links): the extra header costs bulk goodput.
     let p = run(&links, Mode::Stripe(NicSet::ALL), 1400, &config);
     assert_eq!(p.kind(), PlanKind::Whole);
-    let p = run(&links, Mode::Stripe(NicSet::ALL), 1400, &SchedulerConfig { split_within_mtu: true, ..config });
+    let p = run(
+        &links,
+        Mode::Stripe(NicSet::ALL),
+        1400,
+        &SchedulerConfig {
+            split_within_mtu: true,
+            ..config
+        },
+    );
     assert_eq!(p.kind(), PlanKind::Split);
 }
 

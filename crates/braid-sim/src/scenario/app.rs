@@ -155,7 +155,9 @@ impl ScenarioHost {
                 }
                 let due = match src.traffic {
                     TrafficSpec::Cbr => src.next_at <= now,
-                    TrafficSpec::Bulk => self.engine.tx_queued_bytes() + src.packet_bytes <= src.window_bytes,
+                    TrafficSpec::Bulk => {
+                        self.engine.tx_queued_bytes() + src.packet_bytes <= src.window_bytes
+                    }
                 };
                 if !due {
                     break;
@@ -203,7 +205,8 @@ impl ScenarioHost {
                 {
                     v.push(now);
                 }
-                self.link_log.push((now, format!("{} {:?} -> {:?}", l.nic, l.from, l.to)));
+                self.link_log
+                    .push((now, format!("{} {:?} -> {:?}", l.nic, l.from, l.to)));
             }
         }
     }
@@ -229,7 +232,10 @@ impl Host for ScenarioHost {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.engine.poll_timeout(), self.next_source_time()].into_iter().flatten().min()
+        [self.engine.poll_timeout(), self.next_source_time()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -275,11 +281,16 @@ fn fill_pattern(b: &mut [u8], index: usize, seq: u64) {
 }
 
 fn pattern_matches(b: &[u8], index: usize, seq: u64) -> bool {
-    b.chunks(8).zip(pattern(index, seq)).all(|(chunk, bytes)| *chunk == bytes[..chunk.len()])
+    b.chunks(8)
+        .zip(pattern(index, seq))
+        .all(|(chunk, bytes)| *chunk == bytes[..chunk.len()])
 }
 
 fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

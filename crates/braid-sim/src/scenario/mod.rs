@@ -15,8 +15,6 @@
 
 mod app;
 mod report;
-#[cfg(test)]
-mod tests;
 
 use core::time::Duration;
 
@@ -265,12 +263,20 @@ impl Scenario {
             {
                 return bad(f("capacity_mbps"), "must be > 0 and at most 1000000");
             }
-            for (name, v) in [("delay_ms", l.delay_ms), ("jitter_ms", l.jitter_ms), ("reorder_ms", l.reorder_ms)] {
+            for (name, v) in [
+                ("delay_ms", l.delay_ms),
+                ("jitter_ms", l.jitter_ms),
+                ("reorder_ms", l.reorder_ms),
+            ] {
                 if !(0.0..=60_000.0).contains(&v) {
                     return bad(f(name), "must be between 0 and 60000 ms");
                 }
             }
-            for (name, v) in [("loss", l.loss), ("duplicate", l.duplicate), ("reorder", l.reorder)] {
+            for (name, v) in [
+                ("loss", l.loss),
+                ("duplicate", l.duplicate),
+                ("reorder", l.reorder),
+            ] {
                 if !(0.0..=1.0).contains(&v) {
                     return bad(f(name), "must be a probability between 0 and 1");
                 }
@@ -284,11 +290,19 @@ impl Scenario {
                     return bad(g("at_ms"), "must be between 0 and duration_ms");
                 }
                 match e.action {
-                    LinkActionSpec::Jitter if !e.jitter_ms.is_some_and(|j| (0.0..=60_000.0).contains(&j)) => {
-                        return bad(g("jitter_ms"), "action \"jitter\" needs jitter_ms between 0 and 60000");
+                    LinkActionSpec::Jitter
+                        if !e.jitter_ms.is_some_and(|j| (0.0..=60_000.0).contains(&j)) =>
+                    {
+                        return bad(
+                            g("jitter_ms"),
+                            "action \"jitter\" needs jitter_ms between 0 and 60000",
+                        );
                     }
                     LinkActionSpec::Loss if !e.loss.is_some_and(|p| (0.0..=1.0).contains(&p)) => {
-                        return bad(g("loss"), "action \"loss\" needs a loss probability between 0 and 1");
+                        return bad(
+                            g("loss"),
+                            "action \"loss\" needs a loss probability between 0 and 1",
+                        );
                     }
                     _ => {}
                 }
@@ -325,7 +339,10 @@ impl Scenario {
             if let Some(stop) = fl.stop_ms
                 && !(stop > fl.start_ms && stop <= self.duration_ms)
             {
-                return bad(f("stop_ms"), "must be after start_ms and at most duration_ms");
+                return bad(
+                    f("stop_ms"),
+                    "must be after start_ms and at most duration_ms",
+                );
             }
         }
         Ok(())
@@ -358,7 +375,9 @@ impl Scenario {
                         let action = match e.action {
                             LinkActionSpec::Down => LinkAction::Down,
                             LinkActionSpec::Up => LinkAction::Up,
-                            LinkActionSpec::Jitter => LinkAction::SetJitter(ms(e.jitter_ms.unwrap_or(0.0))),
+                            LinkActionSpec::Jitter => {
+                                LinkAction::SetJitter(ms(e.jitter_ms.unwrap_or(0.0)))
+                            }
                             LinkActionSpec::Loss => LinkAction::SetLoss(e.loss.unwrap_or(0.0)),
                         };
                         LinkEvent::new(ms(e.at_ms), action)
@@ -405,7 +424,10 @@ impl Scenario {
                         PolicySpec::Stripe => ClassPolicy::Stripe,
                         PolicySpec::Duplicate => ClassPolicy::Duplicate,
                     },
-                    nics: f.links.as_ref().map_or(NicSet::ALL, |l| l.iter().map(|&n| NicId(n)).collect()),
+                    nics: f
+                        .links
+                        .as_ref()
+                        .map_or(NicSet::ALL, |l| l.iter().map(|&n| NicId(n)).collect()),
                     demand_bps: 0,
                     latency_critical: f.latency_critical,
                 }
@@ -447,7 +469,10 @@ pub struct Progress {
 ///
 /// # Errors
 /// [`ScenarioError`] if the engines or the simulator refuse the configuration.
-pub fn run(scenario: &Scenario, mut progress: impl FnMut(&Progress)) -> Result<Report, ScenarioError> {
+pub fn run(
+    scenario: &Scenario,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Report, ScenarioError> {
     scenario.validate()?;
     let mut sim = build(scenario)?;
     let end = Instant::ZERO + scenario.duration();

@@ -88,7 +88,7 @@ impl Report {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let stats = sim.link_stats(i, Direction::AToB).clone();
+                let stats = *sim.link_stats(i, Direction::AToB);
                 let utilisation = stats.busy_ns as f64 / duration.as_nanos().max(1) as f64;
                 let failures: Vec<f64> = l
                     .events
@@ -134,7 +134,11 @@ impl Report {
                     missing: rx.missing,
                     out_of_order: rx.out_of_order,
                     corrupt: rx.corrupt,
-                    goodput_mbps: if active > 0.0 { rx.bytes as f64 * 8.0 / active / 1e6 } else { 0.0 },
+                    goodput_mbps: if active > 0.0 {
+                        rx.bytes as f64 * 8.0 / active / 1e6
+                    } else {
+                        0.0
+                    },
                     latency: rx.latency.summary(),
                 }
             })
@@ -195,14 +199,28 @@ impl fmt::Display for Report {
                 l.stats.lost_random,
                 l.stats.lost_down,
                 l.stats.queue_drops,
-                if det.is_empty() { "-".into() } else { det.join(", ") }
+                if det.is_empty() {
+                    "-".into()
+                } else {
+                    det.join(", ")
+                }
             )?;
         }
         writeln!(f, "\nflows (A -> B)")?;
         writeln!(
             f,
             "  {:<14} {:<9} {:>9} {:>9} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "flow", "policy", "sent", "delivered", "missing", "order", "Mbit/s", "p50 us", "p99 us", "p99.9 us", "max us"
+            "flow",
+            "policy",
+            "sent",
+            "delivered",
+            "missing",
+            "order",
+            "Mbit/s",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "max us"
         )?;
         for fl in &self.flows {
             writeln!(
@@ -213,7 +231,11 @@ impl fmt::Display for Report {
                 fl.sent,
                 fl.delivered,
                 fl.missing,
-                if fl.out_of_order == 0 && fl.corrupt == 0 { "ok".to_string() } else { format!("BAD:{}/{}", fl.out_of_order, fl.corrupt) },
+                if fl.out_of_order == 0 && fl.corrupt == 0 {
+                    "ok".to_string()
+                } else {
+                    format!("BAD:{}/{}", fl.out_of_order, fl.corrupt)
+                },
                 fl.goodput_mbps,
                 fl.latency.p50_us,
                 fl.latency.p99_us,
@@ -223,7 +245,11 @@ impl fmt::Display for Report {
         }
         let r = &self.receiver;
         let s = &self.sender;
-        writeln!(f, "\nscheduler (sender): {} whole, {} split, {} duplicated", s.tx_whole_count, s.tx_split_count, s.tx_duplicate_count)?;
+        writeln!(
+            f,
+            "\nscheduler (sender): {} whole, {} split, {} duplicated",
+            s.tx_whole_count, s.tx_split_count, s.tx_duplicate_count
+        )?;
         writeln!(
             f,
             "reorder (receiver): {} released after a hold, longest hold {:.2} ms, {} gaps ({} sequences given up), {} reassembled",
