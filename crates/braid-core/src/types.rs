@@ -215,6 +215,8 @@ drop_reasons! {
     // --- probes ---
     /// A probe reply that matches no outstanding probe.
     StaleProbeReply = "stale_probe_reply",
+    /// The flow waits in the flow controller's admission queue (policy queue).
+    FlowQueued = "flow_queued",
 }
 
 impl fmt::Display for DropReason {

@@ -293,4 +293,60 @@ mod tests {
         }
         s
     }
+
+    #[test]
+    fn flow_controller_admits_pins_and_rejects_when_links_are_full() {
+        let flow = |name: &str, admission: &str| {
+            format!(
+                r#"
+                [[flows]]
+                name = "{name}"
+                policy = "pin"
+                traffic = "cbr"
+                packet_bytes = 1000
+                rate_mbps = 40
+                demand_mbps = 60
+                admission = "{admission}"
+                "#
+            )
+        };
+        let r = run_toml(&format!(
+            r#"
+            name = "admission"
+            duration_ms = 500
+            [[links]]
+            name = "a"
+            rate_mbps = 100
+            delay_ms = 1
+            [[links]]
+            name = "b"
+            rate_mbps = 100
+            delay_ms = 1
+            {}{}{}{}
+            "#,
+            flow("f1", "reject"),
+            flow("f2", "reject"),
+            flow("f3", "reject"),
+            flow("f4", "queue")
+        ));
+        assert_clean(&r);
+        // Two flows of 60 Mbit/s fit on two 100 Mbit/s links, one per link; the third and
+        // fourth find no room: one is refused, one waits in the controller's queue.
+        let (f1, f2) = (r.flow("f1").unwrap(), r.flow("f2").unwrap());
+        assert!(
+            f1.delivered > 0 && f2.delivered > 0 && f1.missing + f2.missing == 0,
+            "{r}"
+        );
+        assert_eq!(r.flow("f3").unwrap().delivered, 0, "{r}");
+        assert_eq!(r.flow("f4").unwrap().delivered, 0, "{r}");
+        assert!(r.drops.get(DropReason::FlowRejected) > 0, "{r}");
+        assert!(r.drops.get(DropReason::FlowQueued) > 0, "{r}");
+        // Pinned: each admitted flow used one link only.
+        assert!(
+            r.links
+                .iter()
+                .all(|l| l.utilisation > 0.3 && l.utilisation < 0.5),
+            "{r}"
+        );
+    }
 }

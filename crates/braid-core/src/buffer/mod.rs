@@ -283,6 +283,28 @@ impl PacketStore {
         Some(&mut self.pages[page][off..off + len])
     }
 
+    /// Copy `data` into the buffer at byte `offset`; `false` (nothing written) if it does not
+    /// fit in the buffer's length or the handle is stale (counted). One bounds check instead of
+    /// `get_mut(h)[offset..][..len]`'s three.
+    #[inline(always)]
+    pub fn write(&mut self, h: &BufHandle, offset: usize, data: &[u8]) -> bool {
+        let Some((page, off, len)) = self.resolve(h) else {
+            self.stale_handles += 1;
+            return false;
+        };
+        let end = offset.saturating_add(data.len());
+        if end > len {
+            return false;
+        }
+        match self.pages[page].get_mut(off + offset..off + end) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Shorten the buffer to `len` bytes (no-op if `len` is not shorter). The slot keeps its
     /// size class. Ignored (and counted) for a stale handle.
     pub fn truncate(&mut self, h: &BufHandle, len: usize) {
@@ -668,6 +690,21 @@ mod tests {
         assert_eq!(s.stale_handle_count(), 2);
         s.free(b);
         s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn write_copies_in_bounds_only() {
+        let mut s = PacketStore::new(1 << 20, 2048);
+        let a = s.alloc(100).expect("room");
+        s.get_mut(&a).fill(0);
+        assert!(s.write(&a, 90, &[7; 10]));
+        assert!(!s.write(&a, 91, &[7; 10]), "one byte past the end");
+        assert!(!s.write(&a, usize::MAX, &[7; 1]), "overflowing offset");
+        assert_eq!(&s.get(&a)[88..], &[0, 0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        let stale = BufHandle { slot: a.slot, generation: a.generation };
+        s.free(a);
+        assert!(!s.write(&stale, 0, &[1]));
+        assert_eq!(s.stale_handle_count(), 1);
     }
 
     #[test]

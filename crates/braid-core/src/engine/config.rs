@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::ConfigError;
-use crate::controller::ControllerConfig;
+use crate::controller::{ControllerConfig, OverflowPolicy};
 use crate::flow::{ClassifyConfig, FlowTableConfig};
 use crate::health::HealthConfig;
 use crate::reassembly::ReassemblyConfig;
@@ -87,6 +87,10 @@ pub struct FlowClass {
     /// Strict priority on every NIC's queue over classes that are not latency-critical (a
     /// market-data feed). Default false.
     pub latency_critical: bool,
+    /// What happens to a new flow when no NIC has room for its demand: refused (its packets
+    /// are dropped as `flow_rejected`, and it asks again every 100 ms) or queued until the
+    /// flow controller finds room (`flow_queued`).
+    pub overflow: OverflowPolicy,
 }
 
 /// Everything the engine needs. [`EngineConfig::new`] gives defaults tuned for a handful of

@@ -70,6 +70,8 @@ pub struct Delivered {
 const TIMEOUT_BUDGET: usize = 1024;
 /// Probe replies waiting to be sent; more are dropped (the peer counts them as lost).
 const REPLY_QUEUE: usize = 256;
+/// How long a rejected flow waits before the controller is asked again.
+const ADMISSION_RETRY: Duration = Duration::from_millis(100);
 /// How often a flow's reorder hold is recomputed from the measured delay spread.
 const HOLD_REFRESH: Duration = Duration::from_millis(10);
 
@@ -187,6 +189,10 @@ struct TxFlow {
     policy: ClassPolicy,
     nics: NicSet,
     urgent: bool,
+    demand_bps: u64,
+    overflow: OverflowPolicy,
+    /// When a rejected flow may ask the controller again.
+    retry_at: Instant,
 }
 
 /// What a reorder buffer holds: a stored, complete datagram.
@@ -420,21 +426,18 @@ impl Engine {
             return TxVerdict::Drop(DropReason::MalformedPacket);
         };
         let key = FlowKey::from_summary(&summary, &self.config.classify);
-        // Fast path: the flow is installed.
-        let flow = match self.tx_flows.get_mut(&key, now) {
-            Some((_, f)) => {
-                let copy = *f;
-                f.next_seq += 1;
-                copy
-            }
+        // Fast path: the flow is installed. Slow path: classify, place and install it.
+        let (flow_slot, flow) = match self.tx_flows.get_mut(&key, now) {
+            Some((slot, f)) => (slot, *f),
             None => match self.install_tx_flow(now, key, &summary) {
-                Ok(f) => f,
+                Ok(installed) => installed,
                 Err(reason) => return TxVerdict::Drop(reason),
             },
         };
         // The controller is the truth about which NICs the flow may use now.
-        let Some(assigned) = self.controller.assignment(flow.id).map(|a| a.nics) else {
-            return TxVerdict::Drop(DropReason::FlowRejected);
+        let assigned = match self.controller.assignment(flow.id) {
+            Some(a) => a.nics,
+            None => return TxVerdict::Drop(self.unadmitted(now, flow_slot, flow)),
         };
         self.controller.observe(now, flow.id, u64::from(len));
         let usable = self.usable_nics();
@@ -503,63 +506,102 @@ impl Engine {
                 });
             }
         }
+        // The sequence advances only for packets that were queued, so the receiver sees no
+        // gap for packets dropped here.
+        if let Some((_, f)) = self.tx_flows.slot_mut(flow_slot) {
+            f.next_seq += 1;
+        }
         TxVerdict::Queued
     }
 
+    /// A packet of a flow the controller has not admitted: queued flows wait (their packets
+    /// are dropped until the controller admits them); rejected flows are placed again after
+    /// [`ADMISSION_RETRY`], not on every packet, so a flood of them costs no slow path.
+    fn unadmitted(&mut self, now: Instant, slot: u32, flow: TxFlow) -> DropReason {
+        if self.controller.is_queued(flow.id) {
+            return DropReason::FlowQueued;
+        }
+        if now < flow.retry_at {
+            return DropReason::FlowRejected;
+        }
+        let (outcome, retry_at) = self.place(now, &flow);
+        if let Some((_, f)) = self.tx_flows.slot_mut(slot) {
+            f.retry_at = retry_at;
+        }
+        match outcome {
+            AssignOutcome::Queued => DropReason::FlowQueued,
+            // Admitted now: this packet is still dropped (it was planned without NICs); the
+            // next one goes.
+            _ => DropReason::FlowRejected,
+        }
+    }
+
+    /// Ask the controller to place `flow`; on rejection, when to try again.
+    fn place(&mut self, now: Instant, flow: &TxFlow) -> (AssignOutcome, Instant) {
+        let fpolicy = match flow.policy {
+            ClassPolicy::Pin => FlowPolicy::Pin,
+            ClassPolicy::Stripe => FlowPolicy::Stripe(flow.nics),
+            ClassPolicy::Duplicate => FlowPolicy::Duplicate(flow.nics),
+        };
+        let outcome =
+            self.controller
+                .place_flow(now, flow.id, fpolicy, flow.demand_bps, flow.overflow);
+        let retry_at = match outcome {
+            AssignOutcome::Rejected => now + ADMISSION_RETRY,
+            _ => Instant::ZERO,
+        };
+        (outcome, retry_at)
+    }
+
     /// Slow path: match the flow classes, place the flow with the controller, install it.
+    /// A flow the controller queues or rejects is installed too, so its next packets take the
+    /// fast path to their drop (see [`Self::unadmitted`]).
     fn install_tx_flow(
         &mut self,
         now: Instant,
         key: FlowKey,
         summary: &IpSummary,
-    ) -> Result<TxFlow, DropReason> {
+    ) -> Result<(u32, TxFlow), DropReason> {
         let class = self
             .config
             .classes
             .iter()
             .find(|c| c.matcher.matches(summary));
-        let (policy, nics, demand, urgent) = match class {
-            Some(c) => (
-                c.policy,
-                c.nics.and(self.nic_set),
-                c.demand_bps,
-                c.latency_critical,
-            ),
-            None => (self.config.default_policy, self.nic_set, 0, false),
+        let mut flow = match class {
+            Some(c) => TxFlow {
+                id: FlowId(self.next_flow_id),
+                next_seq: 0,
+                policy: c.policy,
+                nics: c.nics.and(self.nic_set),
+                urgent: c.latency_critical,
+                demand_bps: c.demand_bps,
+                overflow: c.overflow,
+                retry_at: Instant::ZERO,
+            },
+            None => TxFlow {
+                id: FlowId(self.next_flow_id),
+                next_seq: 0,
+                policy: self.config.default_policy,
+                nics: self.nic_set,
+                urgent: false,
+                demand_bps: 0,
+                overflow: OverflowPolicy::Reject,
+                retry_at: Instant::ZERO,
+            },
         };
-        let id = FlowId(self.next_flow_id);
-        let fpolicy = match policy {
-            ClassPolicy::Pin => FlowPolicy::Pin,
-            ClassPolicy::Stripe => FlowPolicy::Stripe(nics),
-            ClassPolicy::Duplicate => FlowPolicy::Duplicate(nics),
-        };
-        match self
-            .controller
-            .place_flow(now, id, fpolicy, demand, OverflowPolicy::Reject)
-        {
-            AssignOutcome::Admitted(_) | AssignOutcome::AdmittedAfterRebalance { .. } => {}
-            AssignOutcome::Queued | AssignOutcome::Rejected => {
-                self.controller.remove_flow(id);
-                return Err(DropReason::FlowRejected);
-            }
-        }
-        let flow = TxFlow {
-            id,
-            next_seq: 1,
-            policy,
-            nics,
-            urgent,
-        };
+        let (_, retry_at) = self.place(now, &flow);
+        flow.retry_at = retry_at;
         match self.tx_flows.insert(key, now, flow) {
-            Ok(_) => {
+            Ok(inserted) => {
+                let slot = inserted.slot;
+                if let Some((_, old)) = inserted.evicted {
+                    self.controller.remove_flow(old.id);
+                }
                 self.next_flow_id = self.next_flow_id.wrapping_add(1);
-                Ok(TxFlow {
-                    next_seq: 0,
-                    ..flow
-                })
+                Ok((slot, flow))
             }
             Err(_) => {
-                self.controller.remove_flow(id);
+                self.controller.remove_flow(flow.id);
                 Err(DropReason::FlowTableFull)
             }
         }

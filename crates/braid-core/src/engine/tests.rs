@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::*;
+use crate::controller::OverflowPolicy;
 use crate::{DropReason, Instant, NicId, NicSet};
 
 fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
@@ -146,6 +147,7 @@ fn duplicated_class_is_delivered_once_even_when_one_nic_is_dead() {
         nics: NicSet::ALL,
         demand_bps: 0,
         latency_critical: true,
+        overflow: OverflowPolicy::Reject,
     });
     let (mut a, mut b) = pair(cfg);
     let now = Instant::from_millis(1);
@@ -230,5 +232,99 @@ fn probes_flow_without_traffic_and_a_dead_link_goes_down() {
     assert_eq!(
         a.link(NicId(0)).unwrap().state,
         crate::health::LinkState::Up
+    );
+}
+
+#[test]
+fn admission_rejects_or_queues_when_every_nic_is_full() {
+    // Two 100 Mbit/s NICs; every pinned flow declares 60 Mbit/s: two fit, a third does not,
+    // and no rebalance can make room.
+    let mut specs = nics(2, 1472);
+    for n in &mut specs {
+        n.capacity_bps = 100_000_000;
+    }
+    let mut cfg = EngineConfig::new(specs);
+    cfg.tx_flows.idle_timeout = Duration::from_secs(1);
+    for (lo, overflow) in [
+        (6000, OverflowPolicy::Reject),
+        (7000, OverflowPolicy::Queue),
+    ] {
+        cfg.classes.push(FlowClass {
+            name: alloc::format!("{overflow:?}"),
+            matcher: ClassMatch {
+                protocol: Some(17),
+                dst_ports: Some((lo, lo + 9)),
+                ..ClassMatch::default()
+            },
+            policy: ClassPolicy::Pin,
+            nics: NicSet::ALL,
+            demand_bps: 60_000_000,
+            latency_critical: false,
+            overflow,
+        });
+    }
+    let (mut a, mut b) = pair(cfg);
+    let mut now = Instant::from_millis(1);
+    assert_eq!(
+        a.handle_tx(now, &udp_packet(6000, 0, 100)),
+        TxVerdict::Queued
+    );
+    assert_eq!(
+        a.handle_tx(now, &udp_packet(6001, 0, 100)),
+        TxVerdict::Queued
+    );
+    let nics: Vec<NicSet> = a.controller().flows().map(|(_, f)| f.nics).collect();
+    assert_eq!(nics.len(), 2);
+    assert_ne!(nics[0], nics[1], "one flow per NIC");
+    // The third is rejected, and asking again on every packet is avoided.
+    for _ in 0..10 {
+        assert_eq!(
+            a.handle_tx(now, &udp_packet(6002, 0, 100)),
+            TxVerdict::Drop(DropReason::FlowRejected)
+        );
+    }
+    assert_eq!(
+        a.controller().stats().rejected,
+        1,
+        "placed once, not per packet"
+    );
+    // A queued one waits.
+    assert_eq!(
+        a.handle_tx(now, &udp_packet(7000, 0, 100)),
+        TxVerdict::Drop(DropReason::FlowQueued)
+    );
+    assert_eq!(a.stats().drops.get(DropReason::FlowRejected), 10);
+    assert_eq!(a.stats().drops.get(DropReason::FlowQueued), 1);
+    // The two admitted flows go idle and expire; the queued flow, which keeps sending, is
+    // admitted in their place.
+    let mut verdicts = Vec::new();
+    for i in 0..50 {
+        // Keep the links alive: probes go both ways every 5 ms.
+        for _ in 0..10 {
+            now += Duration::from_millis(5);
+            now = pump(&mut a, &mut b, now, NicSet::EMPTY).1;
+        }
+        verdicts.push(a.handle_tx(now, &udp_packet(7000, i, 100)));
+    }
+    let admitted_at = verdicts
+        .iter()
+        .position(|v| *v == TxVerdict::Queued)
+        .expect("queued flow admitted");
+    assert!(
+        verdicts[..admitted_at]
+            .iter()
+            .all(|v| *v == TxVerdict::Drop(DropReason::FlowQueued)),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts[admitted_at..]
+            .iter()
+            .all(|v| *v == TxVerdict::Queued),
+        "{verdicts:?}"
+    );
+    // Admitted once the idle flows expired (1 s idle timeout), not before.
+    assert!(
+        (19..=25).contains(&admitted_at),
+        "admitted after {admitted_at} steps"
     );
 }

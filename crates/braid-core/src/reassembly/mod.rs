@@ -70,8 +70,10 @@
 //!   tag match), created with room for twice `max_contexts`, so the steady state never
 //!   allocates (hashbrown re-hashes in place when it has at most half its capacity in use) and
 //!   an attacker who does not know `hash_seed` cannot aim collisions (foldhash, seeded from
-//!   config). The slot of the last context touched is remembered, so the fragments of one
-//!   datagram arriving back to back skip hashing and probing.
+//!   config). The slot of the last context touched is remembered (the memo), so the fragments
+//!   of one datagram arriving back to back skip hashing and probing; and a new context is put
+//!   in the index only when another context takes the memo from it, so a datagram whose
+//!   fragments all arrive back to back never touches the index beyond one lookup that misses.
 //! - **Expiry by an intrusive deadline list.** All contexts share one timeout and time is
 //!   monotonic, so creation order is deadline order: appending at the tail keeps the list
 //!   sorted, the head is the next deadline ([`Reassembler::poll_timeout`] is O(1)), expiry pops
@@ -198,6 +200,13 @@ pub struct ReassemblyStats {
     pub drops: DropCounters,
 }
 
+/// Store bytes a context of `total_len` holds (its buffer's slot size). Only called for
+/// contexts whose buffer was allocated, so the size is in range.
+#[inline]
+fn held_bytes(total_len: u32) -> usize {
+    PacketStore::class_bytes(total_len as usize).unwrap_or(0)
+}
+
 /// Reassembles braid datagrams from their fragments. See the module documentation.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -290,19 +299,20 @@ impl Reassembler {
             end: u32::try_from(end).unwrap_or(total_len),
         };
         // Fast path: the same datagram as the previous fragment (fragments of one datagram
-        // usually arrive back to back) skips hashing and the index probe.
+        // usually arrive back to back) skips hashing and the index probe; so does an empty
+        // index (every live context is the memo). `hash` 0 means "not computed yet".
+        let mut hash = 0;
         let found = match self.last {
             Some(idx) if self.slab.ctx[idx as usize].key == key => Some(idx),
+            _ if self.index.is_empty() => None,
             _ => {
-                let hash = self.hasher.hash_one(key);
+                hash = self.hasher.hash_one(key);
                 let slab = &self.slab.ctx;
-                match self.index.find(hash, |&i| slab[i as usize].key == key) {
-                    Some(&idx) => {
-                        self.last = Some(idx);
-                        Some(idx)
-                    }
-                    None => return self.insert_new(now, store, hash, key, range, total_len, data),
+                let found = self.index.find(hash, |&i| slab[i as usize].key == key).copied();
+                if let Some(idx) = found {
+                    self.set_last(idx);
                 }
+                found
             }
         };
         if let Some(idx) = found {
@@ -315,9 +325,9 @@ impl Reassembler {
             }
             // Past its deadline but not yet expired by handle_timeout: expire it now, so the
             // timeout is never extended, and treat the fragment as the first of a new datagram.
+            hash = self.slab.ctx[idx as usize].hash;
             self.expire(store, idx);
         }
-        let hash = self.hasher.hash_one(key);
         self.insert_new(now, store, hash, key, range, total_len, data)
     }
 
@@ -374,7 +384,8 @@ impl Reassembler {
         }
         // All checks passed: copy, then record.
         let buf = ctx.buf.as_ref().expect("invariant: live context holds a buffer");
-        store.get_mut(buf)[r.start as usize..r.end as usize].copy_from_slice(data);
+        let written = store.write(buf, r.start as usize, data);
+        debug_assert!(written, "invariant: checked range inside the context's buffer");
         self.slab.insert_range(idx, pos, r);
         self.stats.fragments_accepted += 1;
         let ctx = &mut self.slab.ctx[idx as usize];
@@ -384,7 +395,7 @@ impl Reassembler {
         }
         // Complete: the buffer leaves the reassembler's accounting.
         let buf = ctx.buf.take().expect("invariant: live context holds a buffer");
-        let (hash, held) = (ctx.hash, ctx.held_bytes as usize);
+        let (hash, held) = (ctx.hash, held_bytes(ctx.total_len));
         self.remove_index(hash, idx);
         self.slab.release(idx);
         self.stats.bytes_held -= held;
@@ -413,7 +424,7 @@ impl Reassembler {
         let Some(held) = PacketStore::class_bytes(total) else {
             return self.drop_fragment(DropReason::ReassemblyTooLarge);
         };
-        let deadline = now.saturating_add(Duration::from_nanos(self.timeout_ns));
+        let deadline = Instant::from_nanos(now.as_nanos().saturating_add(self.timeout_ns));
         if r.start == 0 && r.end == total_len {
             // The whole datagram in one fragment: no context needed.
             let Some(buf) = store.alloc(total) else {
@@ -434,16 +445,14 @@ impl Reassembler {
         let Some(buf) = store.alloc(total) else {
             return self.drop_fragment(DropReason::StoreFull);
         };
-        store.get_mut(&buf)[r.start as usize..r.end as usize].copy_from_slice(data);
-        // invariant: held <= MAX_BUF_BYTES fits in u32.
-        let held32 = u32::try_from(held).unwrap_or(u32::MAX);
-        let idx = self.slab.alloc(key, hash, deadline, buf, total_len, held32);
-        self.last = Some(idx);
+        let written = store.write(&buf, r.start as usize, data);
+        debug_assert!(written, "invariant: checked range inside the new buffer");
+        let idx = self.slab.alloc(key, hash, deadline, buf, total_len);
+        // Not indexed yet: it is the memo, and is indexed only if another context becomes the
+        // memo before it completes (see `set_last`).
+        self.set_last(idx);
         self.slab.insert_range(idx, 0, r);
         self.slab.ctx[idx as usize].received = r.end - r.start;
-        let slab = &self.slab.ctx;
-        self.index
-            .insert_unique(hash, idx, |&i| slab[i as usize].hash);
         self.stats.fragments_accepted += 1;
         self.stats.datagrams_started += 1;
         self.stats.contexts_live += 1;
@@ -477,7 +486,7 @@ impl Reassembler {
         if let Some(buf) = ctx.buf.take() {
             store.free(buf);
         }
-        self.stats.bytes_held -= ctx.held_bytes as usize;
+        self.stats.bytes_held -= held_bytes(ctx.total_len);
         self.stats.fragments_discarded += u64::from(ctx.nfrags);
         self.stats.contexts_live -= 1;
         self.stats.datagrams_dropped += 1;
@@ -500,16 +509,40 @@ impl Reassembler {
         self.slab.release(idx);
     }
 
-    /// Take slot `idx` out of the index (and out of the last-context memo).
+    /// Make `idx` the last-context memo. The previous memo, if it is still in use and not
+    /// indexed, is indexed now: every used slot is either indexed or the memo.
+    #[inline]
+    fn set_last(&mut self, idx: u32) {
+        if let Some(prev) = self.last {
+            if prev != idx {
+                let c = &mut self.slab.ctx[prev as usize];
+                if !c.indexed {
+                    c.indexed = true;
+                    if c.hash == 0 {
+                        c.hash = self.hasher.hash_one(c.key);
+                    }
+                    let slab = &self.slab.ctx;
+                    self.index
+                        .insert_unique(slab[prev as usize].hash, prev, |&i| slab[i as usize].hash);
+                }
+            }
+        }
+        self.last = Some(idx);
+    }
+
+    /// Take slot `idx` out of the index (if it is there) and out of the memo.
     #[inline]
     fn remove_index(&mut self, hash: u64, idx: u32) {
         if self.last == Some(idx) {
             self.last = None;
         }
+        if !self.slab.ctx[idx as usize].indexed {
+            return;
+        }
         if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
             entry.remove();
         } else {
-            debug_assert!(false, "invariant: every used slot is indexed");
+            debug_assert!(false, "invariant: every indexed slot is in the index");
         }
     }
 
@@ -550,7 +583,7 @@ impl Reassembler {
             return Err("store bytes != bytes_held + caller's");
         }
         // Walk the deadline list: sorted, consistent with the counts and the index.
-        let (mut live, mut tombs, mut held) = (0usize, 0usize, 0usize);
+        let (mut live, mut tombs, mut held, mut unindexed) = (0usize, 0usize, 0usize, 0usize);
         let mut prev_deadline = Instant::ZERO;
         let mut prev = NIL;
         let mut cur = self.slab.head;
@@ -562,13 +595,18 @@ impl Reassembler {
             let hash = self.hasher.hash_one(c.key);
             let slab = &self.slab.ctx;
             let found = self.index.find(hash, |&i| slab[i as usize].key == c.key);
-            if hash != c.hash || found != Some(&cur) {
+            let want = if c.indexed { Some(&cur) } else { None };
+            if (c.indexed || c.hash != 0) && hash != c.hash || found != want {
                 return Err("context not indexed under its key");
             }
+            if !c.indexed && self.last != Some(cur) {
+                return Err("a context is neither indexed nor the memo");
+            }
+            unindexed += usize::from(!c.indexed);
             match c.kind {
                 Kind::Live => {
                     live += 1;
-                    held += c.held_bytes as usize;
+                    held += held_bytes(c.total_len);
                     let buf = c.buf.as_ref().ok_or("live context without buffer")?;
                     if store.try_get(buf).map(<[u8]>::len) != Some(c.total_len as usize) {
                         return Err("context buffer has the wrong length");
@@ -606,7 +644,7 @@ impl Reassembler {
         if live != s.contexts_live || tombs != s.tombstones_live || held != s.bytes_held {
             return Err("gauges out of sync with the contexts");
         }
-        if live + tombs != self.index.len() || live + tombs != self.slab.used {
+        if live + tombs != self.index.len() + unindexed || live + tombs != self.slab.used {
             return Err("index or slab size out of sync");
         }
         if self.slab.used > self.config.max_contexts {

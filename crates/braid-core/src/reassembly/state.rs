@@ -26,11 +26,14 @@ pub(super) enum Kind {
     Tomb,
 }
 
-/// One reassembly context (or tombstone).
+/// One reassembly context (or tombstone): exactly one cache line, since with thousands of
+/// datagrams outstanding every fragment's first touch of its context is a cache miss.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(super) struct Ctx {
     pub(super) key: DatagramKey,
-    /// `hash(key)`, kept for removal from the index without re-hashing.
+    /// `hash(key)`, kept for removal from the index without re-hashing; 0 until computed
+    /// (a context that is never indexed is never hashed).
     pub(super) hash: u64,
     /// First fragment's arrival + timeout. Never moved.
     pub(super) deadline: Instant,
@@ -40,16 +43,18 @@ pub(super) struct Ctx {
     pub(super) total_len: u32,
     /// Bytes received so far (sum of the accepted, disjoint fragment lengths).
     pub(super) received: u32,
-    /// Store bytes charged to this context (the buffer's slot size).
-    pub(super) held_bytes: u32,
     /// Accepted fragments; their ranges are `ranges[slot * stride ..][..nfrags]`.
     pub(super) nfrags: u16,
     pub(super) kind: Kind,
+    /// In the hash index (else it is the reassembler's last-context memo).
+    pub(super) indexed: bool,
     /// Deadline list (oldest first) while `Live`/`Tomb`; `next` links the free list while
     /// `Free`.
     pub(super) prev: u32,
     pub(super) next: u32,
 }
+
+const _: () = assert!(core::mem::size_of::<Ctx>() == 64, "Ctx is one cache line");
 
 /// A received byte range `[start, end)` of one accepted fragment.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -109,7 +114,6 @@ impl Slab {
         deadline: Instant,
         buf: BufHandle,
         total_len: u32,
-        held_bytes: u32,
     ) -> u32 {
         let ctx = Ctx {
             key,
@@ -118,9 +122,9 @@ impl Slab {
             buf: Some(buf),
             total_len,
             received: 0,
-            held_bytes,
             nfrags: 0,
             kind: Kind::Live,
+            indexed: false,
             prev: self.tail,
             next: NIL,
         };
@@ -191,8 +195,12 @@ impl Slab {
         let n = usize::from(c.nfrags);
         c.nfrags += 1;
         let slice = &mut self.ranges[base..=base + n];
-        // Shift right by one; usually zero (in order) or a handful of entries, so a plain loop
-        // beats a call to memmove.
+        if pos == n {
+            // In order: append.
+            slice[n] = r;
+            return;
+        }
+        // Shift right by one; a handful of entries, so a plain loop beats a call to memmove.
         let mut i = n;
         while i > pos {
             slice[i] = slice[i - 1];

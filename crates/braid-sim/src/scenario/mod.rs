@@ -19,6 +19,7 @@ mod report;
 use core::time::Duration;
 
 use braid_core::Instant;
+use braid_core::controller::OverflowPolicy;
 use braid_core::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
 use braid_core::{NicId, NicSet};
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,24 @@ pub struct FlowSpec {
     /// Strict priority over other flows on every link's queue in braid (default false).
     #[serde(default)]
     pub latency_critical: bool,
+    /// Declared demand in Mbit/s, for the flow controller's admission (default: none, the
+    /// measured load only).
+    #[serde(default)]
+    pub demand_mbps: Option<f64>,
+    /// When no link has room for the demand: `reject` (default) or `queue`.
+    #[serde(default)]
+    pub admission: AdmissionSpec,
+}
+
+/// What the flow controller does with a flow no link has room for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdmissionSpec {
+    /// Refuse it (its packets are dropped and counted as `flow_rejected`).
+    #[default]
+    Reject,
+    /// Hold it until room appears (`flow_queued`).
+    Queue,
 }
 
 fn default_seed() -> u64 {
@@ -333,6 +352,11 @@ impl Scenario {
                 }
                 _ => {}
             }
+            if let Some(d) = fl.demand_mbps
+                && !(d >= 0.0 && d <= 1_000_000.0)
+            {
+                return bad(f("demand_mbps"), "must be between 0 and 1000000");
+            }
             if !(fl.start_ms >= 0.0 && fl.start_ms < self.duration_ms) {
                 return bad(f("start_ms"), "must be between 0 and duration_ms");
             }
@@ -428,8 +452,12 @@ impl Scenario {
                         .links
                         .as_ref()
                         .map_or(NicSet::ALL, |l| l.iter().map(|&n| NicId(n)).collect()),
-                    demand_bps: 0,
+                    demand_bps: f.demand_mbps.map_or(0, mbps),
                     latency_critical: f.latency_critical,
+                    overflow: match f.admission {
+                        AdmissionSpec::Reject => OverflowPolicy::Reject,
+                        AdmissionSpec::Queue => OverflowPolicy::Queue,
+                    },
                 }
             })
             .collect();
