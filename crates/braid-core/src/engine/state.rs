@@ -313,7 +313,7 @@ impl Engine {
             health,
             reassembler: Reassembler::new(reasm_cfg),
             rx_flows: FlowTable::new(rx_cfg),
-            waiting: Vec::new(),
+            waiting: Vec::with_capacity(config.rx_flows.capacity),
             next_reorder_deadline: None,
             deliver: VecDeque::with_capacity(config.deliver_queue_packets),
             replies: VecDeque::with_capacity(REPLY_QUEUE),
