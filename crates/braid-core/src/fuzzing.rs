@@ -397,7 +397,7 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
     let max_datagram_bytes = [64, 300, 1500, 4000, 9000, 65_535, 70_000][usize::from(cur.byte() % 7)];
     let cfg = ReassemblyConfig {
         max_contexts: 1 + usize::from(cur.byte() % 12),
-        max_fragments: 1 + u16::from(cur.byte() % 10),
+        max_fragments: 1 + u16::from(cur.byte() % 16),
         mem_cap_bytes: (1 + usize::from(cur.byte() % 64)) * 1024,
         timeout: Duration::from_millis(1 + u64::from(cur.byte() % 50)),
         max_datagram_bytes,
@@ -437,7 +437,7 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
                 let (off, len, total) = match kind % 4 {
                     0 => {
                         // Piece i of k of a grid: exact duplicates and neighbours are likely.
-                        let k = 1 + u32::from(a % 8);
+                        let k = 1 + u32::from(a % 16);
                         let i = u32::from(b) % k;
                         let (s, e) = (i * total / k, (i + 1) * total / k);
                         (s, (e - s) as usize, total)
@@ -460,7 +460,7 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
                 let key = key_of(cur.byte());
                 let total = rig.totals[key_index(key)];
                 let mode = cur.byte();
-                let k = 1 + u32::from(mode % 8);
+                let k = 1 + u32::from(mode % 16);
                 for j in 0..k {
                     let i = if mode & 0x80 == 0 { j } else { k - 1 - j };
                     let (s, e) = (i * total / k, (i + 1) * total / k);

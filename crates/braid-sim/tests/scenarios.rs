@@ -349,4 +349,30 @@ mod tests {
             "{r}"
         );
     }
+
+    #[test]
+    fn example_scenarios_parse_and_run_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/scenarios exists") {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut s = Scenario::from_toml(&text)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), anyhow_like(&e)));
+            // A short run is enough to show the file drives the engines.
+            s.duration_ms = s.duration_ms.min(300.0);
+            for l in &mut s.links {
+                l.events.retain(|e| e.at_ms <= 300.0);
+            }
+            let r = run(&s, |_| {}).unwrap();
+            assert_clean(&r);
+            assert!(
+                r.flows.iter().all(|f| f.delivered > 0),
+                "{}\n{r}",
+                path.display()
+            );
+            count += 1;
+        }
+        assert!(count >= 3, "found {count} example scenarios");
+    }
 }

@@ -411,10 +411,14 @@ impl HealthMonitor {
         &self.counters
     }
 
-    /// The spread of one-way delay peer → me among the live (Up or Degraded) links of `nics`
-    /// that have a sample: `(max − min of rx_owd, max rx_owd_jitter)`. This is what a reorder
-    /// buffer must wait for a packet on the slowest link after one on the fastest. Zero with
-    /// fewer than two such links (jitter still reported).
+    /// The spread of one-way delay peer → me among the links of `nics` that have a sample:
+    /// `(max − min of rx_owd, max rx_owd_jitter)`. This is what a reorder buffer must wait
+    /// for a packet on the slowest link after one on the fastest. Zero with fewer than two
+    /// such links (jitter still reported).
+    ///
+    /// Links that are Down count with their last estimate: when one comes back, its first
+    /// packets overtake those still in flight on the others, and a hold computed without it
+    /// would give those up as lost. The cost is a longer wait on real gaps while it is down.
     #[must_use]
     pub fn delay_spread(&self, nics: NicSet) -> (Duration, Duration) {
         let mut lo = i64::MAX;
@@ -424,9 +428,6 @@ impl HealthMonitor {
             let Some(link) = self.links.get(nic.index()).and_then(|l| l.as_deref()) else {
                 continue;
             };
-            if link.stats().state == LinkState::Down {
-                continue;
-            }
             if let Some(owd) = link.rx_owd_ns() {
                 lo = lo.min(owd);
                 hi = hi.max(owd);

@@ -55,16 +55,19 @@
 //!   fragment. Fragments are copied straight into place; completion hands the same buffer on,
 //!   so there is exactly one copy per byte and no final gather. (IP reassembly cannot do this
 //!   because only the last fragment tells the total; braid's header carries it in each one.)
-//! - **Fragment ranges as a sorted, fixed-stride array per context** (`max_fragments` entries
-//!   of `(start, end)`, 8 bytes each, in one vector reserved at construction). The overlap
-//!   policy needs to know the *exact* fragments received, not only the bytes covered: an
-//!   RFC 815 hole list tracks coverage with no extra memory, but it cannot tell an exact
-//!   duplicate (drop only it) from a fragment that re-covers two neighbours (drop the
-//!   datagram). Because accepted ranges are disjoint, a binary search for the insertion point
-//!   and a look at the two neighbours decide duplicate / overlap in O(log n); insertion shifts
-//!   at most `max_fragments` entries (64 by default, usually 2–8). Completion is
-//!   `received == total`, exact because accepted ranges are disjoint and inside the total. No
-//!   allocation per fragment, and the per-datagram metadata is bounded by `max_fragments`.
+//! - **Fragment ranges as a small sorted array per context**: up to 8 `(start, end)` pairs
+//!   inside the context itself (its second cache line), and for a datagram with more
+//!   fragments a row of `max_fragments` pairs in one spill vector reserved at construction.
+//!   The overlap policy needs to know the *exact* fragments received, not only the bytes
+//!   covered: an RFC 815 hole list tracks coverage with no extra memory, but it cannot tell an
+//!   exact duplicate (drop only it) from a fragment that re-covers two neighbours (drop the
+//!   datagram). Because accepted ranges are disjoint, a look at the two neighbours of the
+//!   insertion point (found at once for in-order and reversed arrival, else by binary search)
+//!   decides duplicate / overlap in O(log n); insertion shifts at most `max_fragments`
+//!   entries (64 by default, usually 2–8). Completion is `received == total`, exact because
+//!   accepted ranges are disjoint and inside the total. No allocation per fragment; the
+//!   per-datagram metadata is bounded by `max_fragments`; and a datagram of up to 8
+//!   fragments touches no memory but its context and its buffer.
 //! - **A slab of contexts plus a seeded [`hashbrown::HashTable`]** of slot numbers (4 bytes a
 //!   bucket, so the index of 32 K contexts stays in L2; keys are compared in the slab only on a
 //!   tag match), created with room for twice `max_contexts`, so the steady state never
@@ -89,7 +92,7 @@
 //!   went. Drops, which are rare, do get exact tombstones.
 //!
 //! Memory bounds: store bytes ≤ `mem_cap_bytes` (counted by store slot size); metadata ≤
-//! `max_contexts × (≈80 + 8 × max_fragments)` bytes plus the hash index (`max_contexts × 2`
+//! `max_contexts × (128 + 8 × max_fragments)` bytes plus the hash index (`max_contexts × 2`
 //! entries of 4 bytes plus control bytes).
 
 mod state;

@@ -1,5 +1,5 @@
 //! The reassembler's internal state: the context slab with its deadline list and the
-//! per-context fragment range arrays.
+//! per-context fragment ranges (inline for the first few, then a per-slot spill array).
 //!
 //! Owns: storage and O(1) list/slot bookkeeping. Does not own the reassembly rules (overlap,
 //! caps, timeout policy, counters): those live in [`super::Reassembler`].
@@ -26,10 +26,15 @@ pub(super) enum Kind {
     Tomb,
 }
 
-/// One reassembly context (or tombstone): exactly one cache line, since with thousands of
-/// datagrams outstanding every fragment's first touch of its context is a cache miss.
+/// Fragment ranges kept inside the context itself; a datagram with more fragments spills them
+/// to the slab's per-slot spill array.
+pub(super) const INLINE_RANGES: usize = 8;
+
+/// One reassembly context (or tombstone): two cache lines (header, then the inline ranges),
+/// since with thousands of datagrams outstanding every fragment's first touch of its context
+/// is a cache miss, and a datagram of up to 8 fragments needs nothing else.
 #[derive(Debug)]
-#[repr(align(64))]
+#[repr(align(128))]
 pub(super) struct Ctx {
     pub(super) key: DatagramKey,
     /// `hash(key)`, kept for removal from the index without re-hashing; 0 until computed
@@ -43,7 +48,8 @@ pub(super) struct Ctx {
     pub(super) total_len: u32,
     /// Bytes received so far (sum of the accepted, disjoint fragment lengths).
     pub(super) received: u32,
-    /// Accepted fragments; their ranges are `ranges[slot * stride ..][..nfrags]`.
+    /// Accepted fragments; their ranges are `inline[..nfrags]` while `nfrags <=
+    /// INLINE_RANGES`, else `spill[slot * stride ..][..nfrags]`.
     pub(super) nfrags: u16,
     pub(super) kind: Kind,
     /// In the hash index (else it is the reassembler's last-context memo).
@@ -52,9 +58,11 @@ pub(super) struct Ctx {
     /// `Free`.
     pub(super) prev: u32,
     pub(super) next: u32,
+    /// The first `INLINE_RANGES` ranges, sorted by start.
+    inline: [Range; INLINE_RANGES],
 }
 
-const _: () = assert!(core::mem::size_of::<Ctx>() == 64, "Ctx is one cache line");
+const _: () = assert!(core::mem::size_of::<Ctx>() == 128, "Ctx is two cache lines");
 
 /// A received byte range `[start, end)` of one accepted fragment.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -71,9 +79,10 @@ pub(super) struct Range {
 #[derive(Debug)]
 pub(super) struct Slab {
     pub(super) ctx: Vec<Ctx>,
-    /// `stride` ranges per slot, in step with `ctx`.
-    pub(super) ranges: Vec<Range>,
-    pub(super) stride: usize,
+    /// `stride` ranges per slot for contexts with more than `INLINE_RANGES` fragments. Grown
+    /// (within its reserved capacity) up to the highest slot that ever spilled.
+    spill: Vec<Range>,
+    stride: usize,
     free_head: u32,
     pub(super) head: u32,
     tail: u32,
@@ -83,12 +92,17 @@ pub(super) struct Slab {
 }
 
 impl Slab {
-    /// A slab of `capacity` slots with `stride` ranges each. Both vectors are reserved up front
-    /// so that growing to `capacity` never reallocates.
+    /// A slab of `capacity` slots with room for `stride` ranges each. Both vectors are reserved
+    /// up front so that growing to `capacity` never reallocates.
     pub(super) fn new(capacity: usize, stride: usize) -> Self {
+        let spill = if stride > INLINE_RANGES {
+            capacity.saturating_mul(stride)
+        } else {
+            0
+        };
         Self {
             ctx: Vec::with_capacity(capacity),
-            ranges: Vec::with_capacity(capacity.saturating_mul(stride)),
+            spill: Vec::with_capacity(spill),
             stride,
             free_head: NIL,
             head: NIL,
@@ -127,12 +141,12 @@ impl Slab {
             indexed: false,
             prev: self.tail,
             next: NIL,
+            inline: [Range::default(); INLINE_RANGES],
         };
         let idx = if self.free_head == NIL {
             // invariant: capacity < u32::MAX (clamped in Reassembler::new).
             let idx = u32::try_from(self.ctx.len()).unwrap_or(NIL);
             self.ctx.push(ctx);
-            self.ranges.resize(self.ranges.len() + self.stride, Range::default());
             idx
         } else {
             let idx = self.free_head;
@@ -181,31 +195,48 @@ impl Slab {
     /// The accepted fragment ranges of slot `idx` (sorted by start, disjoint).
     #[inline]
     pub(super) fn ranges(&self, idx: u32) -> &[Range] {
-        let base = idx as usize * self.stride;
-        let n = usize::from(self.ctx[idx as usize].nfrags);
-        &self.ranges[base..base + n]
+        let c = &self.ctx[idx as usize];
+        let n = usize::from(c.nfrags);
+        if n <= INLINE_RANGES {
+            &c.inline[..n]
+        } else {
+            let base = idx as usize * self.stride;
+            &self.spill[base..base + n]
+        }
     }
 
     /// Insert `r` at position `pos` of slot `idx`'s sorted ranges. The caller checked that
     /// there is room (`nfrags < stride`) and that `r` overlaps nothing.
     #[inline]
     pub(super) fn insert_range(&mut self, idx: u32, pos: usize, r: Range) {
-        let base = idx as usize * self.stride;
         let c = &mut self.ctx[idx as usize];
         let n = usize::from(c.nfrags);
         c.nfrags += 1;
-        let slice = &mut self.ranges[base..=base + n];
-        if pos == n {
-            // In order: append.
-            slice[n] = r;
+        if n < INLINE_RANGES {
+            insert_at(&mut c.inline[..=n], pos, r);
             return;
         }
-        // Shift right by one; a handful of entries, so a plain loop beats a call to memmove.
-        let mut i = n;
-        while i > pos {
-            slice[i] = slice[i - 1];
-            i -= 1;
+        let base = idx as usize * self.stride;
+        if n == INLINE_RANGES {
+            // Spill: move the inline ranges to this slot's row of the spill array, growing the
+            // array (within its reserved capacity: no reallocation) to cover the row.
+            if self.spill.len() < base + self.stride {
+                self.spill.resize(base + self.stride, Range::default());
+            }
+            self.spill[base..base + n].copy_from_slice(&c.inline);
         }
-        slice[pos] = r;
+        insert_at(&mut self.spill[base..=base + n], pos, r);
     }
+}
+
+/// Insert `r` at `pos` into `slice`, whose last element is free: shift the tail right by one.
+/// A handful of entries, so a plain loop beats a call to memmove; appending shifts nothing.
+#[inline]
+fn insert_at(slice: &mut [Range], pos: usize, r: Range) {
+    let mut i = slice.len() - 1;
+    while i > pos {
+        slice[i] = slice[i - 1];
+        i -= 1;
+    }
+    slice[pos] = r;
 }

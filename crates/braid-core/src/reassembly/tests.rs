@@ -230,6 +230,40 @@ fn overlap_with_a_neighbour_among_many() {
     assert_eq!(h.r.stats().fragments_discarded, 5);
 }
 
+/// More fragments than fit inline in a context (8): the ranges spill to the slab's spill
+/// array, and the overlap rules still hold there.
+#[test]
+fn many_fragments_spill_and_keep_the_rules() {
+    let mut h = Harness::small();
+    let d = payload(11, 2000);
+    // 20 fragments of 100 bytes in a scrambled order (7 is coprime with 20).
+    let order: Vec<usize> = (0..20).map(|i| (i * 7 + 3) % 20).collect();
+    for (n, &i) in order.iter().enumerate().take(19) {
+        assert_eq!(h.frag(11, &d, i * 100, 100), FragOutcome::Pending, "fragment {n}");
+        if n == 12 {
+            assert_eq!(
+                h.frag(11, &d, order[4] * 100, 100),
+                FragOutcome::Dropped(DropReason::ReassemblyDuplicateFragment),
+                "exact duplicate after the spill"
+            );
+        }
+    }
+    let out = h.frag(11, &d, order[19] * 100, 100);
+    h.expect_complete(out, &d);
+
+    // After a spill, an overlap with a spilled neighbour drops the datagram.
+    let d2 = payload(12, 2000);
+    for i in 0..12 {
+        assert_eq!(h.frag(12, &d2, i * 150, 100), FragOutcome::Pending);
+    }
+    assert_eq!(
+        h.frag(12, &d2, 1000, 60),
+        FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        "[1000, 1060) overlaps [1050, 1150)"
+    );
+    assert_eq!(h.r.stats().fragments_discarded, 12);
+}
+
 #[test]
 fn tombstone_expires_at_the_original_deadline() {
     let mut h = Harness::small();
