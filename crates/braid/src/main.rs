@@ -6,6 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant as WallClock;
 
 use anyhow::{Context, Result};
@@ -28,8 +29,9 @@ enum Command {
     /// Run two braid engines over simulated links and print a report (no root needed).
     ///
     /// The default scenario: three unequal links (100, 200 and 300 Mbit/s, with different
-    /// delays), a duplicated market-data-like flow on the two fastest links, a striped bulk
-    /// flow over all three, and the 300 Mbit/s link failing half way. The simulation runs on a
+    /// delays), a duplicated, latency-critical market-data-like flow on the two fastest links,
+    /// a striped bulk flow over all three, a flow of 9000-byte packets split across the
+    /// 1500-byte links, and the 300 Mbit/s link failing half way. The simulation runs on a
     /// virtual clock, much faster than real time, and is deterministic for a given seed.
     ///
     /// The report gives utilisation per link, goodput per flow, reorder holds and gaps,
@@ -51,9 +53,24 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match run_command(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain, one cause a line, and no backtrace: these are errors for the
+            // user to fix (a file that does not exist, a field out of range).
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<()> {
+    match command {
         Command::Demo {
             scenario,
             print_scenario,
