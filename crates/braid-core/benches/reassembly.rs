@@ -26,7 +26,7 @@
 use std::hint::black_box;
 
 use braid_core::buffer::PacketStore;
-use braid_core::reassembly::{DatagramKey, FragOutcome, ReassemblyConfig, Reassembler};
+use braid_core::reassembly::{DatagramKey, FragOutcome, Reassembler, ReassemblyConfig};
 use braid_core::{FlowId, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -61,14 +61,14 @@ impl Rng {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Order {
+enum Arrival {
     InOrder,
     Reversed,
     Random,
     Interleaved,
 }
 
-impl Order {
+impl Arrival {
     fn name(self) -> &'static str {
         match self {
             Self::InOrder => "in_order",
@@ -80,7 +80,13 @@ impl Order {
 }
 
 /// The fragment order for `DATAGRAMS` datagrams of `nfrags` fragments of `frag_len` bytes.
-fn build(nfrags: u32, frag_len: u32, order: Order, outstanding_all: bool, rng: &mut Rng) -> Vec<Frag> {
+fn build(
+    nfrags: u32,
+    frag_len: u32,
+    order: Arrival,
+    outstanding_all: bool,
+    rng: &mut Rng,
+) -> Vec<Frag> {
     let n = DATAGRAMS as u32;
     let piece = |d: u32, i: u32| Frag {
         dgram: d,
@@ -92,27 +98,27 @@ fn build(nfrags: u32, frag_len: u32, order: Order, outstanding_all: bool, rng: &
         for d in 0..n {
             let mut idx: Vec<u32> = (0..nfrags).collect();
             match order {
-                Order::InOrder => {}
-                Order::Reversed => idx.reverse(),
-                Order::Random => rng.shuffle(&mut idx),
-                Order::Interleaved => unreachable!("interleaving needs many datagrams"),
+                Arrival::InOrder => {}
+                Arrival::Reversed => idx.reverse(),
+                Arrival::Random => rng.shuffle(&mut idx),
+                Arrival::Interleaved => unreachable!("interleaving needs many datagrams"),
             }
             v.extend(idx.into_iter().map(|i| piece(d, i)));
         }
         return v;
     }
     match order {
-        Order::Interleaved | Order::InOrder => {
+        Arrival::Interleaved | Arrival::InOrder => {
             for i in 0..nfrags {
                 v.extend((0..n).map(|d| piece(d, i)));
             }
         }
-        Order::Reversed => {
+        Arrival::Reversed => {
             for i in (0..nfrags).rev() {
                 v.extend((0..n).map(|d| piece(d, i)));
             }
         }
-        Order::Random => {
+        Arrival::Random => {
             for d in 0..n {
                 v.extend((0..nfrags).map(|i| piece(d, i)));
             }
@@ -154,7 +160,10 @@ impl Rig {
                 seq: self.base_seq + u64::from(f.dgram),
             };
             let data = &self.src[f.offset as usize..(f.offset + f.len) as usize];
-            match self.r.insert(self.now, &mut self.store, key, f.offset, total_len, data) {
+            match self
+                .r
+                .insert(self.now, &mut self.store, key, f.offset, total_len, data)
+            {
                 FragOutcome::Complete { buf, len } => {
                     black_box(len);
                     self.store.free(buf);
@@ -189,12 +198,12 @@ fn bench_64(c: &mut Criterion) {
     for nfrags in [2u32, 3, 8] {
         let total = nfrags * 64;
         let cases = [
-            (Order::InOrder, false),
-            (Order::Reversed, false),
-            (Order::Random, false),
-            (Order::Interleaved, true),
-            (Order::Reversed, true),
-            (Order::Random, true),
+            (Arrival::InOrder, false),
+            (Arrival::Reversed, false),
+            (Arrival::Random, false),
+            (Arrival::Interleaved, true),
+            (Arrival::Reversed, true),
+            (Arrival::Random, true),
         ];
         for (order, all) in cases {
             let frags = build(nfrags, 64, order, all, &mut rng);
@@ -222,7 +231,7 @@ fn bench_1500(c: &mut Criterion) {
     const PER_ITER: usize = 1024;
     let mut g = c.benchmark_group("reassembly_1500B");
     let mut rng = Rng(1);
-    let mut frags = build(NFRAGS, FRAG, Order::InOrder, false, &mut rng);
+    let mut frags = build(NFRAGS, FRAG, Arrival::InOrder, false, &mut rng);
     frags.truncate(PER_ITER * NFRAGS as usize);
     let bytes = u64::from(TOTAL) * PER_ITER as u64;
     g.throughput(Throughput::Bytes(bytes));

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::buffer::{BufHandle, PacketStore};
-use crate::reassembly::{DatagramKey, FragOutcome, ReassemblyConfig, Reassembler};
+use crate::reassembly::{DatagramKey, FragOutcome, Reassembler, ReassemblyConfig};
 use crate::time::Instant;
 use crate::types::{DropReason, FlowId};
 
@@ -130,11 +130,20 @@ struct Model {
 enum Expect {
     Drop(DropReason),
     /// The fragment would open a new context or complete at once (store may refuse).
-    New { whole: bool, held: usize },
+    New {
+        whole: bool,
+        held: usize,
+    },
     /// Accepted into context `i`; completes if `complete`.
-    Accept { i: usize, complete: bool },
+    Accept {
+        i: usize,
+        complete: bool,
+    },
     /// Context `i` is dropped whole with this reason.
-    Kill { i: usize, reason: DropReason },
+    Kill {
+        i: usize,
+        reason: DropReason,
+    },
 }
 
 impl Model {
@@ -156,7 +165,14 @@ impl Model {
     }
 
     /// Predict `insert`, applying lazy expiry first (as the reassembler does).
-    fn predict(&mut self, now: Instant, key: DatagramKey, off: u32, total: u32, len: usize) -> (Expect, bool) {
+    fn predict(
+        &mut self,
+        now: Instant,
+        key: DatagramKey,
+        off: u32,
+        total: u32,
+        len: usize,
+    ) -> (Expect, bool) {
         if len == 0 {
             return (Expect::Drop(DropReason::ReassemblyZeroLength), false);
         }
@@ -175,17 +191,35 @@ impl Model {
                     return (Expect::Drop(DropReason::ReassemblyStale), false);
                 }
                 if c.total != total {
-                    return (Expect::Kill { i, reason: DropReason::ReassemblyTotalMismatch }, false);
+                    return (
+                        Expect::Kill {
+                            i,
+                            reason: DropReason::ReassemblyTotalMismatch,
+                        },
+                        false,
+                    );
                 }
                 let (s, e) = (off, u32::try_from(end).unwrap_or(u32::MAX));
                 if c.ranges.contains(&(s, e)) {
                     return (Expect::Drop(DropReason::ReassemblyDuplicateFragment), false);
                 }
                 if c.ranges.iter().any(|&(a, b)| a < e && s < b) {
-                    return (Expect::Kill { i, reason: DropReason::ReassemblyOverlap }, false);
+                    return (
+                        Expect::Kill {
+                            i,
+                            reason: DropReason::ReassemblyOverlap,
+                        },
+                        false,
+                    );
                 }
                 if c.ranges.len() >= usize::from(self.cfg.max_fragments.max(1)) {
-                    return (Expect::Kill { i, reason: DropReason::ReassemblyTooManyFragments }, false);
+                    return (
+                        Expect::Kill {
+                            i,
+                            reason: DropReason::ReassemblyTooManyFragments,
+                        },
+                        false,
+                    );
                 }
                 let have: u64 = c.ranges.iter().map(|&(a, b)| u64::from(b - a)).sum();
                 let complete = have + (end - u64::from(off)) == u64::from(total);
@@ -251,13 +285,19 @@ impl Rig {
         if timed_out {
             self.timeouts += 1;
         }
-        let out = self.r.insert(self.now, &mut self.store, key, off, total, data);
+        let out = self
+            .r
+            .insert(self.now, &mut self.store, key, off, total, data);
         match (expect, out) {
             (Expect::Drop(want), out) => {
                 assert_eq!(out, FragOutcome::Dropped(want), "model predicted a drop");
             }
             (Expect::Kill { i, reason }, out) => {
-                assert_eq!(out, FragOutcome::Dropped(reason), "model predicted a datagram drop");
+                assert_eq!(
+                    out,
+                    FragOutcome::Dropped(reason),
+                    "model predicted a datagram drop"
+                );
                 let c = &mut self.model.ctxs[i];
                 c.tomb = true;
                 self.model.bytes_held -= c.held;
@@ -277,7 +317,15 @@ impl Rig {
         }
     }
 
-    fn check_new(&mut self, expect: Expect, out: FragOutcome, key: DatagramKey, off: u32, total: u32, len: usize) {
+    fn check_new(
+        &mut self,
+        expect: Expect,
+        out: FragOutcome,
+        key: DatagramKey,
+        off: u32,
+        total: u32,
+        len: usize,
+    ) {
         let (whole, held) = match expect {
             Expect::New { whole, held } => (whole, held),
             Expect::Drop(want) => {
@@ -319,7 +367,10 @@ impl Rig {
         assert_eq!(len, total as usize);
         let bytes = self.store.get(&buf);
         assert_eq!(bytes.len(), len, "buffer length");
-        assert!(is_content(bytes, key), "bytes of completed {key:?} differ from its fragments");
+        assert!(
+            is_content(bytes, key),
+            "bytes of completed {key:?} differ from its fragments"
+        );
         let slot = PacketStore::class_bytes(len).expect("invariant: allocated");
         self.held_bytes += slot;
         self.held.push((buf, slot));
@@ -359,18 +410,30 @@ impl Rig {
         }
         // The store walk is O(pages × 512): every 16th check, and at the end.
         self.checks += 1;
-        if self.checks % 16 == 0 {
-            if let Err(e) = self.store.check_invariants() {
-                panic!("store invariant: {e}");
-            }
+        if self.checks.is_multiple_of(16)
+            && let Err(e) = self.store.check_invariants()
+        {
+            panic!("store invariant: {e}");
         }
         let st = self.r.stats();
         assert_eq!(st.contexts_live, self.model.live(), "contexts_live");
-        assert_eq!(st.tombstones_live, self.model.ctxs.len() - self.model.live(), "tombstones");
+        assert_eq!(
+            st.tombstones_live,
+            self.model.ctxs.len() - self.model.live(),
+            "tombstones"
+        );
         assert_eq!(st.bytes_held, self.model.bytes_held, "bytes_held");
         assert!(st.bytes_held <= self.model.cfg.mem_cap_bytes, "memory cap");
-        assert_eq!(st.drops.get(DropReason::ReassemblyTimeout), self.timeouts, "timeouts");
-        assert_eq!(self.r.poll_timeout(), self.model.ctxs.first().map(|c| c.deadline), "poll_timeout");
+        assert_eq!(
+            st.drops.get(DropReason::ReassemblyTimeout),
+            self.timeouts,
+            "timeouts"
+        );
+        assert_eq!(
+            self.r.poll_timeout(),
+            self.model.ctxs.first().map(|c| c.deadline),
+            "poll_timeout"
+        );
     }
 }
 
@@ -394,7 +457,8 @@ pub fn reassembly_ops(data: &[u8]) {
 /// program reached the paths it meant to).
 fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
     let mut cur = Cursor { data };
-    let max_datagram_bytes = [64, 300, 1500, 4000, 9000, 65_535, 70_000][usize::from(cur.byte() % 7)];
+    let max_datagram_bytes =
+        [64, 300, 1500, 4000, 9000, 65_535, 70_000][usize::from(cur.byte() % 7)];
     let cfg = ReassemblyConfig {
         max_contexts: 1 + usize::from(cur.byte() % 12),
         max_fragments: 1 + u16::from(cur.byte() % 16),
@@ -468,7 +532,7 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
                     rig.check();
                 }
             }
-            4 => rig.now = rig.now + Duration::from_micros(u64::from(cur.byte()) * 250),
+            4 => rig.now += Duration::from_micros(u64::from(cur.byte()) * 250),
             5 => rig.handle_timeout(usize::from(cur.byte() % 5)),
             6 => rig.release(),
             _ => {
@@ -483,7 +547,7 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
     // Drain: past every deadline, with a small budget per call, everything must go.
     rig.now = rig.now + rig.model.cfg.timeout + Duration::from_nanos(1);
     let mut rounds = 0;
-    while rig.model.ctxs.first().is_some() {
+    while !rig.model.ctxs.is_empty() {
         rig.handle_timeout(3);
         rig.check();
         rounds += 1;
@@ -498,7 +562,10 @@ fn run_reassembly_ops(data: &[u8]) -> crate::reassembly::ReassemblyStats {
         panic!("store invariant: {e}");
     }
     let st = rig.r.stats();
-    assert_eq!((st.contexts_live, st.tombstones_live, st.bytes_held), (0, 0, 0));
+    assert_eq!(
+        (st.contexts_live, st.tombstones_live, st.bytes_held),
+        (0, 0, 0)
+    );
     assert_eq!((rig.store.used_bytes(), rig.store.live()), (0, 0));
     assert_eq!(rig.r.poll_timeout(), None);
     st.clone()
@@ -510,7 +577,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn corpus_dir(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus")
+            .join(name)
     }
 
     /// Replays every file of `fuzz/corpus/reassembly` (seeds and regressions).

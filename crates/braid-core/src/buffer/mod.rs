@@ -234,8 +234,8 @@ impl PacketStore {
         } else {
             let i = pm.free_head;
             // Free slots store the next free slot of the page (a u16 value or NIL).
-            pm.free_head = u16::try_from(self.slots[base + usize::from(i)].len_or_next)
-                .unwrap_or(NIL16);
+            pm.free_head =
+                u16::try_from(self.slots[base + usize::from(i)].len_or_next).unwrap_or(NIL16);
             i
         };
         pm.live += 1;
@@ -492,7 +492,10 @@ impl PacketStore {
                     return Err("a class keeps more than one empty page");
                 }
             }
-            if slots[usize::from(pm.bump)..].iter().any(|s| s.generation & 1 == 1) {
+            if slots[usize::from(pm.bump)..]
+                .iter()
+                .any(|s| s.generation & 1 == 1)
+            {
                 return Err("live slot above bump");
             }
             used += live_here * SIZE_CLASSES[class];
@@ -536,11 +539,16 @@ mod tests {
 
     #[test]
     fn class_index_matches_table() {
-        for len in [0, 1, 127, 128, 129, 256, 257, 1500, 4096, 4097, 9000, 9216, 9217, 65_536] {
+        for len in [
+            0, 1, 127, 128, 129, 256, 257, 1500, 4096, 4097, 9000, 9216, 9217, 65_536,
+        ] {
             let c = class_index(len).expect("in range");
             assert!(len <= SIZE_CLASSES[c], "len {len} fits class {c}");
             if c > 0 {
-                assert!(len > SIZE_CLASSES[c - 1], "len {len} is not in a smaller class");
+                assert!(
+                    len > SIZE_CLASSES[c - 1],
+                    "len {len} is not in a smaller class"
+                );
             }
         }
         assert_eq!(class_index(65_537), None);
@@ -591,7 +599,10 @@ mod tests {
         for (h, len, i) in &hs {
             let b = s.get(h);
             assert_eq!(b.len(), *len);
-            assert!(b.iter().all(|&x| usize::from(x) == i % 251), "buffer {i} intact");
+            assert!(
+                b.iter().all(|&x| usize::from(x) == i % 251),
+                "buffer {i} intact"
+            );
         }
         for (h, _, _) in hs {
             s.free(h);
@@ -614,8 +625,14 @@ mod tests {
         s.free(b);
         s.free(c);
         // max_buf_bytes is clamped to one page.
-        assert_eq!(PacketStore::new(1 << 30, 1 << 20).max_buf_bytes(), MAX_BUF_BYTES);
-        assert!(PacketStore::new(0, 100).alloc(1).is_none(), "zero cap holds nothing");
+        assert_eq!(
+            PacketStore::new(1 << 30, 1 << 20).max_buf_bytes(),
+            MAX_BUF_BYTES
+        );
+        assert!(
+            PacketStore::new(0, 100).alloc(1).is_none(),
+            "zero cap holds nothing"
+        );
     }
 
     #[test]
@@ -645,11 +662,22 @@ mod tests {
         // although used_bytes is well below the cap (documented behaviour).
         let mut s = PacketStore::new(20 * PAGE_BYTES, MAX_BUF_BYTES);
         let mut small: Vec<_> = (0..20 * 512).map(|_| s.alloc(100).expect("room")).collect();
-        let pinned: Vec<_> = small.drain(..).enumerate().filter_map(|(i, h)| {
-            if i % 512 == 0 { Some(h) } else { s.free(h); None }
-        }).collect();
+        let pinned: Vec<_> = small
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, h)| {
+                if i % 512 == 0 {
+                    Some(h)
+                } else {
+                    s.free(h);
+                    None
+                }
+            })
+            .collect();
         assert_eq!(s.used_bytes(), 20 * 128);
-        let big: Vec<_> = (0..9).map(|_| s.alloc(65_536).expect("spare page")).collect();
+        let big: Vec<_> = (0..9)
+            .map(|_| s.alloc(65_536).expect("spare page"))
+            .collect();
         assert!(s.used_bytes() + 65_536 <= s.cap_bytes());
         assert!(s.alloc(65_536).is_none(), "no page left");
         assert_eq!(s.reserved_bytes(), 29 * PAGE_BYTES);
@@ -683,7 +711,9 @@ mod tests {
         assert!(s.get(&b).iter().all(|&x| x == 7));
         // A handle from another, bigger store: out of range here.
         let mut other = PacketStore::new(1 << 24, 2048);
-        let far: Vec<_> = (0..2000).map(|_| other.alloc(2000).expect("room")).collect();
+        let far: Vec<_> = (0..2000)
+            .map(|_| other.alloc(2000).expect("room"))
+            .collect();
         let last = far.into_iter().last().expect("non-empty");
         assert!(s.try_get(&last).is_none());
         s.free(last);
@@ -701,7 +731,10 @@ mod tests {
         assert!(!s.write(&a, 91, &[7; 10]), "one byte past the end");
         assert!(!s.write(&a, usize::MAX, &[7; 1]), "overflowing offset");
         assert_eq!(&s.get(&a)[88..], &[0, 0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
-        let stale = BufHandle { slot: a.slot, generation: a.generation };
+        let stale = BufHandle {
+            slot: a.slot,
+            generation: a.generation,
+        };
         s.free(a);
         assert!(!s.write(&stale, 0, &[1]));
         assert_eq!(s.stale_handle_count(), 1);
@@ -723,14 +756,18 @@ mod tests {
     fn steady_state_reuses_pages() {
         let mut s = PacketStore::new(1 << 24, 9216);
         for round in 0..50 {
-            let hs: Vec<_> = (0..300).map(|i| s.alloc(64 + (i * 37 + round) % 9000)).collect();
+            let hs: Vec<_> = (0..300)
+                .map(|i| s.alloc(64 + (i * 37 + round) % 9000))
+                .collect();
             for h in hs.into_iter().flatten() {
                 s.free(h);
             }
         }
         let reserved = s.reserved_bytes();
         for round in 0..50 {
-            let hs: Vec<_> = (0..300).map(|i| s.alloc(64 + (i * 37 + round) % 9000)).collect();
+            let hs: Vec<_> = (0..300)
+                .map(|i| s.alloc(64 + (i * 37 + round) % 9000))
+                .collect();
             for h in hs.into_iter().flatten() {
                 s.free(h);
             }

@@ -311,7 +311,10 @@ impl Reassembler {
             _ => {
                 hash = self.hasher.hash_one(key);
                 let slab = &self.slab.ctx;
-                let found = self.index.find(hash, |&i| slab[i as usize].key == key).copied();
+                let found = self
+                    .index
+                    .find(hash, |&i| slab[i as usize].key == key)
+                    .copied();
                 if let Some(idx) = found {
                     self.set_last(idx);
                 }
@@ -337,7 +340,12 @@ impl Reassembler {
     /// Expire contexts and tombstones whose deadline is `<= now`, at most `budget` of them,
     /// oldest first; returns how many were expired. Expired contexts free their buffer and
     /// count `ReassemblyTimeout`. If it returns `budget`, more may be due: call again.
-    pub fn handle_timeout(&mut self, now: Instant, store: &mut PacketStore, budget: usize) -> usize {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        store: &mut PacketStore,
+        budget: usize,
+    ) -> usize {
         let mut n = 0;
         while n < budget {
             let head = self.slab.head;
@@ -386,9 +394,15 @@ impl Reassembler {
             return self.drop_datagram(store, idx, DropReason::ReassemblyTooManyFragments);
         }
         // All checks passed: copy, then record.
-        let buf = ctx.buf.as_ref().expect("invariant: live context holds a buffer");
+        let buf = ctx
+            .buf
+            .as_ref()
+            .expect("invariant: live context holds a buffer");
         let written = store.write(buf, r.start as usize, data);
-        debug_assert!(written, "invariant: checked range inside the context's buffer");
+        debug_assert!(
+            written,
+            "invariant: checked range inside the context's buffer"
+        );
         self.slab.insert_range(idx, pos, r);
         self.stats.fragments_accepted += 1;
         let ctx = &mut self.slab.ctx[idx as usize];
@@ -397,7 +411,10 @@ impl Reassembler {
             return FragOutcome::Pending;
         }
         // Complete: the buffer leaves the reassembler's accounting.
-        let buf = ctx.buf.take().expect("invariant: live context holds a buffer");
+        let buf = ctx
+            .buf
+            .take()
+            .expect("invariant: live context holds a buffer");
         let (hash, held) = (ctx.hash, held_bytes(ctx.total_len));
         self.remove_index(hash, idx);
         self.slab.release(idx);
@@ -474,7 +491,12 @@ impl Reassembler {
 
     /// Drop the whole datagram of live context `idx` (this fragment included): free its
     /// buffer now, keep a tombstone until the original deadline.
-    fn drop_datagram(&mut self, store: &mut PacketStore, idx: u32, reason: DropReason) -> FragOutcome {
+    fn drop_datagram(
+        &mut self,
+        store: &mut PacketStore,
+        idx: u32,
+        reason: DropReason,
+    ) -> FragOutcome {
         self.free_live(store, idx);
         self.slab.ctx[idx as usize].kind = Kind::Tomb;
         self.stats.tombstones_live += 1;
@@ -516,18 +538,18 @@ impl Reassembler {
     /// indexed, is indexed now: every used slot is either indexed or the memo.
     #[inline]
     fn set_last(&mut self, idx: u32) {
-        if let Some(prev) = self.last {
-            if prev != idx {
-                let c = &mut self.slab.ctx[prev as usize];
-                if !c.indexed {
-                    c.indexed = true;
-                    if c.hash == 0 {
-                        c.hash = self.hasher.hash_one(c.key);
-                    }
-                    let slab = &self.slab.ctx;
-                    self.index
-                        .insert_unique(slab[prev as usize].hash, prev, |&i| slab[i as usize].hash);
+        if let Some(prev) = self.last
+            && prev != idx
+        {
+            let c = &mut self.slab.ctx[prev as usize];
+            if !c.indexed {
+                c.indexed = true;
+                if c.hash == 0 {
+                    c.hash = self.hasher.hash_one(c.key);
                 }
+                let slab = &self.slab.ctx;
+                self.index
+                    .insert_unique(slab[prev as usize].hash, prev, |&i| slab[i as usize].hash);
             }
         }
         self.last = Some(idx);
@@ -561,7 +583,9 @@ impl Reassembler {
         if s.fragments_in != s.fragments_accepted + s.fragments_dropped {
             return Err("fragments_in != accepted + dropped");
         }
-        if s.datagrams_started != s.datagrams_completed + s.datagrams_dropped + s.contexts_live as u64 {
+        if s.datagrams_started
+            != s.datagrams_completed + s.datagrams_dropped + s.contexts_live as u64
+        {
             return Err("datagrams_started != completed + dropped + live");
         }
         let whole_drops = [
@@ -653,10 +677,14 @@ impl Reassembler {
         if self.slab.used > self.config.max_contexts {
             return Err("context cap exceeded");
         }
-        if let Some(l) = self.last {
-            if self.slab.ctx.get(l as usize).is_none_or(|c| c.kind == Kind::Free) {
-                return Err("last-context memo points at a free slot");
-            }
+        if let Some(l) = self.last
+            && self
+                .slab
+                .ctx
+                .get(l as usize)
+                .is_none_or(|c| c.kind == Kind::Free)
+        {
+            return Err("last-context memo points at a free slot");
         }
         Ok(())
     }

@@ -147,7 +147,8 @@ fn exact_duplicate_drops_only_itself() {
 #[test]
 fn overlaps_drop_the_whole_datagram() {
     // (first fragment, second fragment) as (offset, len) within a 400-byte datagram.
-    let cases: [((usize, usize), (usize, usize), &str); 8] = [
+    type Case = ((usize, usize), (usize, usize), &'static str);
+    let cases: [Case; 8] = [
         ((100, 100), (50, 100), "partial overlap on the left"),
         ((100, 100), (150, 100), "partial overlap on the right"),
         ((100, 100), (50, 200), "new contains old"),
@@ -171,7 +172,11 @@ fn overlaps_drop_the_whole_datagram() {
         );
         let st = h.r.stats();
         assert_eq!(st.drops.get(DropReason::ReassemblyOverlap), 1, "{what}");
-        assert_eq!((st.contexts_live, st.tombstones_live, st.bytes_held), (0, 1, 0), "{what}");
+        assert_eq!(
+            (st.contexts_live, st.tombstones_live, st.bytes_held),
+            (0, 1, 0),
+            "{what}"
+        );
         assert_eq!(st.fragments_discarded, 1, "{what}");
         assert_eq!(h.s.used_bytes(), 0, "memory freed at once: {what}");
         // The rest of the datagram is stale until the original deadline: no new context.
@@ -188,11 +193,20 @@ fn overlaps_drop_the_whole_datagram() {
 #[test]
 fn one_byte_overlaps_and_exact_adjacency() {
     for (second, want) in [
-        ((99, 51), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 99
-        ((200, 50), FragOutcome::Pending),                               // touches the end
-        ((50, 50), FragOutcome::Pending),                                // touches the start
-        ((50, 51), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 100
-        ((199, 10), FragOutcome::Dropped(DropReason::ReassemblyOverlap)), // shares byte 199
+        (
+            (99, 51),
+            FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        ), // shares byte 99
+        ((200, 50), FragOutcome::Pending), // touches the end
+        ((50, 50), FragOutcome::Pending),  // touches the start
+        (
+            (50, 51),
+            FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        ), // shares byte 100
+        (
+            (199, 10),
+            FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        ), // shares byte 199
     ] {
         let mut h = Harness::small();
         let d = payload(3, 300);
@@ -202,8 +216,14 @@ fn one_byte_overlaps_and_exact_adjacency() {
     // Filling a gap exactly between two neighbours, and one byte too long either side.
     for (gap, want) in [
         ((100, 100), FragOutcome::Pending),
-        ((99, 101), FragOutcome::Dropped(DropReason::ReassemblyOverlap)),
-        ((100, 101), FragOutcome::Dropped(DropReason::ReassemblyOverlap)),
+        (
+            (99, 101),
+            FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        ),
+        (
+            (100, 101),
+            FragOutcome::Dropped(DropReason::ReassemblyOverlap),
+        ),
     ] {
         let mut h = Harness::small();
         let d = payload(4, 400);
@@ -239,7 +259,11 @@ fn many_fragments_spill_and_keep_the_rules() {
     // 20 fragments of 100 bytes in a scrambled order (7 is coprime with 20).
     let order: Vec<usize> = (0..20).map(|i| (i * 7 + 3) % 20).collect();
     for (n, &i) in order.iter().enumerate().take(19) {
-        assert_eq!(h.frag(11, &d, i * 100, 100), FragOutcome::Pending, "fragment {n}");
+        assert_eq!(
+            h.frag(11, &d, i * 100, 100),
+            FragOutcome::Pending,
+            "fragment {n}"
+        );
         if n == 12 {
             assert_eq!(
                 h.frag(11, &d, order[4] * 100, 100),
@@ -275,14 +299,22 @@ fn tombstone_expires_at_the_original_deadline() {
         h.frag(1, &d, 50, 100),
         FragOutcome::Dropped(DropReason::ReassemblyOverlap)
     );
-    assert_eq!(h.r.poll_timeout(), Some(Instant::from_millis(250)), "deadline kept");
+    assert_eq!(
+        h.r.poll_timeout(),
+        Some(Instant::from_millis(250)),
+        "deadline kept"
+    );
     h.advance_ms(149);
     assert_eq!(h.r.handle_timeout(h.now, &mut h.s, 10), 0);
     h.advance_ms(1);
     assert_eq!(h.r.handle_timeout(h.now, &mut h.s, 10), 1);
     let st = h.r.stats();
     assert_eq!((st.tombstones_live, st.contexts_live), (0, 0));
-    assert_eq!(st.drops.get(DropReason::ReassemblyTimeout), 0, "a tombstone is no timeout");
+    assert_eq!(
+        st.drops.get(DropReason::ReassemblyTimeout),
+        0,
+        "a tombstone is no timeout"
+    );
     assert_eq!(h.r.poll_timeout(), None);
     // After the deadline the id is free again (a new datagram, or a very late copy that will
     // time out: either way bounded and counted).
@@ -295,11 +327,20 @@ fn two_different_ends_drop_the_datagram() {
     let d = payload(1, 400);
     assert_eq!(h.frag(1, &d, 0, 100), FragOutcome::Pending);
     let out = h.r.insert(h.now, &mut h.s, key(1), 100, 500, &d[100..200]);
-    assert_eq!(out, FragOutcome::Dropped(DropReason::ReassemblyTotalMismatch));
+    assert_eq!(
+        out,
+        FragOutcome::Dropped(DropReason::ReassemblyTotalMismatch)
+    );
     h.check();
     let st = h.r.stats();
-    assert_eq!((st.datagrams_dropped, st.bytes_held, st.tombstones_live), (1, 0, 1));
-    assert_eq!(h.frag(1, &d, 100, 100), FragOutcome::Dropped(DropReason::ReassemblyStale));
+    assert_eq!(
+        (st.datagrams_dropped, st.bytes_held, st.tombstones_live),
+        (1, 0, 1)
+    );
+    assert_eq!(
+        h.frag(1, &d, 100, 100),
+        FragOutcome::Dropped(DropReason::ReassemblyStale)
+    );
 }
 
 #[test]
@@ -374,7 +415,10 @@ fn too_many_fragments_drops_the_datagram() {
         FragOutcome::Dropped(DropReason::ReassemblyTooManyFragments)
     );
     let st = h.r.stats();
-    assert_eq!((st.datagrams_dropped, st.fragments_discarded, st.bytes_held), (1, 4, 0));
+    assert_eq!(
+        (st.datagrams_dropped, st.fragments_discarded, st.bytes_held),
+        (1, 4, 0)
+    );
     // Exactly max_fragments fragments complete fine.
     let d2 = payload(2, 400);
     for i in 0..3 {
@@ -474,16 +518,31 @@ fn timeout_runs_from_the_first_fragment_and_is_never_extended() {
     assert_eq!(h.frag(1, &d, 0, 100), FragOutcome::Pending);
     h.advance_ms(200);
     assert_eq!(h.frag(1, &d, 100, 100), FragOutcome::Pending);
-    assert_eq!(h.r.poll_timeout(), Some(Instant::from_millis(250)), "not extended");
+    assert_eq!(
+        h.r.poll_timeout(),
+        Some(Instant::from_millis(250)),
+        "not extended"
+    );
     h.advance_ms(49);
     assert_eq!(h.frag(1, &d, 200, 100), FragOutcome::Pending);
-    assert_eq!(h.r.handle_timeout(h.now, &mut h.s, 100), 0, "249 ms: not yet");
+    assert_eq!(
+        h.r.handle_timeout(h.now, &mut h.s, 100),
+        0,
+        "249 ms: not yet"
+    );
     h.advance_ms(1);
-    assert_eq!(h.r.handle_timeout(h.now, &mut h.s, 100), 1, "250 ms after the first");
+    assert_eq!(
+        h.r.handle_timeout(h.now, &mut h.s, 100),
+        1,
+        "250 ms after the first"
+    );
     h.check();
     let st = h.r.stats();
     assert_eq!(st.drops.get(DropReason::ReassemblyTimeout), 1);
-    assert_eq!((st.contexts_live, st.bytes_held, st.fragments_discarded), (0, 0, 3));
+    assert_eq!(
+        (st.contexts_live, st.bytes_held, st.fragments_discarded),
+        (0, 0, 3)
+    );
     assert_eq!(h.s.used_bytes(), 0);
     // The last fragment, late, cannot complete the datagram: it starts a new context.
     assert_eq!(h.frag(1, &d, 300, 100), FragOutcome::Pending);
@@ -545,17 +604,32 @@ fn late_duplicates_after_completion() {
     let st = h.r.stats();
     assert_eq!(st.datagrams_completed, 2);
     assert_eq!(st.drops.get(DropReason::ReassemblyTimeout), 1);
-    assert_eq!((st.contexts_live, st.bytes_held, h.s.used_bytes()), (0, 0, 0));
+    assert_eq!(
+        (st.contexts_live, st.bytes_held, h.s.used_bytes()),
+        (0, 0, 0)
+    );
 }
 
 #[test]
 fn keys_differ_by_flow_and_seq() {
     let mut h = Harness::small();
     let d = payload(1, 200);
-    let a = DatagramKey { flow: FlowId(1), seq: 1 };
-    let b = DatagramKey { flow: FlowId(2), seq: 1 };
-    assert_eq!(h.r.insert(h.now, &mut h.s, a, 0, 200, &d[..100]), FragOutcome::Pending);
-    assert_eq!(h.r.insert(h.now, &mut h.s, b, 100, 200, &d[100..]), FragOutcome::Pending);
+    let a = DatagramKey {
+        flow: FlowId(1),
+        seq: 1,
+    };
+    let b = DatagramKey {
+        flow: FlowId(2),
+        seq: 1,
+    };
+    assert_eq!(
+        h.r.insert(h.now, &mut h.s, a, 0, 200, &d[..100]),
+        FragOutcome::Pending
+    );
+    assert_eq!(
+        h.r.insert(h.now, &mut h.s, b, 100, 200, &d[100..]),
+        FragOutcome::Pending
+    );
     assert_eq!(h.r.stats().contexts_live, 2);
     h.check();
 }
@@ -707,7 +781,8 @@ fn run_scenario(sc: &Scenario) -> Result<ReassemblyStats, TestCaseError> {
     let mut outcomes: HashMap<DropReason, u64> = HashMap::new();
     let (mut pending, mut completes, mut frags_completed) = (0u64, 0u64, 0u64);
     for (i, &(d, off, len)) in events.iter().enumerate() {
-        now = Instant::from_nanos(now.as_nanos() + u64::from(sc.steps[i % sc.steps.len()]) * 10_000);
+        now =
+            Instant::from_nanos(now.as_nanos() + u64::from(sc.steps[i % sc.steps.len()]) * 10_000);
         if i % 7 == 0 {
             r.handle_timeout(now, &mut store, i % 4);
         }
@@ -727,7 +802,11 @@ fn run_scenario(sc: &Scenario) -> Result<ReassemblyStats, TestCaseError> {
         match out {
             FragOutcome::Complete { buf, len } => {
                 prop_assert_eq!(len, data.len());
-                prop_assert!(store.get(&buf) == data.as_slice(), "datagram {} bytes differ", d);
+                prop_assert!(
+                    store.get(&buf) == data.as_slice(),
+                    "datagram {} bytes differ",
+                    d
+                );
                 store.free(buf);
                 s.completions += 1;
                 completes += 1;
@@ -751,7 +830,7 @@ fn run_scenario(sc: &Scenario) -> Result<ReassemblyStats, TestCaseError> {
     }
 
     // Advance past every deadline and drain with a small budget: nothing survives.
-    now = now + timeout;
+    now += timeout;
     let mut rounds = 0;
     while r.handle_timeout(now, &mut store, 5) > 0 {
         rounds += 1;
@@ -759,7 +838,10 @@ fn run_scenario(sc: &Scenario) -> Result<ReassemblyStats, TestCaseError> {
     }
     r.check_invariants(&store, 0).map_err(TestCaseError::fail)?;
     let st = r.stats();
-    prop_assert_eq!((st.contexts_live, st.tombstones_live, st.bytes_held), (0, 0, 0));
+    prop_assert_eq!(
+        (st.contexts_live, st.tombstones_live, st.bytes_held),
+        (0, 0, 0)
+    );
     prop_assert_eq!(r.poll_timeout(), None);
     prop_assert_eq!((store.used_bytes(), store.live()), (0, 0));
 
@@ -767,13 +849,23 @@ fn run_scenario(sc: &Scenario) -> Result<ReassemblyStats, TestCaseError> {
     prop_assert_eq!(st.fragments_in, n as u64);
     prop_assert_eq!(st.fragments_accepted, pending + completes);
     prop_assert_eq!(st.datagrams_completed, completes);
-    prop_assert_eq!(st.datagrams_started, st.datagrams_completed + st.datagrams_dropped);
+    prop_assert_eq!(
+        st.datagrams_started,
+        st.datagrams_completed + st.datagrams_dropped
+    );
     // Every accepted fragment went into a completed datagram or was discarded with a drop.
-    prop_assert_eq!(st.fragments_accepted, frags_completed + st.fragments_discarded);
+    prop_assert_eq!(
+        st.fragments_accepted,
+        frags_completed + st.fragments_discarded
+    );
     for (&reason, &count) in &outcomes {
         prop_assert_eq!(st.drops.get(reason), count, "{:?}", reason);
     }
-    prop_assert_eq!(st.drops.get(DropReason::ReassemblyOverlap), 0, "exact duplicates only");
+    prop_assert_eq!(
+        st.drops.get(DropReason::ReassemblyOverlap),
+        0,
+        "exact duplicates only"
+    );
 
     // Every datagram: completed, or accounted for (lost fragment, refused, or timed out).
     for (d, s) in seen.iter().enumerate() {
@@ -820,7 +912,11 @@ fn scenarios_reach_every_outcome() {
     ] {
         assert!(total.drops.get(reason) >= 5, "{reason}: {:?}", total.drops);
     }
-    assert!(total.datagrams_completed > 500, "{}", total.datagrams_completed);
+    assert!(
+        total.datagrams_completed > 500,
+        "{}",
+        total.datagrams_completed
+    );
 }
 
 proptest! {
