@@ -11,6 +11,7 @@
 //! `cargo bench -p braid-core --bench engine -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use braid_core::controller::OverflowPolicy;
@@ -51,15 +52,8 @@ fn config() -> EngineConfig {
 
 fn udp_packet(len: usize, dst_port: u16) -> Vec<u8> {
     let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dst_port.to_be_bytes());
-    p[24..26].copy_from_slice(&u16::try_from(len - 20).unwrap().to_be_bytes());
+    let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    braid_wire::ip::emit_udp_ipv4(&mut p, src, dst, 4000, dst_port, 0).unwrap();
     p
 }
 

@@ -46,7 +46,11 @@ impl NicSet {
     /// The set holding only `nic` (empty if `nic` is invalid).
     #[must_use]
     pub const fn single(nic: NicId) -> Self {
-        if nic.is_valid() { Self(1 << nic.0) } else { Self::EMPTY }
+        if nic.is_valid() {
+            Self(1 << nic.0)
+        } else {
+            Self::EMPTY
+        }
     }
 
     /// `true` if `nic` is in the set.
@@ -279,7 +283,9 @@ impl DropCounters {
 
 impl fmt::Debug for DropCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.nonzero().map(|(r, n)| (r.label(), n))).finish()
+        f.debug_map()
+            .entries(self.nonzero().map(|(r, n)| (r.label(), n)))
+            .finish()
     }
 }
 
@@ -309,8 +315,12 @@ mod tests {
         c.add(DropReason::TooBig, 3);
         assert_eq!(c.total(), 4);
         assert_eq!(c.get(DropReason::TooBig), 3);
-        assert_eq!(DropReason::ALL[DropReason::TooBig as usize], DropReason::TooBig);
-        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            DropReason::ALL[DropReason::TooBig as usize],
+            DropReason::TooBig
+        );
+        let labels: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), DropReason::COUNT, "labels are unique");
     }
 }

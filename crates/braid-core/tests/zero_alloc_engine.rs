@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     use braid_core::controller::OverflowPolicy;
@@ -14,18 +15,16 @@ mod tests {
     use braid_core::{Instant, NicId, NicSet};
 
     fn udp_packet(buf: &mut [u8], dst_port: u16, seq: u32) {
-        let total = buf.len();
-        buf.fill(0);
-        buf[0] = 0x45;
-        buf[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
-        buf[8] = 64;
-        buf[9] = 17;
-        buf[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        buf[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        buf[20..22].copy_from_slice(&4000u16.to_be_bytes());
-        buf[22..24].copy_from_slice(&dst_port.to_be_bytes());
-        buf[24..26].copy_from_slice(&u16::try_from(total - 20).unwrap().to_be_bytes());
         buf[28..32].copy_from_slice(&seq.to_be_bytes());
+        braid_wire::ip::emit_udp_ipv4(
+            buf,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            4000,
+            dst_port,
+            0,
+        )
+        .unwrap();
     }
 
     fn config() -> EngineConfig {
@@ -112,7 +111,10 @@ mod tests {
             }
         });
         assert_eq!(delivered, 6000, "every packet delivered");
-        assert!(b.stats().tx_probe_reply_count > 0, "probes ran during the measurement");
+        assert!(
+            b.stats().tx_probe_reply_count > 0,
+            "probes ran during the measurement"
+        );
         assert!(a.stats().tx_split_count >= 2200, "jumbo packets were split");
         assert_eq!(
             info.count_total, 0,

@@ -3,6 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 use core::time::Duration;
 
 use super::*;
@@ -23,28 +24,19 @@ fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
 
 /// An IPv4/UDP packet with `payload_len` bytes of a pattern derived from `seq`.
 fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
-    let total = 28 + payload_len;
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let mut sum = 0u32;
-    for c in p[..20].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dst_port.to_be_bytes());
-    p[24..26].copy_from_slice(&u16::try_from(8 + payload_len).unwrap().to_be_bytes());
+    let mut p = vec![0u8; 28 + payload_len];
     for (i, b) in p[28..].iter_mut().enumerate() {
         *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
     }
+    braid_wire::ip::emit_udp_ipv4(
+        &mut p,
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        4000,
+        dst_port,
+        0,
+    )
+    .unwrap();
     p
 }
 

@@ -14,8 +14,8 @@
 //!
 //! `insert` for every fragment, with non-decreasing `now`; `poll_timeout` says when to call
 //! `handle_timeout`; `handle_timeout(now, store, budget)` expires at most `budget` contexts per
-//! call (call again while it returns `budget`). Every call is O(1) apart from `handle_timeout`,
-//! which is O(budget).
+//! call (call again while it returns `budget`). `insert` is O(1) plus O(log n) to place a
+//! fragment among the n (≤ `max_fragments`) already received; `handle_timeout` is O(budget).
 //!
 //! # The rules, in the order they are checked (all before any byte is copied)
 //!
@@ -76,7 +76,8 @@
 //!   config). The slot of the last context touched is remembered (the memo), so the fragments
 //!   of one datagram arriving back to back skip hashing and probing; and a new context is put
 //!   in the index only when another context takes the memo from it, so a datagram whose
-//!   fragments all arrive back to back never touches the index beyond one lookup that misses.
+//!   fragments all arrive back to back is never indexed nor hashed (and while the index is
+//!   empty, a new key is not even looked up).
 //! - **Expiry by an intrusive deadline list.** All contexts share one timeout and time is
 //!   monotonic, so creation order is deadline order: appending at the tail keeps the list
 //!   sorted, the head is the next deadline ([`Reassembler::poll_timeout`] is O(1)), expiry pops
@@ -358,8 +359,9 @@ impl Reassembler {
         n
     }
 
-    /// A fragment of a datagram with a live context.
-    #[inline]
+    /// A fragment of a datagram with a live context (the per-fragment hot path: one call
+    /// site, always inlined).
+    #[inline(always)]
     fn insert_existing(
         &mut self,
         store: &mut PacketStore,
@@ -491,6 +493,7 @@ impl Reassembler {
 
     /// Drop the whole datagram of live context `idx` (this fragment included): free its
     /// buffer now, keep a tombstone until the original deadline.
+    #[cold]
     fn drop_datagram(
         &mut self,
         store: &mut PacketStore,

@@ -129,29 +129,42 @@ impl Slab {
         buf: BufHandle,
         total_len: u32,
     ) -> u32 {
-        let ctx = Ctx {
-            key,
-            hash,
-            deadline,
-            buf: Some(buf),
-            total_len,
-            received: 0,
-            nfrags: 0,
-            kind: Kind::Live,
-            indexed: false,
-            prev: self.tail,
-            next: NIL,
-            inline: [Range::default(); INLINE_RANGES],
-        };
+        let prev = self.tail;
         let idx = if self.free_head == NIL {
             // invariant: capacity < u32::MAX (clamped in Reassembler::new).
             let idx = u32::try_from(self.ctx.len()).unwrap_or(NIL);
-            self.ctx.push(ctx);
+            self.ctx.push(Ctx {
+                key,
+                hash,
+                deadline,
+                buf: Some(buf),
+                total_len,
+                received: 0,
+                nfrags: 0,
+                kind: Kind::Live,
+                indexed: false,
+                prev,
+                next: NIL,
+                inline: [Range::default(); INLINE_RANGES],
+            });
             idx
         } else {
             let idx = self.free_head;
-            self.free_head = self.ctx[idx as usize].next;
-            self.ctx[idx as usize] = ctx;
+            let c = &mut self.ctx[idx as usize];
+            self.free_head = c.next;
+            // Field by field: the inline ranges are left as they are (only `inline[..nfrags]`
+            // is ever read), which saves rewriting a cache line per datagram.
+            c.key = key;
+            c.hash = hash;
+            c.deadline = deadline;
+            c.buf = Some(buf);
+            c.total_len = total_len;
+            c.received = 0;
+            c.nfrags = 0;
+            c.kind = Kind::Live;
+            c.indexed = false;
+            c.prev = prev;
+            c.next = NIL;
             idx
         };
         if self.tail == NIL {
@@ -193,7 +206,7 @@ impl Slab {
     }
 
     /// The accepted fragment ranges of slot `idx` (sorted by start, disjoint).
-    #[inline]
+    #[inline(always)]
     pub(super) fn ranges(&self, idx: u32) -> &[Range] {
         let c = &self.ctx[idx as usize];
         let n = usize::from(c.nfrags);
@@ -207,7 +220,7 @@ impl Slab {
 
     /// Insert `r` at position `pos` of slot `idx`'s sorted ranges. The caller checked that
     /// there is room (`nfrags < stride`) and that `r` overlaps nothing.
-    #[inline]
+    #[inline(always)]
     pub(super) fn insert_range(&mut self, idx: u32, pos: usize, r: Range) {
         let c = &mut self.ctx[idx as usize];
         let n = usize::from(c.nfrags);
@@ -231,7 +244,7 @@ impl Slab {
 
 /// Insert `r` at `pos` into `slice`, whose last element is free: shift the tail right by one.
 /// A handful of entries, so a plain loop beats a call to memmove; appending shifts nothing.
-#[inline]
+#[inline(always)]
 fn insert_at(slice: &mut [Range], pos: usize, r: Range) {
     let mut i = slice.len() - 1;
     while i > pos {

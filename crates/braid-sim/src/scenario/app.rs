@@ -11,6 +11,8 @@ use core::time::Duration;
 use braid_core::engine::{Engine, EngineConfig, EngineEvent, TxVerdict};
 use braid_core::health::LinkState;
 use braid_core::{Instant, NicId};
+use braid_wire::ip::{UDP_IPV4_HEADERS_LEN, emit_udp_ipv4};
+use std::net::Ipv4Addr;
 
 use super::{Scenario, TrafficSpec, flow_port, ms};
 use crate::sim::Host;
@@ -18,7 +20,7 @@ use crate::stats::LatencyRecorder;
 
 const MAGIC: u32 = 0xb4a1_d0c5;
 const STAMP_BYTES: usize = 24;
-const IP_UDP_BYTES: usize = 28;
+const IP_UDP_BYTES: usize = UDP_IPV4_HEADERS_LEN;
 /// Largest braid packet a host ever writes (the links' MTUs are at most 65535).
 const BUF_BYTES: usize = 65_536;
 
@@ -241,26 +243,15 @@ impl Host for ScenarioHost {
 
 /// Write flow `index`'s packet `seq` into `p` (its whole length).
 fn build_packet(p: &mut [u8], index: usize, seq: u64, now: Instant) {
-    let total = p.len();
-    p[..IP_UDP_BYTES].fill(0);
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
-    p[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 77, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 77, 0, 2]);
-    let csum = ipv4_checksum(&p[..20]);
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&flow_port(index).to_be_bytes());
-    p[24..26].copy_from_slice(&u16::try_from(total - 20).unwrap_or(u16::MAX).to_be_bytes());
     let s = &mut p[IP_UDP_BYTES..];
     s[0..4].copy_from_slice(&MAGIC.to_be_bytes());
     s[4..8].copy_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes());
     s[8..16].copy_from_slice(&seq.to_be_bytes());
     s[16..24].copy_from_slice(&now.as_nanos().to_be_bytes());
     fill_pattern(&mut s[STAMP_BYTES..], index, seq);
+    let (src, dst) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
+    // The scenario validates packet sizes (64..=65535), so the headers always fit.
+    let _ = emit_udp_ipv4(p, src, dst, 40_000, flow_port(index), seq as u16);
 }
 
 /// The payload pattern: xorshift64 seeded from the flow and sequence, one `u64` (little

@@ -351,5 +351,52 @@ fn read_transport(
     Ok(())
 }
 
+/// Bytes of an IPv4 header without options plus a UDP header.
+pub const UDP_IPV4_HEADERS_LEN: usize = 28;
+
+/// Write an IPv4 header (no options, TTL 64, header checksum filled in) and a UDP header at
+/// the start of `packet`, for a datagram of exactly `packet.len()` bytes; the UDP payload is
+/// what follows them and is left as it is. The UDP checksum is 0 ("none", which RFC 768
+/// allows over IPv4). For traffic generators and tests.
+///
+/// # Errors
+/// [`ParseError::Truncated`] if `packet` is shorter than the two headers,
+/// [`ParseError::BadLength`] if it is longer than an IPv4 datagram can be.
+pub fn emit_udp_ipv4(
+    packet: &mut [u8],
+    src: core::net::Ipv4Addr,
+    dst: core::net::Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+    ident: u16,
+) -> Result<(), ParseError> {
+    if packet.len() < UDP_IPV4_HEADERS_LEN {
+        return Err(ParseError::Truncated);
+    }
+    let total = u16::try_from(packet.len()).map_err(|_| ParseError::BadLength)?;
+    let h = &mut packet[..UDP_IPV4_HEADERS_LEN];
+    h.fill(0);
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&ident.to_be_bytes());
+    h[8] = 64;
+    h[9] = 17;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let mut sum: u32 = h[..20]
+        .chunks_exact(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !u16::try_from(sum).unwrap_or(u16::MAX);
+    h[10..12].copy_from_slice(&checksum.to_be_bytes());
+    h[20..22].copy_from_slice(&src_port.to_be_bytes());
+    h[22..24].copy_from_slice(&dst_port.to_be_bytes());
+    h[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -600,3 +600,41 @@ proptest! {
         let _ = IpSummary::parse_l2(&bytes);
     }
 }
+
+#[test]
+fn emit_udp_ipv4_builds_a_packet_etherparse_accepts() {
+    use core::net::Ipv4Addr;
+    let mut p = [0xaau8; 100];
+    emit_udp_ipv4(
+        &mut p,
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        4000,
+        5000,
+        7,
+    )
+    .unwrap();
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&p).unwrap();
+    assert_eq!(ip.to_header().calc_header_checksum(), ip.header_checksum());
+    assert_eq!(
+        (ip.total_len(), ip.identification(), ip.ttl()),
+        (100, 7, 64)
+    );
+    let s = IpSummary::parse_l3(&p).unwrap();
+    assert_eq!(
+        (s.protocol, s.src_port, s.dst_port, s.total_len),
+        (17, 4000, 5000, 100)
+    );
+    assert_eq!(p[28..], [0xaa; 72], "payload untouched");
+    assert_eq!(
+        emit_udp_ipv4(
+            &mut p[..27],
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            1,
+            2,
+            0
+        ),
+        Err(ParseError::Truncated)
+    );
+}
