@@ -112,8 +112,10 @@ struct SlotMeta {
 /// Per-page metadata.
 #[derive(Clone, Copy)]
 struct PageMeta {
-    /// Size-class index while the page has live slots, `NO_CLASS` while it is on the free list.
+    /// Size-class index while the page is carved, `NO_CLASS` while it is on the free list.
     class: u8,
+    /// `SIZE_CLASSES[class]` (0 while free): spares a table lookup on every access.
+    slot_bytes: u32,
     /// Live slots.
     live: u16,
     /// Slots `0..bump` have been handed out at least once since the page was carved.
@@ -129,6 +131,7 @@ struct PageMeta {
 impl PageMeta {
     const FREE: Self = Self {
         class: NO_CLASS,
+        slot_bytes: 0,
         live: 0,
         bump: 0,
         free_head: NIL16,
@@ -408,8 +411,8 @@ impl PacketStore {
         let page = (h.slot >> SLOT_BITS) as usize;
         let idx = (h.slot & SLOT_MASK) as usize;
         // A live slot's page is always carved for a class (it is freed only when empty).
-        let class = usize::from(self.page_meta[page].class);
-        Some((page, idx * SIZE_CLASSES[class], meta.len_or_next as usize))
+        let slot_bytes = self.page_meta[page].slot_bytes as usize;
+        Some((page, idx * slot_bytes, meta.len_or_next as usize))
     }
 
     /// A page for `class`: from the free-page list, else a new one within the budget. The page
@@ -434,6 +437,8 @@ impl PacketStore {
         // invariant: class < NUM_CLASSES = 9 fits in u8.
         self.page_meta[page as usize] = PageMeta {
             class: u8::try_from(class).unwrap_or(NO_CLASS),
+            // invariant: class sizes fit in u32.
+            slot_bytes: u32::try_from(SIZE_CLASSES[class]).unwrap_or(0),
             ..PageMeta::FREE
         };
         self.push_partial(class, page);
@@ -483,6 +488,9 @@ impl PacketStore {
                 continue;
             }
             let class = usize::from(pm.class);
+            if pm.slot_bytes as usize != SIZE_CLASSES[class] {
+                return Err("page slot size out of sync with its class");
+            }
             if live_here != usize::from(pm.live) {
                 return Err("page live count wrong");
             }

@@ -109,7 +109,7 @@ use hashbrown::HashTable;
 use crate::buffer::{BufHandle, PacketStore};
 use crate::time::Instant;
 use crate::types::{DropCounters, DropReason, FlowId};
-use state::{Kind, NIL, Range, Slab};
+use state::{Accept, Kind, NIL, Range, Slab};
 
 /// Reassembler configuration. Defaults are tuned for a host receiving a few Gbit/s of braid
 /// traffic split across a handful of NICs.
@@ -277,7 +277,52 @@ impl Reassembler {
     /// `total_len` bytes are allocated; each fragment is checked (module doc) and copied into
     /// place; when every byte is present the buffer is handed out in
     /// [`FragOutcome::Complete`]. O(log max_fragments), no allocation.
+    #[inline]
     pub fn insert(
+        &mut self,
+        now: Instant,
+        store: &mut PacketStore,
+        key: DatagramKey,
+        offset: u32,
+        total_len: u32,
+        data: &[u8],
+    ) -> FragOutcome {
+        // Fastest path: the next fragment, in order, of the datagram touched last. `try_append`
+        // applies every rule of the general path to that case (module doc) before anything
+        // is recorded or copied; any other fragment takes the general path.
+        if let Some(idx) = self.last
+            && let Some(complete) = self.slab.try_append(
+                idx,
+                key,
+                now,
+                offset,
+                total_len,
+                data.len(),
+                self.max_fragments,
+            )
+        {
+            self.stats.fragments_in += 1;
+            self.stats.fragments_accepted += 1;
+            let buf = self.slab.ctx[idx as usize]
+                .buf
+                .as_ref()
+                .expect("invariant: live context holds a buffer");
+            let written = store.write(buf, offset as usize, data);
+            debug_assert!(
+                written,
+                "invariant: checked range inside the context's buffer"
+            );
+            if !complete {
+                return FragOutcome::Pending;
+            }
+            return self.complete(idx);
+        }
+        self.insert_general(now, store, key, offset, total_len, data)
+    }
+
+    /// `insert` for every case but an in-order fragment of the last datagram.
+    #[inline(never)]
+    fn insert_general(
         &mut self,
         now: Instant,
         store: &mut PacketStore,
@@ -370,32 +415,23 @@ impl Reassembler {
         total_len: u32,
         data: &[u8],
     ) -> FragOutcome {
-        let ctx = &self.slab.ctx[idx as usize];
-        if total_len != ctx.total_len {
-            return self.drop_datagram(store, idx, DropReason::ReassemblyTotalMismatch);
-        }
-        let ranges = self.slab.ranges(idx);
-        // In order (append) and reversed (prepend) are the common cases; else binary search.
-        let pos = match (ranges.first(), ranges.last()) {
-            (_, Some(last)) if last.end <= r.start => ranges.len(),
-            (Some(first), _) if r.end <= first.start => 0,
-            _ => ranges.partition_point(|x| x.start < r.start),
-        };
-        if let Some(next) = ranges.get(pos) {
-            if *next == r {
+        // Every check on the context and its ranges happens before any byte is copied.
+        let complete = match self.slab.accept(idx, r, total_len, self.max_fragments) {
+            Accept::Placed { complete } => complete,
+            Accept::Duplicate => {
                 return self.drop_fragment(DropReason::ReassemblyDuplicateFragment);
             }
-            if next.start < r.end {
+            Accept::TotalMismatch => {
+                return self.drop_datagram(store, idx, DropReason::ReassemblyTotalMismatch);
+            }
+            Accept::Overlap => {
                 return self.drop_datagram(store, idx, DropReason::ReassemblyOverlap);
             }
-        }
-        if pos > 0 && ranges[pos - 1].end > r.start {
-            return self.drop_datagram(store, idx, DropReason::ReassemblyOverlap);
-        }
-        if ctx.nfrags >= self.max_fragments {
-            return self.drop_datagram(store, idx, DropReason::ReassemblyTooManyFragments);
-        }
-        // All checks passed: copy, then record.
+            Accept::TooMany => {
+                return self.drop_datagram(store, idx, DropReason::ReassemblyTooManyFragments);
+            }
+        };
+        let ctx = &mut self.slab.ctx[idx as usize];
         let buf = ctx
             .buf
             .as_ref()
@@ -405,22 +441,26 @@ impl Reassembler {
             written,
             "invariant: checked range inside the context's buffer"
         );
-        self.slab.insert_range(idx, pos, r);
         self.stats.fragments_accepted += 1;
-        let ctx = &mut self.slab.ctx[idx as usize];
-        ctx.received += r.end - r.start;
-        if ctx.received < ctx.total_len {
+        if !complete {
             return FragOutcome::Pending;
         }
-        // Complete: the buffer leaves the reassembler's accounting.
+        self.complete(idx)
+    }
+
+    /// Hand out the datagram of context `idx`, which just received its last byte: the
+    /// buffer leaves the reassembler's accounting.
+    #[inline]
+    fn complete(&mut self, idx: u32) -> FragOutcome {
+        let ctx = &mut self.slab.ctx[idx as usize];
         let buf = ctx
             .buf
             .take()
             .expect("invariant: live context holds a buffer");
-        let (hash, held) = (ctx.hash, held_bytes(ctx.total_len));
+        let (hash, total_len) = (ctx.hash, ctx.total_len);
         self.remove_index(hash, idx);
         self.slab.release(idx);
-        self.stats.bytes_held -= held;
+        self.stats.bytes_held -= held_bytes(total_len);
         self.stats.contexts_live -= 1;
         self.stats.datagrams_completed += 1;
         FragOutcome::Complete {
@@ -469,12 +509,10 @@ impl Reassembler {
         };
         let written = store.write(&buf, r.start as usize, data);
         debug_assert!(written, "invariant: checked range inside the new buffer");
-        let idx = self.slab.alloc(key, hash, deadline, buf, total_len);
+        let idx = self.slab.alloc(key, hash, deadline, buf, total_len, r);
         // Not indexed yet: it is the memo, and is indexed only if another context becomes the
         // memo before it completes (see `set_last`).
         self.set_last(idx);
-        self.slab.insert_range(idx, 0, r);
-        self.slab.ctx[idx as usize].received = r.end - r.start;
         self.stats.fragments_accepted += 1;
         self.stats.datagrams_started += 1;
         self.stats.contexts_live += 1;

@@ -64,6 +64,21 @@ pub(super) struct Ctx {
 
 const _: () = assert!(core::mem::size_of::<Ctx>() == 128, "Ctx is two cache lines");
 
+/// What [`Slab::accept`] decided about a fragment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Accept {
+    /// Recorded; `complete` if every byte of the datagram is now present.
+    Placed { complete: bool },
+    /// Same offset and length as an accepted fragment.
+    Duplicate,
+    /// Overlaps an accepted fragment without being an exact duplicate.
+    Overlap,
+    /// Would be one fragment more than the cap.
+    TooMany,
+    /// Disagrees with the context on the datagram's total length.
+    TotalMismatch,
+}
+
 /// A received byte range `[start, end)` of one accepted fragment.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub(super) struct Range {
@@ -118,8 +133,8 @@ impl Slab {
         self.used >= self.capacity
     }
 
-    /// Take a slot, fill it as a new `Live` context, append it to the deadline list. The caller
-    /// checked `!is_full()`.
+    /// Take a slot, fill it as a new `Live` context holding its first fragment's range
+    /// `first`, append it to the deadline list. The caller checked `!is_full()`.
     #[inline]
     pub(super) fn alloc(
         &mut self,
@@ -128,6 +143,7 @@ impl Slab {
         deadline: Instant,
         buf: BufHandle,
         total_len: u32,
+        first: Range,
     ) -> u32 {
         let prev = self.tail;
         let idx = if self.free_head == NIL {
@@ -139,13 +155,13 @@ impl Slab {
                 deadline,
                 buf: Some(buf),
                 total_len,
-                received: 0,
-                nfrags: 0,
+                received: first.end - first.start,
+                nfrags: 1,
                 kind: Kind::Live,
                 indexed: false,
                 prev,
                 next: NIL,
-                inline: [Range::default(); INLINE_RANGES],
+                inline: [first; INLINE_RANGES],
             });
             idx
         } else {
@@ -159,8 +175,9 @@ impl Slab {
             c.deadline = deadline;
             c.buf = Some(buf);
             c.total_len = total_len;
-            c.received = 0;
-            c.nfrags = 0;
+            c.received = first.end - first.start;
+            c.nfrags = 1;
+            c.inline[0] = first;
             c.kind = Kind::Live;
             c.indexed = false;
             c.prev = prev;
@@ -206,7 +223,7 @@ impl Slab {
     }
 
     /// The accepted fragment ranges of slot `idx` (sorted by start, disjoint).
-    #[inline(always)]
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(super) fn ranges(&self, idx: u32) -> &[Range] {
         let c = &self.ctx[idx as usize];
         let n = usize::from(c.nfrags);
@@ -218,27 +235,103 @@ impl Slab {
         }
     }
 
-    /// Insert `r` at position `pos` of slot `idx`'s sorted ranges. The caller checked that
-    /// there is room (`nfrags < stride`) and that `r` overlaps nothing.
+    /// The fast path of `insert`: if slot `idx` is a live context of `key`, before its
+    /// deadline, of the same total length, with room for another inline range, and the
+    /// fragment (`len > 0` bytes at `offset`) starts at or after the end of its last range and
+    /// ends inside the total, record the range and return `Some(complete)`. These are exactly
+    /// the conditions under which the general path would accept the fragment without a shift:
+    /// not empty, not past the end, no overlap (ranges are sorted, so the last one ends
+    /// last), hence no duplicate either, and under the fragment cap. Otherwise `None`, and
+    /// nothing is changed.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn insert_range(&mut self, idx: u32, pos: usize, r: Range) {
+    pub(super) fn try_append(
+        &mut self,
+        idx: u32,
+        key: DatagramKey,
+        now: Instant,
+        offset: u32,
+        total_len: u32,
+        len: usize,
+        max: u16,
+    ) -> Option<bool> {
         let c = &mut self.ctx[idx as usize];
         let n = usize::from(c.nfrags);
+        if c.key != key
+            || c.kind != Kind::Live
+            || now >= c.deadline
+            || c.total_len != total_len
+            || n == 0
+            || n >= INLINE_RANGES
+            || c.nfrags >= max
+            || len == 0
+            || offset < c.inline[n - 1].end
+        {
+            return None;
+        }
+        let end = u32::try_from(u64::from(offset) + len as u64).ok()?;
+        if end > total_len {
+            return None;
+        }
+        c.inline[n] = Range { start: offset, end };
         c.nfrags += 1;
+        c.received += end - offset;
+        Some(c.received == c.total_len)
+    }
+
+    /// Check fragment `r` (of a datagram of `total_len` bytes) against live context `idx` and,
+    /// if it passes, record it: the range is inserted and `received` updated. Nothing is
+    /// recorded unless the verdict is `Placed`. One borrow of the context for all of it.
+    #[inline(always)]
+    pub(super) fn accept(&mut self, idx: u32, r: Range, total_len: u32, max: u16) -> Accept {
+        let c = &mut self.ctx[idx as usize];
+        if total_len != c.total_len {
+            return Accept::TotalMismatch;
+        }
+        let n = usize::from(c.nfrags);
+        let base = idx as usize * self.stride;
+        let ranges: &[Range] = if n <= INLINE_RANGES {
+            &c.inline[..n]
+        } else {
+            &self.spill[base..base + n]
+        };
+        // In order (append) and reversed (prepend) are the common cases; else binary search.
+        let pos = match (ranges.first(), ranges.last()) {
+            (_, Some(last)) if last.end <= r.start => n,
+            (Some(first), _) if r.end <= first.start => 0,
+            _ => ranges.partition_point(|x| x.start < r.start),
+        };
+        if let Some(next) = ranges.get(pos) {
+            if *next == r {
+                return Accept::Duplicate;
+            }
+            if next.start < r.end {
+                return Accept::Overlap;
+            }
+        }
+        if pos > 0 && ranges[pos - 1].end > r.start {
+            return Accept::Overlap;
+        }
+        if c.nfrags >= max {
+            return Accept::TooMany;
+        }
+        c.received += r.end - r.start;
+        c.nfrags += 1;
+        let complete = c.received == c.total_len;
         if n < INLINE_RANGES {
             insert_at(&mut c.inline[..=n], pos, r);
-            return;
-        }
-        let base = idx as usize * self.stride;
-        if n == INLINE_RANGES {
-            // Spill: move the inline ranges to this slot's row of the spill array, growing the
-            // array (within its reserved capacity: no reallocation) to cover the row.
-            if self.spill.len() < base + self.stride {
-                self.spill.resize(base + self.stride, Range::default());
+        } else {
+            if n == INLINE_RANGES {
+                // Spill: move the inline ranges to this slot's row of the spill array, growing
+                // the array (within its reserved capacity: no reallocation) to cover the row.
+                if self.spill.len() < base + self.stride {
+                    self.spill.resize(base + self.stride, Range::default());
+                }
+                self.spill[base..base + n].copy_from_slice(&c.inline);
             }
-            self.spill[base..base + n].copy_from_slice(&c.inline);
+            insert_at(&mut self.spill[base..=base + n], pos, r);
         }
-        insert_at(&mut self.spill[base..=base + n], pos, r);
+        Accept::Placed { complete }
     }
 }
 

@@ -353,7 +353,7 @@ impl Scenario {
                 _ => {}
             }
             if let Some(d) = fl.demand_mbps
-                && !(d >= 0.0 && d <= 1_000_000.0)
+                && !(0.0..=1_000_000.0).contains(&d)
             {
                 return bad(f("demand_mbps"), "must be between 0 and 1000000");
             }
