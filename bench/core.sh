@@ -24,5 +24,5 @@ echo "## cargo bench -p braid-sim --bench sim_speed"
 cargo bench -q -p braid-sim --bench sim_speed 2>&1 | grep -v '^$'
 echo "## braid demo (default scenario), wall time"
 cargo build -q --release -p braid
-for _ in 1 2 3; do ./target/release/braid demo -q | tail -1; done
+for _ in 1 2 3; do cargo run -q --release -- demo -q | tail -1; done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
