@@ -221,6 +221,10 @@ drop_reasons! {
     StaleProbeReply = "stale_probe_reply",
     /// The flow waits in the flow controller's admission queue (policy queue).
     FlowQueued = "flow_queued",
+    /// A datagram still held by a receive flow that expired or was evicted.
+    RxFlowRetired = "rx_flow_retired",
+    /// A probe arrived while the probe-reply queue was full; the peer counts it as lost.
+    ProbeReplyQueueFull = "probe_reply_queue_full",
 }
 
 impl fmt::Display for DropReason {

@@ -109,7 +109,9 @@ pub struct EngineConfig {
     pub classify: ClassifyConfig,
     /// The TX flow table (key → flow id, sequence, policy).
     pub tx_flows: FlowTableConfig,
-    /// The RX flow table (flow id → reorder buffer).
+    /// The RX flow table (flow id → reorder buffer). Each RX flow's reorder ring is allocated
+    /// when its first packet arrives — about 80 KiB with the default 1024-datagram window — so
+    /// the default capacity is 1024 flows (≈ 80 MiB at most), not the TX table's 65 536.
     pub rx_flows: FlowTableConfig,
     /// Reassembly of braid fragments.
     pub reassembly: ReassemblyConfig,
@@ -149,7 +151,10 @@ impl EngineConfig {
             default_policy: ClassPolicy::Stripe,
             classify: ClassifyConfig::default(),
             tx_flows: FlowTableConfig::default(),
-            rx_flows: FlowTableConfig::default(),
+            rx_flows: FlowTableConfig {
+                capacity: 1024,
+                ..FlowTableConfig::default()
+            },
             reassembly: ReassemblyConfig::default(),
             reorder: ReorderConfig::default(),
             health: HealthConfig::default(),
@@ -218,6 +223,14 @@ impl EngineConfig {
                         "range start is above its end",
                     ));
                 }
+            }
+        }
+        for (field, t) in [("tx_flows", &self.tx_flows), ("rx_flows", &self.rx_flows)] {
+            if t.capacity == 0 || t.capacity > 1 << 24 {
+                return Err(invalid(
+                    format!("{field}.capacity"),
+                    "must be between 1 and 16777216",
+                ));
             }
         }
         let nonzero = [

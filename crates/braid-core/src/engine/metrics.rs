@@ -31,7 +31,7 @@ pub struct NicCounters {
 /// Engine-wide counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Packets taken from the virtual NIC.
+    /// Packets taken from the virtual NIC and queued (refused ones are in `drops`).
     pub tx_packets_count: u64,
     /// Their bytes.
     pub tx_bytes_count: u64,

@@ -79,7 +79,9 @@ pub enum Command {
         /// New capacity in bit/s, > 0.
         capacity_bps: u64,
     },
-    /// Change the set of NICs a flow class may use.
+    /// Change the set of NICs a flow class may use. Applies to flows installed after the
+    /// command; installed flows keep their set until they expire.
+    // XXX(#5): re-place installed flows of the class (the REST API applies policies live).
     SetClassNics {
         /// Index into [`EngineConfig::classes`].
         class: usize,

@@ -18,7 +18,7 @@ use crate::flow::{FlowKey, FlowTable};
 use crate::health::{HealthMonitor, LinkState, LinkStats};
 use crate::reassembly::{DatagramKey, FragOutcome, Reassembler};
 use crate::reorder::{Admit, ReorderBuffer, hold_from_spread};
-use crate::scheduler::{self, LinkView, Mode, Plan, PlanKind};
+use crate::scheduler::{self, LinkView, Mode, Plan, PlanKind, ScheduleError};
 use crate::time::duration_nanos;
 use crate::{DropReason, FlowId, Instant, MAX_NICS, NicId, NicSet};
 
@@ -249,6 +249,8 @@ pub struct Engine {
     rx_flows: FlowTable<FlowId, RxFlow>,
     /// Flows with datagrams held in their reorder buffer (they need timer service).
     waiting: Vec<FlowId>,
+    /// Where the next `handle_timeout` starts in `waiting`.
+    waiting_cursor: usize,
     next_reorder_deadline: Option<Instant>,
     deliver: VecDeque<Delivery>,
     replies: VecDeque<PendingReply>,
@@ -266,7 +268,11 @@ impl Engine {
         config.validate()?;
         let mut nics: [Option<NicRt>; MAX_NICS] = Default::default();
         let mut nic_set = NicSet::EMPTY;
-        let mut controller = FlowController::new(config.controller);
+        let mut controller =
+            FlowController::try_new(config.controller).map_err(|e| ConfigError::Invalid {
+                field: alloc::format!("controller ({e})"),
+                why: "is out of range",
+            })?;
         let mut health = HealthMonitor::new(config.health);
         for spec in &config.nics {
             nic_set.insert(spec.id);
@@ -314,6 +320,7 @@ impl Engine {
             reassembler: Reassembler::new(reasm_cfg),
             rx_flows: FlowTable::new(rx_cfg),
             waiting: Vec::with_capacity(config.rx_flows.capacity),
+            waiting_cursor: 0,
             next_reorder_deadline: None,
             deliver: VecDeque::with_capacity(config.deliver_queue_packets),
             replies: VecDeque::with_capacity(REPLY_QUEUE),
@@ -442,21 +449,28 @@ impl Engine {
         self.controller.observe(now, flow.id, u64::from(len));
         let usable = self.usable_nics();
         let mode = match flow.policy {
-            ClassPolicy::Pin => Mode::Single(assigned.and(usable)),
+            // The controller's NIC, unless failover moved the flow outside its class's set
+            // (then any usable NIC of the set).
+            ClassPolicy::Pin => match assigned.and(usable).and(flow.nics) {
+                NicSet::EMPTY => Mode::Single(flow.nics.and(usable)),
+                nics => Mode::Single(nics),
+            },
             ClassPolicy::Stripe => Mode::Stripe(flow.nics.and(usable)),
             ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
         };
         self.fill_views(now, flow.urgent);
-        if scheduler::plan(
+        if let Err(e) = scheduler::plan(
             &self.views,
             mode,
             len,
             &self.config.scheduler,
             &mut self.plan,
-        )
-        .is_err()
-        {
-            return TxVerdict::Drop(DropReason::NoLinkUp);
+        ) {
+            return TxVerdict::Drop(match e {
+                // More pieces than a plan holds: the packet is too big for these NICs' MTUs.
+                ScheduleError::TooManyPieces => DropReason::TooBig,
+                _ => DropReason::NoLinkUp,
+            });
         }
         // Room check before copying, so a packet is queued whole or not at all.
         let mut need = [0usize; MAX_NICS];
@@ -511,6 +525,11 @@ impl Engine {
         if let Some((_, f)) = self.tx_flows.slot_mut(flow_slot) {
             f.next_seq += 1;
         }
+        for p in self.plan.pieces() {
+            if let Some(n) = self.nics[p.nic.index()].as_ref() {
+                self.stats.nics[p.nic.index()].tx_queued_bytes = n.queue.bytes() as u64;
+            }
+        }
         TxVerdict::Queued
     }
 
@@ -543,9 +562,27 @@ impl Engine {
             ClassPolicy::Stripe => FlowPolicy::Stripe(flow.nics),
             ClassPolicy::Duplicate => FlowPolicy::Duplicate(flow.nics),
         };
-        let outcome =
+        let outcome = if flow.policy == ClassPolicy::Pin && flow.nics != self.nic_set {
+            // A pinned class limited to some NICs: ask for the least-utilised usable one of
+            // them (the controller's own choice would range over every NIC).
+            let controller = &self.controller;
+            let utilisation = |n: NicId| controller.nic(n).map_or(f64::MAX, |s| s.utilisation());
+            let nic = flow
+                .nics
+                .and(controller.usable_nics())
+                .iter()
+                .min_by(|&x, &y| utilisation(x).total_cmp(&utilisation(y)));
+            match nic {
+                Some(nic) => {
+                    self.controller
+                        .assign_flow(now, flow.id, nic, flow.demand_bps, flow.overflow)
+                }
+                None => AssignOutcome::Rejected,
+            }
+        } else {
             self.controller
-                .place_flow(now, flow.id, fpolicy, flow.demand_bps, flow.overflow);
+                .place_flow(now, flow.id, fpolicy, flow.demand_bps, flow.overflow)
+        };
         let retry_at = match outcome {
             AssignOutcome::Rejected => now + ADMISSION_RETRY,
             _ => Instant::ZERO,
@@ -589,6 +626,11 @@ impl Engine {
                 retry_at: Instant::ZERO,
             },
         };
+        // Room first: placing a flow may move others, which must not happen for a flow that
+        // then finds no slot.
+        if !self.tx_flows.can_insert(now) {
+            return Err(DropReason::FlowTableFull);
+        }
         let (_, retry_at) = self.place(now, &flow);
         flow.retry_at = retry_at;
         match self.tx_flows.insert(key, now, flow) {
@@ -654,6 +696,8 @@ impl Engine {
                 self.stats.tx_probe_reply_count += 1;
                 return Some(t);
             }
+            // The caller's buffer is too small for even a probe reply.
+            self.stats.drops.count(DropReason::TooBig);
         }
         while let Some(p) = self.health.poll_probe(now) {
             if self.nics[p.nic.index() % MAX_NICS].is_none() {
@@ -665,6 +709,7 @@ impl Engine {
                 self.stats.nics[p.nic.index()].tx_probe_count += 1;
                 return Some(t);
             }
+            self.stats.drops.count(DropReason::TooBig);
         }
         self.poll_data(now, buf)
     }
@@ -743,6 +788,13 @@ impl Engine {
         Some(Transmit { nic, len })
     }
 
+    /// Refresh the queued-bytes gauge of every NIC.
+    fn sync_queue_gauges(&mut self) {
+        for n in self.nics.iter().flatten() {
+            self.stats.nics[n.spec.id.index()].tx_queued_bytes = n.queue.bytes() as u64;
+        }
+    }
+
     /// Count a sent packet and advance the NIC's pacing clock by its time on the wire.
     fn account_tx(&mut self, now: Instant, nic: NicId, len: usize) {
         let c = &mut self.stats.nics[nic.index()];
@@ -779,14 +831,15 @@ impl Engine {
             .on_rx(now, nic, Instant::from_nanos(repr.timestamp_ns));
         match repr.packet_type {
             PacketType::Probe => {
-                if self.replies.len() < REPLY_QUEUE {
-                    self.replies.push_back(PendingReply {
-                        nic,
-                        seq: repr.seq,
-                        echo_ts: repr.timestamp_ns,
-                        rx_ts: now.as_nanos(),
-                    });
+                if self.replies.len() >= REPLY_QUEUE {
+                    return Err(DropReason::ProbeReplyQueueFull);
                 }
+                self.replies.push_back(PendingReply {
+                    nic,
+                    seq: repr.seq,
+                    echo_ts: repr.timestamp_ns,
+                    rx_ts: now.as_nanos(),
+                });
                 Ok(())
             }
             PacketType::ProbeReply => {
@@ -817,8 +870,12 @@ impl Engine {
         if repr.total_len > self.config.reassembly.max_datagram_bytes {
             return Err(DropReason::ReassemblyTooLarge);
         }
-        // Fast path: the RX flow exists. Slow path: make it (its ring is allocated once).
+        // Fast path: the RX flow exists. Slow path: make it (its ring is allocated once per
+        // flow), after checking there is room, so a flood of new flow ids costs no allocation.
         if self.rx_flows.get_mut(&flow, now).is_none() {
+            if !self.rx_flows.can_insert(now) {
+                return Err(DropReason::RxFlowTableFull);
+            }
             let rx = RxFlow {
                 reorder: ReorderBuffer::new(&self.config.reorder),
                 seen: NicSet::EMPTY,
@@ -826,8 +883,13 @@ impl Engine {
                 hold_at: Instant::ZERO,
                 waiting: false,
             };
-            if self.rx_flows.insert(flow, now, rx).is_err() {
-                return Err(DropReason::RxFlowTableFull);
+            match self.rx_flows.insert(flow, now, rx) {
+                Ok(inserted) => {
+                    if let Some((_, old)) = inserted.evicted {
+                        self.retire_rx_flow(old);
+                    }
+                }
+                Err(_) => return Err(DropReason::RxFlowTableFull),
             }
         }
         let (_, rx) = self
@@ -840,6 +902,7 @@ impl Engine {
         // Duplicates (redundant copies, or a fragment of an already delivered datagram) are
         // dropped before any byte is copied.
         if let Some(reason) = rx.reorder.check(repr.seq) {
+            rx.reorder.count_drop(reason);
             return Err(reason);
         }
         let whole = repr.frag_offset == 0 && payload.len() == repr.total_len as usize;
@@ -868,7 +931,6 @@ impl Engine {
                 FragOutcome::Dropped(reason) => return Err(reason),
             }
         };
-        self.stats.nics[nic.index()].rx_first_count += 1;
         let (_, rx) = self
             .rx_flows
             .get_mut(&flow, now)
@@ -898,8 +960,18 @@ impl Engine {
             self.store.free(item.buf);
             return Err(reason);
         }
+        self.stats.nics[nic.index()].rx_first_count += 1;
         self.release_flow(now, flow);
         Ok(())
+    }
+
+    /// An RX flow leaves the table (idle expiry or eviction): free what its reorder buffer
+    /// still holds, counted.
+    fn retire_rx_flow(&mut self, mut rx: RxFlow) {
+        for item in rx.reorder.drain() {
+            self.store.free(item.buf);
+            self.stats.drops.count(DropReason::RxFlowRetired);
+        }
     }
 
     /// Move every datagram the flow's reorder buffer releases now to the delivery queue, and
@@ -979,14 +1051,29 @@ impl Engine {
             self.controller.handle_timeout(now);
             self.drain_controller_events();
         }
+        // Timeouts are found here, not on a packet: count them in the engine's drops too.
+        let timeouts = |r: &Reassembler| r.stats().drops.get(DropReason::ReassemblyTimeout);
+        let before = timeouts(&self.reassembler);
         self.reassembler
             .handle_timeout(now, &mut self.store, TIMEOUT_BUDGET);
-        // Reorder holds.
+        let expired = timeouts(&self.reassembler) - before;
+        self.stats.drops.add(DropReason::ReassemblyTimeout, expired);
+        // Reorder holds: visit at most TIMEOUT_BUDGET flows, starting where the last call
+        // stopped, so no flow waits behind a thousand others for ever.
         self.next_reorder_deadline = None;
-        let mut i = 0;
-        let mut budget = TIMEOUT_BUDGET;
-        while i < self.waiting.len() && budget > 0 {
-            budget -= 1;
+        let visits = self.waiting.len().min(TIMEOUT_BUDGET);
+        let mut i = if self.waiting_cursor < self.waiting.len() {
+            self.waiting_cursor
+        } else {
+            0
+        };
+        for _ in 0..visits {
+            if self.waiting.is_empty() {
+                break;
+            }
+            if i >= self.waiting.len() {
+                i = 0;
+            }
             let flow = self.waiting[i];
             self.release_flow(now, flow);
             let done = match self.rx_flows.get_mut(&flow, now) {
@@ -1003,18 +1090,20 @@ impl Engine {
                 i += 1;
             }
         }
-        if budget == 0 {
-            // More flows than the budget: come back at once.
+        self.waiting_cursor = i;
+        if visits < self.waiting.len() {
+            // Flows this call did not visit may be due: come back at once.
             self.next_reorder_deadline = Some(now);
         }
         // Idle flows.
         let controller = &mut self.controller;
         self.tx_flows
             .expire(now, TIMEOUT_BUDGET, |_, f| controller.remove_flow(f.id));
-        let store = &mut self.store;
+        let (store, drops) = (&mut self.store, &mut self.stats.drops);
         self.rx_flows.expire(now, TIMEOUT_BUDGET, |_, mut rx| {
             for item in rx.reorder.drain() {
                 store.free(item.buf);
+                drops.count(DropReason::RxFlowRetired);
             }
         });
     }
@@ -1125,6 +1214,7 @@ impl Engine {
         if let Some(n) = self.nics[from.index()].as_mut() {
             n.queue = queue;
         }
+        self.sync_queue_gauges();
     }
 
     // ------------------------------------------------------------------ mutators
@@ -1162,14 +1252,16 @@ impl Engine {
                 n.spec.capacity_bps = capacity_bps;
             }
             Command::SetClassNics { class, nics } => {
-                if nics.and(self.nic_set).is_empty() {
-                    return Err(CommandError::InvalidValue("nics"));
-                }
-                self.config
+                let nic_set = self.nic_set;
+                let c = self
+                    .config
                     .classes
                     .get_mut(class)
-                    .ok_or(CommandError::UnknownClass(class))?
-                    .nics = nics;
+                    .ok_or(CommandError::UnknownClass(class))?;
+                if nics.and(nic_set).is_empty() {
+                    return Err(CommandError::InvalidValue("nics"));
+                }
+                c.nics = nics;
             }
         }
         Ok(())

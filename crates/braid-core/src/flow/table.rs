@@ -418,6 +418,18 @@ impl<K: Hash + Eq + Copy, V> FlowTable<K, V> {
             .filter_map(|s| s.entry.as_ref().map(|(k, v)| (k, v)))
     }
 
+    /// `true` if an insert of a new key at `now` would succeed (there is room, or the eviction
+    /// policy may evict the least recently used entry). Lets a caller check before it builds
+    /// an expensive value.
+    #[must_use]
+    pub fn can_insert(&self, now: Instant) -> bool {
+        self.len < self.config.capacity
+            || (self.config.eviction == EvictionPolicy::EvictOldestIdle
+                && self.tail != NIL
+                && now.saturating_duration_since(self.slots[self.tail as usize].last_seen)
+                    >= self.config.min_idle_for_eviction)
+    }
+
     /// Keys from most to least recently used (for tests and diagnostics; O(len)).
     pub fn iter_lru(&self) -> impl Iterator<Item = (&K, Instant)> {
         let mut cur = self.head;

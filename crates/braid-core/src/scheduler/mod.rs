@@ -49,8 +49,9 @@
 //! `min_split_gain` sooner. `min_split_bytes` keeps small packets whole: below ~one MTU a split
 //! saves less than it costs (headers, reassembly work, exposure to loss on two links).
 //!
-//! **Duplicate.** A whole copy (fragmented to each NIC's MTU if needed) on every usable NIC of
-//! the set; the far side keeps the first arrival, so the expected arrival is the minimum.
+//! **Duplicate.** A whole copy on every usable NIC of the set, every copy fragmented at the
+//! same offsets (the smallest MTU of the set) so the far side can take any piece from any copy;
+//! it keeps the first arrival, so the expected arrival is the minimum.
 //!
 //! Rounding: shares become whole bytes by rounding cumulative boundaries, so the pieces cover
 //! `[0, len)` exactly, in order, with no overlap and no zero-length piece. NICs marked not
@@ -299,7 +300,12 @@ impl Candidate {
 
     /// Exact arrival of `bytes` cut to this NIC's MTU.
     fn arrival_ns(&self, bytes: u32, config: &SchedulerConfig) -> f64 {
-        let packets = f64::from(bytes.div_ceil(self.mtu));
+        self.arrival_ns_cut(bytes, self.mtu, config)
+    }
+
+    /// Arrival of `bytes` sent in pieces of at most `mtu` bytes (`mtu` ≤ this NIC's).
+    fn arrival_ns_cut(&self, bytes: u32, mtu: u32, config: &SchedulerConfig) -> f64 {
+        let packets = f64::from(bytes.div_ceil(mtu.max(1)));
         self.base_ns
             + (f64::from(bytes) + f64::from(config.per_packet_overhead_bytes) * packets)
                 * self.ns_per_byte
@@ -417,15 +423,20 @@ fn plan_duplicate(
     config: &SchedulerConfig,
     out: &mut Plan,
 ) -> Result<(), ScheduleError> {
-    let total: usize = cands.iter().map(|c| c.pieces_for(len)).sum();
-    if total > MAX_PIECES {
+    // Every copy is cut at the same offsets (the smallest MTU of the set): the receiver
+    // reassembles the copies under one datagram id, and fragments of different sizes would
+    // overlap unevenly, which drops the whole datagram (RFC 5722) — and with it the copy
+    // that was meant to survive.
+    let mtu = cands.iter().map(|c| c.mtu).min().unwrap_or(0);
+    let per_copy = len.div_ceil(mtu.max(1)) as usize;
+    if per_copy.saturating_mul(cands.len()) > MAX_PIECES {
         return Err(ScheduleError::TooManyPieces);
     }
     out.reset(PlanKind::Duplicate);
     let mut first = f64::INFINITY;
     for c in cands {
-        out.push_fragmented(c.nic, 0, len, c.mtu);
-        first = first.min(c.arrival_ns(len, config));
+        out.push_fragmented(c.nic, 0, len, mtu);
+        first = first.min(c.arrival_ns_cut(len, mtu, config));
     }
     out.expected_arrival = to_duration(first);
     Ok(())

@@ -259,11 +259,11 @@ fn duplicate_is_one_copy_per_usable_nic() {
     }
     assert_eq!(
         p.pieces().len(),
-        1 + 2,
-        "nic2 copy fragmented to its 1000-byte MTU"
+        2 + 2,
+        "both copies cut at the smallest MTU of the set (nic2's 1000 bytes)"
     );
-    // First arrival wins: the 100 Mbit/s copy, 1 packet: 1460 × 80 ns.
-    assert_eq!(p.expected_arrival, Duration::from_nanos(116_800));
+    // First arrival wins: the 100 Mbit/s copy, 2 packets: (1400 + 2 × 60) × 80 ns.
+    assert_eq!(p.expected_arrival, Duration::from_nanos(121_600));
 }
 
 #[test]
@@ -452,4 +452,30 @@ proptest! {
             }
         }
     }
+}
+
+/// Copies of a duplicated packet are cut at the same offsets even when the NICs' MTUs differ,
+/// so the receiver can mix pieces of the copies without an (RFC 5722) overlap.
+#[test]
+fn duplicate_copies_share_fragment_offsets_across_mtus() {
+    let mut big = link(1, 1_000 * MBPS);
+    big.mtu_payload = 4000;
+    let links = [link(0, 1_000 * MBPS), big];
+    let p = run(
+        &links,
+        Mode::Duplicate(NicSet::ALL),
+        9000,
+        &SchedulerConfig::default(),
+    );
+    assert_eq!(p.kind(), PlanKind::Duplicate);
+    let cut = |nic: u8| -> Vec<(u32, u32)> {
+        p.pieces()
+            .iter()
+            .filter(|x| x.nic == NicId(nic))
+            .map(|x| (x.offset, x.len))
+            .collect()
+    };
+    assert_eq!(cut(0), cut(1));
+    assert!(cut(0).iter().all(|&(_, len)| len <= 1440));
+    assert_covers(&p.pieces()[..cut(0).len()], 9000);
 }

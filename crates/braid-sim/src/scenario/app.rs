@@ -39,7 +39,8 @@ pub struct FlowTotals {
     pub corrupt: u64,
     /// Delivered packets whose sequence was not above the previous one (must stay 0).
     pub out_of_order: u64,
-    /// Sequences never delivered (holes between delivered sequences).
+    /// Sequences never delivered that lie below the highest one delivered (holes). Packets
+    /// still in flight at the end are in `sent - packets`, not here.
     pub missing: u64,
     /// First and last delivery times.
     pub first_rx: Option<Instant>,
@@ -168,10 +169,14 @@ impl ScenarioHost {
                 build_packet(&mut self.packet[..len], index, seq, now);
                 let verdict = self.engine.handle_tx(now, &self.packet[..len]);
                 let src = &mut self.sources[i];
-                src.seq += 1;
                 src.next_at += src.interval;
                 match verdict {
-                    TxVerdict::Queued => self.flows[index].sent += 1,
+                    // Only packets braid took get a sequence number: a refused packet is
+                    // `refused`, not a hole the sink would count as missing.
+                    TxVerdict::Queued => {
+                        src.seq += 1;
+                        self.flows[index].sent += 1;
+                    }
                     TxVerdict::Drop(_) => {
                         self.flows[index].refused += 1;
                         if src.traffic == TrafficSpec::Bulk {

@@ -335,6 +335,16 @@ impl Scenario {
             if fl.packet_bytes < 64 || fl.packet_bytes > self.vnic_mtu {
                 return bad(f("packet_bytes"), "must be between 64 and vnic_mtu");
             }
+            // A packet travels in at most 64 pieces (braid_core::scheduler::MAX_PIECES).
+            let piece = self.links.iter().map(|l| l.mtu).min().unwrap_or(0)
+                - LINK_OVERHEAD_BYTES
+                - braid_wire::BRAID_HEADER_LEN as u32;
+            if fl.packet_bytes > piece * braid_core::scheduler::MAX_PIECES as u32 {
+                return bad(
+                    f("packet_bytes"),
+                    "does not fit in 64 pieces on the link with the smallest mtu",
+                );
+            }
             if let Some(links) = &fl.links {
                 if links.is_empty() {
                     return bad(f("links"), "must name at least one link");

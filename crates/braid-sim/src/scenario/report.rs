@@ -43,7 +43,8 @@ pub struct FlowReport {
     pub refused: u64,
     /// Packets delivered.
     pub delivered: u64,
-    /// Sequences never delivered.
+    /// Sequences never delivered below the highest delivered one (holes: lost or given up).
+    /// Packets in flight when the run stopped are `sent - delivered - missing`.
     pub missing: u64,
     /// Delivered out of order (must be 0).
     pub out_of_order: u64,
@@ -96,11 +97,19 @@ impl Report {
                     .filter(|e| e.action == super::LinkActionSpec::Down)
                     .map(|e| e.at_ms)
                     .collect();
+                // A failure counts as detected by the first Down event after it and before
+                // the link's next scheduled event.
+                let mut events: Vec<f64> = l.events.iter().map(|e| e.at_ms).collect();
+                events.sort_by(f64::total_cmp);
                 let detections = failures
                     .iter()
                     .map(|&f| {
                         let at = Instant::ZERO + super::ms(f);
-                        let found = a.down_at[i].iter().find(|&&t| t >= at);
+                        let until = events
+                            .iter()
+                            .find(|&&e| e > f)
+                            .map_or(Instant::MAX, |&e| Instant::ZERO + super::ms(e));
+                        let found = a.down_at[i].iter().find(|&&t| t >= at && t < until);
                         (f, found.map(|&t| (t - at).as_secs_f64() * 1e3))
                     })
                     .collect();
