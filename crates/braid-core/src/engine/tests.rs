@@ -9,6 +9,7 @@ use core::time::Duration;
 use super::*;
 use crate::controller::OverflowPolicy;
 use crate::{DropReason, Instant, NicId, NicSet};
+use braid_wire::{BraidRepr, PacketType};
 
 fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
     (0..n)
@@ -356,4 +357,66 @@ proptest::proptest! {
         // And the engines still work afterwards.
         let (_, _) = pump(&mut a, &mut b, now, NicSet::EMPTY);
     }
+}
+
+/// A flood of data packets with new flow ids fills the RX flow table to its capacity and no
+/// further: the rest are refused and counted, and the store holds nothing for them.
+#[test]
+fn a_flood_of_new_flow_ids_is_bounded_and_counted() {
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.rx_flows.capacity = 64;
+    let (_, mut b) = pair(cfg);
+    let now = Instant::from_millis(1);
+    let mut buf = [0u8; 100];
+    for id in 0..1000u32 {
+        let repr = BraidRepr {
+            packet_type: PacketType::Data,
+            link_id: 0,
+            flow_id: id,
+            seq: 5,
+            frag_offset: 0,
+            total_len: 20,
+            timestamp_ns: now.as_nanos(),
+            duplicate: false,
+            auth: None,
+            payload_len: 20,
+        };
+        let h = repr.emit_into(&mut buf).unwrap();
+        b.handle_rx(now, NicId(0), &buf[..h + 20]);
+    }
+    assert_eq!(b.flow_counts().1, 64);
+    assert_eq!(b.stats().drops.get(DropReason::RxFlowTableFull), 1000 - 64);
+    // The 64 admitted flows each hold their datagram (seq 5, waiting for 0..5).
+    assert_eq!(b.store_used_bytes(), 64 * 128);
+}
+
+/// A pinned class limited to one NIC stays on it.
+#[test]
+fn a_pinned_class_keeps_to_its_nics() {
+    let mut cfg = EngineConfig::new(nics(3, 1472));
+    cfg.classes.push(FlowClass {
+        name: "only-nic2".into(),
+        matcher: ClassMatch::default(),
+        policy: ClassPolicy::Pin,
+        nics: NicSet::single(NicId(2)),
+        demand_bps: 0,
+        latency_critical: false,
+        overflow: OverflowPolicy::Reject,
+    });
+    let (mut a, mut b) = pair(cfg);
+    let now = Instant::from_millis(1);
+    let sent: Vec<Vec<u8>> = (0..30)
+        .map(|i| udp_packet(5000 + (i % 10) as u16, i, 500))
+        .collect();
+    for p in &sent {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+    }
+    let (got, _) = pump(&mut a, &mut b, now, NicSet::EMPTY);
+    assert_eq!(got.len(), 30);
+    assert_eq!(a.nic_stats(NicId(0)).unwrap().tx_payload_bytes_count, 0);
+    assert_eq!(a.nic_stats(NicId(1)).unwrap().tx_payload_bytes_count, 0);
+    assert_eq!(
+        a.nic_stats(NicId(2)).unwrap().tx_payload_bytes_count,
+        30 * 528
+    );
 }
