@@ -136,7 +136,8 @@ pub struct EngineConfig {
     pub deliver_queue_packets: usize,
     /// Events waiting for [`super::Engine::poll_event`] (default 1024).
     pub event_queue: usize,
-    /// Seed for hash tables (flood resistance). Take it from the OS in the daemon.
+    /// Seed for hash tables (flood resistance) and for the first flow id (so a restarted
+    /// sender uses new ids). Take it from the OS in the daemon.
     pub seed: u64,
 }
 

@@ -312,7 +312,10 @@ impl Engine {
             tx_slots,
             tx_free,
             tx_flows: FlowTable::new(tx_cfg),
-            next_flow_id: 0,
+            // Flow ids start at a point drawn from the seed (the daemon seeds from the OS), so
+            // a restarted sender does not reuse the ids, and sequence numbers, of its previous
+            // run, which the receiver would take for late duplicates until they expire.
+            next_flow_id: (config.seed ^ (config.seed >> 32)) as u32,
             controller,
             plan: Plan::default(),
             views: Vec::with_capacity(MAX_NICS),
