@@ -23,6 +23,9 @@ pub struct LinkReport {
     pub utilisation: f64,
     /// The simulator's counters for A→B.
     pub stats: LinkStats,
+    /// Datagrams the receiver completed from this link's packets: for a duplicated flow,
+    /// how often this link's copy won.
+    pub first_arrivals: u64,
     /// Scheduled failures (ms) and when host A's engine declared the link down, in ms after
     /// each failure (`None`: not detected before the next event or the end).
     pub detections: Vec<(f64, Option<f64>)>,
@@ -113,11 +116,13 @@ impl Report {
                         (f, found.map(|&t| (t - at).as_secs_f64() * 1e3))
                     })
                     .collect();
+                let nic = braid_core::NicId(u8::try_from(i).unwrap_or(u8::MAX));
                 LinkReport {
                     name: l.name.clone(),
                     rate_mbps: l.rate_mbps,
                     utilisation,
                     stats,
+                    first_arrivals: b.engine.nic_stats(nic).map_or(0, |c| c.rx_first_count),
                     detections,
                 }
             })
@@ -183,11 +188,14 @@ impl fmt::Display for Report {
             self.seed,
             self.duration.as_secs_f64() * 1e3
         )?;
-        writeln!(f, "links (A -> B)")?;
         writeln!(
             f,
-            "  {:<12} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9}  failure detected after",
-            "link", "Mbit/s", "util", "packets", "lost", "down-lost", "q-drops"
+            "links (A -> B; won = datagrams the receiver completed from this link first)"
+        )?;
+        writeln!(
+            f,
+            "  {:<12} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9}  failure detected after",
+            "link", "Mbit/s", "util", "packets", "won", "lost", "down-lost", "q-drops"
         )?;
         for l in &self.links {
             let det: Vec<String> = l
@@ -200,11 +208,12 @@ impl fmt::Display for Report {
                 .collect();
             writeln!(
                 f,
-                "  {:<12} {:>9.0} {:>5.1}% {:>10} {:>9} {:>9} {:>9}  {}",
+                "  {:<12} {:>9.0} {:>5.1}% {:>10} {:>10} {:>9} {:>9} {:>9}  {}",
                 l.name,
                 l.rate_mbps,
                 l.utilisation * 100.0,
                 l.stats.packets_sent,
+                l.first_arrivals,
                 l.stats.lost_random,
                 l.stats.lost_down,
                 l.stats.queue_drops,
