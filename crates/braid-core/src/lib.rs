@@ -16,6 +16,8 @@
 //!   ├─ health      link health: probes, RTT, one-way delay, loss, liveness
 //!   ├─ reassembly  bounded, attack-proof reassembly of braid fragments
 //!   ├─ reorder     per-flow reorder and dedup, bounded by count and time
+//!   ├─ replay      per-peer anti-replay window for authenticated packets (RFC 6479)
+//!   ├─ rss         Toeplitz hash + indirection table: vNIC queue per flow
 //!   └─ buffer      the packet store: a bounded slab arena with handles
 //! time, types     Instant, NicId, NicSet, FlowId, DropReason, counters
 //! ```
@@ -33,6 +35,8 @@ pub mod fuzzing;
 pub mod health;
 pub mod reassembly;
 pub mod reorder;
+pub mod replay;
+pub mod rss;
 pub mod scheduler;
 pub mod time;
 pub mod types;

@@ -225,6 +225,13 @@ drop_reasons! {
     RxFlowRetired = "rx_flow_retired",
     /// A probe arrived while the probe-reply queue was full; the peer counts it as lost.
     ProbeReplyQueueFull = "probe_reply_queue_full",
+    // --- authentication / replay ---
+    /// An authenticated packet whose replay counter was already seen (inside the window).
+    ReplayedPacket = "replayed_packet",
+    /// An authenticated packet whose replay counter is below the replay window.
+    ReplayTooOld = "replay_too_old",
+    /// An authenticated packet with replay counter `u64::MAX`, never accepted (rekey first).
+    ReplayCounterExhausted = "replay_counter_exhausted",
 }
 
 impl fmt::Display for DropReason {
