@@ -12,7 +12,7 @@ echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 echo "# commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'), $(rustc --version)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in "braid-wire parse" "braid-core classify" "braid-core reassembly" "braid-core reorder" \
-         "braid-core scheduler" "braid-core engine"; do
+         "braid-core scheduler" "braid-core engine" "braid-core rss" "braid-core replay"; do
   set -- $b
   echo "## cargo bench -p $1 --bench $2 -- ${args[*]}"
   cargo bench -q -p "$1" --bench "$2" -- "${args[@]}" 2>&1 \
