@@ -2,8 +2,9 @@
 //! flow hit, schedule, copy into the store) → `poll_transmit` (paced, braid header) →
 //! `handle_rx` (parse, reassembly or store, reorder) → `poll_deliver` (copy out) — for
 //! 64-byte, 1400-byte and 9000-byte packets (the last split across three 1500-byte NICs and
-//! reassembled), plus a duplicated 200-byte flow. Throughput in packets (Elements) and in
-//! bytes of the application's packets.
+//! reassembled), plus a duplicated 200-byte flow, and 64/1400-byte packets with
+//! authentication (keyed BLAKE3 tag and replay window) to show its cost. Throughput in packets
+//! (Elements) and in bytes of the application's packets.
 //!
 //! The NICs are configured at 400 Gbit/s so pacing never holds a packet back: this measures
 //! CPU cost, not link time.
@@ -14,6 +15,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use braid_core::auth::{AuthConfig, Role};
 use braid_core::controller::OverflowPolicy;
 use braid_core::engine::{
     ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TxVerdict,
@@ -23,7 +25,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 
 const BATCH: usize = 64;
 
-fn config() -> EngineConfig {
+fn config(auth: Option<Role>) -> EngineConfig {
     let nics = (0..3)
         .map(|i| NicSpec {
             id: NicId(i),
@@ -47,6 +49,7 @@ fn config() -> EngineConfig {
         latency_critical: true,
         overflow: OverflowPolicy::Reject,
     });
+    cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
     cfg
 }
 
@@ -65,10 +68,11 @@ struct Pair {
 }
 
 impl Pair {
-    fn new() -> Self {
+    fn new(auth: bool) -> Self {
+        let role = |r| auth.then_some(r);
         Self {
-            a: Engine::new(config(), Instant::ZERO).unwrap(),
-            b: Engine::new(config(), Instant::ZERO).unwrap(),
+            a: Engine::new(config(role(Role::A)), Instant::ZERO).unwrap(),
+            b: Engine::new(config(role(Role::B)), Instant::ZERO).unwrap(),
             now: Instant::from_millis(1),
             wire: vec![0u8; 70_000],
         }
@@ -102,14 +106,16 @@ impl Pair {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_tx_rx");
-    for (name, len, port) in [
-        ("64B_stripe", 64usize, 5000u16),
-        ("1400B_stripe", 1400, 5000),
-        ("9000B_split_3nics", 9000, 5000),
-        ("200B_duplicate_3nics", 200, 7000),
+    for (name, len, port, auth) in [
+        ("64B_stripe", 64usize, 5000u16, false),
+        ("1400B_stripe", 1400, 5000, false),
+        ("9000B_split_3nics", 9000, 5000, false),
+        ("200B_duplicate_3nics", 200, 7000, false),
+        ("64B_stripe_auth", 64, 5000, true),
+        ("1400B_stripe_auth", 1400, 5000, true),
     ] {
         let packet = udp_packet(len, port);
-        let mut pair = Pair::new();
+        let mut pair = Pair::new(auth);
         // Warm up, and check that everything arrives.
         let mut got = 0;
         for _ in 0..100 {

@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod auth;
 pub mod buffer;
 pub mod controller;
 pub mod engine;

@@ -232,6 +232,10 @@ drop_reasons! {
     ReplayTooOld = "replay_too_old",
     /// An authenticated packet with replay counter `u64::MAX`, never accepted (rekey first).
     ReplayCounterExhausted = "replay_counter_exhausted",
+    /// Authentication is on, and the packet carries no authentication.
+    Unauthenticated = "unauthenticated",
+    /// The packet's authentication tag is wrong (forged, corrupted or reflected).
+    BadAuthTag = "bad_auth_tag",
 }
 
 impl fmt::Display for DropReason {

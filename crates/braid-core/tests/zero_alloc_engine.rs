@@ -1,13 +1,15 @@
 //! The engine's packet paths allocate nothing once warmed up: `handle_tx` (fast path: the
 //! flow is installed), `poll_transmit`, `handle_rx` (whole packets, split jumbo packets
 //! through the reassembler, duplicated copies), `poll_deliver` and `handle_timeout`. Measured
-//! with a counting global allocator (`allocation-counter`, per-thread counts).
+//! with a counting global allocator (`allocation-counter`, per-thread counts), with and
+//! without packet authentication.
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
+    use braid_core::auth::{AuthConfig, Role};
     use braid_core::controller::OverflowPolicy;
     use braid_core::engine::{
         ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TxVerdict,
@@ -27,7 +29,7 @@ mod tests {
         .unwrap();
     }
 
-    fn config() -> EngineConfig {
+    fn config(auth: Option<Role>) -> EngineConfig {
         let nics = (0..3)
             .map(|i| NicSpec {
                 id: NicId(i),
@@ -51,6 +53,7 @@ mod tests {
             latency_critical: true,
             overflow: OverflowPolicy::Reject,
         });
+        cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
         cfg
     }
 
@@ -88,8 +91,17 @@ mod tests {
 
     #[test]
     fn engine_packet_paths_do_not_allocate_after_warm_up() {
-        let mut a = Engine::new(config(), Instant::ZERO).unwrap();
-        let mut b = Engine::new(config(), Instant::ZERO).unwrap();
+        check_no_allocation(None, None);
+    }
+
+    #[test]
+    fn authenticated_packet_paths_do_not_allocate_after_warm_up() {
+        check_no_allocation(Some(Role::A), Some(Role::B));
+    }
+
+    fn check_no_allocation(role_a: Option<Role>, role_b: Option<Role>) {
+        let mut a = Engine::new(config(role_a), Instant::ZERO).unwrap();
+        let mut b = Engine::new(config(role_b), Instant::ZERO).unwrap();
         let mut pkt = vec![0u8; 9000];
         let mut wire = vec![0u8; 70_000];
         let mut now = Instant::from_millis(1);

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::ConfigError;
+use crate::auth::AuthConfig;
 use crate::controller::{ControllerConfig, OverflowPolicy};
 use crate::flow::{ClassifyConfig, FlowTableConfig};
 use crate::health::HealthConfig;
@@ -136,6 +137,8 @@ pub struct EngineConfig {
     pub deliver_queue_packets: usize,
     /// Events waiting for [`super::Engine::poll_event`] (default 1024).
     pub event_queue: usize,
+    /// Authentication of every braid packet (keyed MAC, replay window). Default off.
+    pub auth: Option<AuthConfig>,
     /// Seed for hash tables (flood resistance) and for the first flow id (so a restarted
     /// sender uses new ids). Take it from the OS in the daemon.
     pub seed: u64,
@@ -167,6 +170,7 @@ impl EngineConfig {
             pacing_burst: Duration::from_micros(100),
             deliver_queue_packets: 8192,
             event_queue: 1024,
+            auth: None,
             seed: 0x0b5a_1d00_5eed,
         }
     }
@@ -188,11 +192,11 @@ impl EngineConfig {
             if n.capacity_bps == 0 {
                 return Err(invalid(format!("nics[{i}].capacity_bps"), "must be > 0"));
             }
-            let min = braid_wire::BRAID_HEADER_LEN as u32 + 64;
+            let min = braid_wire::BRAID_MAX_OVERHEAD as u32 + 64;
             if n.mtu_bytes < min || n.mtu_bytes > 65_535 {
                 return Err(invalid(
                     format!("nics[{i}].mtu_bytes"),
-                    "must be between the braid header + 64 (96) and 65535",
+                    "must be between braid's largest header + 64 (120) and 65535",
                 ));
             }
         }

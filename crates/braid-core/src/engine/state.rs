@@ -1,6 +1,7 @@
 //! The engine's state and the TX, RX and timer paths. The contract is in the module doc of
 //! [`super`].
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -10,6 +11,7 @@ use braid_wire::{BRAID_HEADER_LEN, BraidPacket, BraidRepr, IpSummary, PacketType
 use super::config::{ClassPolicy, EngineConfig};
 use super::metrics::{EngineStats, NicCounters};
 use super::{Command, CommandError, ConfigError, EngineEvent};
+use crate::auth::{Blake3Mac, PacketAuth, TAG_LEN};
 use crate::buffer::{BufHandle, PacketStore};
 use crate::controller::{
     AssignOutcome, FlowController, FlowPolicy, NicConfig, NicState, OverflowPolicy,
@@ -18,6 +20,7 @@ use crate::flow::{FlowKey, FlowTable};
 use crate::health::{HealthMonitor, LinkState, LinkStats};
 use crate::reassembly::{DatagramKey, FragOutcome, Reassembler};
 use crate::reorder::{Admit, ReorderBuffer, hold_from_spread};
+use crate::replay::DefaultReplayWindow;
 use crate::scheduler::{self, LinkView, Mode, Plan, PlanKind, ScheduleError};
 use crate::time::duration_nanos;
 use crate::{DropReason, FlowId, Instant, MAX_NICS, NicId, NicSet};
@@ -74,6 +77,16 @@ const REPLY_QUEUE: usize = 256;
 const ADMISSION_RETRY: Duration = Duration::from_millis(100);
 /// How often a flow's reorder hold is recomputed from the measured delay spread.
 const HOLD_REFRESH: Duration = Duration::from_millis(10);
+
+/// Packet authentication: the MACs of both directions, the send counter and the receive
+/// anti-replay window (boxed: 4 KiB).
+#[derive(Debug)]
+struct AuthState {
+    tx: Box<dyn PacketAuth>,
+    rx: Box<dyn PacketAuth>,
+    tx_counter: u64,
+    window: Box<DefaultReplayWindow>,
+}
 
 /// One NIC's run-time state.
 #[derive(Debug)]
@@ -256,6 +269,7 @@ pub struct Engine {
     replies: VecDeque<PendingReply>,
     events: VecDeque<EngineEvent>,
     rr: usize,
+    auth: Option<AuthState>,
     stats: EngineStats,
 }
 
@@ -329,6 +343,15 @@ impl Engine {
             replies: VecDeque::with_capacity(REPLY_QUEUE),
             events: VecDeque::with_capacity(config.event_queue),
             rr: 0,
+            auth: config.auth.as_ref().map(|c| {
+                let (tx, rx) = Blake3Mac::pair(c);
+                AuthState {
+                    tx: Box::new(tx),
+                    rx: Box::new(rx),
+                    tx_counter: 0,
+                    window: Box::default(),
+                }
+            }),
             stats: EngineStats::default(),
             nics,
             nic_set,
@@ -664,6 +687,7 @@ impl Engine {
 
     /// Describe every NIC to the scheduler, as a piece of the given band would see it.
     fn fill_views(&mut self, now: Instant, urgent: bool) {
+        let overhead = self.braid_overhead();
         self.views.clear();
         for n in self.nics.iter().flatten() {
             let link = self.health.link(n.spec.id);
@@ -676,7 +700,7 @@ impl Engine {
                 backlog_bytes: n.queue.bytes_ahead(urgent) as u64 + pacing_debt,
                 delay: link.map_or(Duration::ZERO, |l| l.owd),
                 loss: link.map_or(0.0, |l| l.loss),
-                mtu_payload: n.spec.mtu_bytes - BRAID_HEADER_LEN as u32,
+                mtu_payload: n.spec.mtu_bytes - overhead,
             });
         }
     }
@@ -741,7 +765,7 @@ impl Engine {
                 total_len: p.total,
                 timestamp_ns: now.as_nanos(),
                 duplicate: p.duplicate,
-                auth: None,
+                auth: self.next_auth_counter(),
                 payload_len: p.len as usize,
             };
             let sent = {
@@ -751,7 +775,7 @@ impl Engine {
                     .as_ref()
                     .expect("invariant: a queued piece's slot holds its packet");
                 let data = &self.store.get(stored)[p.offset as usize..(p.offset + p.len) as usize];
-                emit_packet(&repr, data, buf)
+                emit_packet(&repr, data, buf, self.auth.as_ref().map(|a| &*a.tx))
             };
             self.release_piece(p.slot);
             match sent {
@@ -777,7 +801,8 @@ impl Engine {
         }
     }
 
-    /// Write a control packet (no stored payload) and account for it.
+    /// Write a control packet (no stored payload), authenticated if configured, and account
+    /// for it.
     fn emit(
         &mut self,
         now: Instant,
@@ -786,9 +811,31 @@ impl Engine {
         payload: &[u8],
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let len = emit_packet(repr, payload, buf)?;
+        let repr = BraidRepr {
+            auth: self.next_auth_counter(),
+            ..*repr
+        };
+        let len = emit_packet(&repr, payload, buf, self.auth.as_ref().map(|a| &*a.tx))?;
         self.account_tx(now, nic, len);
         Some(Transmit { nic, len })
+    }
+
+    /// The replay counter for the next packet sent, if authentication is on.
+    fn next_auth_counter(&mut self) -> Option<u64> {
+        let a = self.auth.as_mut()?;
+        a.tx_counter += 1;
+        Some(a.tx_counter)
+    }
+
+    /// Bytes braid adds to a piece of payload: the header, and with authentication the replay
+    /// counter and the tag.
+    fn braid_overhead(&self) -> u32 {
+        let bytes = if self.auth.is_some() {
+            braid_wire::BRAID_MAX_OVERHEAD
+        } else {
+            BRAID_HEADER_LEN
+        };
+        bytes as u32
     }
 
     /// Refresh the queued-bytes gauge of every NIC.
@@ -827,6 +874,21 @@ impl Engine {
         }
         let view = BraidPacket::new_checked(packet).map_err(|_| DropReason::MalformedHeader)?;
         let repr = BraidRepr::parse(&view).map_err(|_| DropReason::MalformedHeader)?;
+        if let Some(a) = self.auth.as_mut() {
+            // Check the counter, verify the tag, and only then record the counter: recording
+            // a forged counter would let one packet push the genuine ones out of the window.
+            let counter = repr.auth.ok_or(DropReason::Unauthenticated)?;
+            if let Err(e) = a.window.check(counter) {
+                a.window.count_rejected(e);
+                return Err(e.into());
+            }
+            // The parser guarantees an AUTH packet holds its tag.
+            let (data, tag) = packet.split_at(packet.len() - TAG_LEN);
+            if !a.rx.verify(data, tag) {
+                return Err(DropReason::BadAuthTag);
+            }
+            a.window.update(counter).map_err(DropReason::from)?;
+        }
         let c = &mut self.stats.nics[nic.index()];
         c.rx_packets_count += 1;
         c.rx_bytes_count += packet.len() as u64;
@@ -1300,10 +1362,20 @@ fn control_repr(
     }
 }
 
-/// Header then payload into `buf`; `None` if it does not fit.
-fn emit_packet(repr: &BraidRepr, payload: &[u8], buf: &mut [u8]) -> Option<usize> {
+/// Header, payload and (with `auth`) the tag into `buf`; `None` if it does not fit.
+fn emit_packet(
+    repr: &BraidRepr,
+    payload: &[u8],
+    buf: &mut [u8],
+    auth: Option<&dyn PacketAuth>,
+) -> Option<usize> {
     let hlen = repr.emit_into(buf).ok()?;
-    let total = hlen + payload.len();
-    buf.get_mut(hlen..total)?.copy_from_slice(payload);
-    Some(total)
+    let end = hlen + payload.len();
+    buf.get_mut(hlen..end)?.copy_from_slice(payload);
+    let Some(auth) = auth else {
+        return Some(end);
+    };
+    let tag = auth.tag(&buf[..end]);
+    buf.get_mut(end..end + TAG_LEN)?.copy_from_slice(&tag);
+    Some(end + TAG_LEN)
 }
