@@ -178,6 +178,7 @@ mod tests {
             r#"
             name = "stripe failover"
             duration_ms = 1500
+            authenticate = true
             [[links]]
             name = "l0"
             rate_mbps = 100

@@ -19,6 +19,7 @@ mod report;
 use core::time::Duration;
 
 use braid_core::Instant;
+use braid_core::auth::{AuthConfig, Role};
 use braid_core::controller::OverflowPolicy;
 use braid_core::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
 use braid_core::{NicId, NicSet};
@@ -67,6 +68,10 @@ pub struct Scenario {
     /// The virtual NIC's MTU in bytes (default 9000; may exceed the links' MTU).
     #[serde(default = "default_vnic_mtu")]
     pub vnic_mtu: u32,
+    /// Authenticate every braid packet (keyed MAC and replay window; a fixed demo key).
+    /// Default false.
+    #[serde(default)]
+    pub authenticate: bool,
     /// The links between the two hosts; link `i` is NIC `i` on both.
     pub links: Vec<LinkSpec>,
     /// Application flows from host A to host B.
@@ -338,7 +343,7 @@ impl Scenario {
             // A packet travels in at most 64 pieces (braid_core::scheduler::MAX_PIECES).
             let piece = self.links.iter().map(|l| l.mtu).min().unwrap_or(0)
                 - LINK_OVERHEAD_BYTES
-                - braid_wire::BRAID_HEADER_LEN as u32;
+                - braid_wire::BRAID_MAX_OVERHEAD as u32;
             if fl.packet_bytes > piece * braid_core::scheduler::MAX_PIECES as u32 {
                 return bad(
                     f("packet_bytes"),
@@ -538,8 +543,16 @@ pub fn run(
 /// [`ScenarioError`] if the engines or the simulator refuse the configuration.
 pub fn build(scenario: &Scenario) -> Result<Sim<ScenarioHost, ScenarioHost>, ScenarioError> {
     let cfg = scenario.engine_config();
-    let a = ScenarioHost::new_source(scenario, cfg.clone()).map_err(ScenarioError::Engine)?;
-    let b = ScenarioHost::new_sink(scenario, cfg).map_err(ScenarioError::Engine)?;
+    let side = |role| {
+        let mut c = cfg.clone();
+        c.auth = scenario.authenticate.then_some(AuthConfig {
+            psk: *b"braid demo key, not for real use",
+            role,
+        });
+        c
+    };
+    let a = ScenarioHost::new_source(scenario, side(Role::A)).map_err(ScenarioError::Engine)?;
+    let b = ScenarioHost::new_sink(scenario, side(Role::B)).map_err(ScenarioError::Engine)?;
     let sim_cfg = SimConfig::new(scenario.seed, scenario.link_configs());
     Sim::new(sim_cfg, a, b).map_err(ScenarioError::Sim)
 }
