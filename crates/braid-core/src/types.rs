@@ -236,6 +236,8 @@ drop_reasons! {
     Unauthenticated = "unauthenticated",
     /// The packet's authentication tag is wrong (forged, corrupted or reflected).
     BadAuthTag = "bad_auth_tag",
+    /// The inter-NIC hand-off lane to the flow's owner worker was full (braid-io channel).
+    HandoffQueueFull = "handoff_queue_full",
 }
 
 impl fmt::Display for DropReason {
