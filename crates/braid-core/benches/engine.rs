@@ -16,11 +16,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use braid_core::auth::{AuthConfig, Role};
-use braid_core::controller::OverflowPolicy;
-use braid_core::engine::{
-    ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TxVerdict,
-};
-use braid_core::{Instant, NicId, NicSet};
+use braid_core::engine::{Engine, EngineConfig, FlowClass, NicSpec, TxVerdict};
+use braid_core::{Instant, NicId};
 use criterion::{Criterion, Throughput, criterion_group};
 
 const BATCH: usize = 64;
@@ -36,19 +33,7 @@ fn config(auth: Option<Role>) -> EngineConfig {
         })
         .collect();
     let mut cfg = EngineConfig::new(nics);
-    cfg.classes.push(FlowClass {
-        name: "md".into(),
-        matcher: ClassMatch {
-            protocol: Some(17),
-            dst_ports: Some((7000, 7000)),
-            ..ClassMatch::default()
-        },
-        policy: ClassPolicy::Duplicate,
-        nics: NicSet::ALL,
-        demand_bps: 0,
-        latency_critical: true,
-        overflow: OverflowPolicy::Reject,
-    });
+    cfg.classes.push(FlowClass::duplicated_feed(7000));
     cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
     cfg
 }

@@ -10,11 +10,8 @@ mod tests {
     use std::time::Duration;
 
     use braid_core::auth::{AuthConfig, Role};
-    use braid_core::controller::OverflowPolicy;
-    use braid_core::engine::{
-        ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TxVerdict,
-    };
-    use braid_core::{Instant, NicId, NicSet};
+    use braid_core::engine::{Engine, EngineConfig, FlowClass, NicSpec, TxVerdict};
+    use braid_core::{Instant, NicId};
 
     fn udp_packet(buf: &mut [u8], dst_port: u16, seq: u32) {
         buf[28..32].copy_from_slice(&seq.to_be_bytes());
@@ -40,19 +37,7 @@ mod tests {
             })
             .collect();
         let mut cfg = EngineConfig::new(nics);
-        cfg.classes.push(FlowClass {
-            name: "md".into(),
-            matcher: ClassMatch {
-                protocol: Some(17),
-                dst_ports: Some((7000, 7000)),
-                ..ClassMatch::default()
-            },
-            policy: ClassPolicy::Duplicate,
-            nics: NicSet::ALL,
-            demand_bps: 0,
-            latency_critical: true,
-            overflow: OverflowPolicy::Reject,
-        });
+        cfg.classes.push(FlowClass::duplicated_feed(7000));
         cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
         cfg
     }

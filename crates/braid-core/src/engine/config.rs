@@ -61,6 +61,18 @@ impl ClassMatch {
     }
 }
 
+impl ClassMatch {
+    /// UDP to one destination port.
+    #[must_use]
+    pub fn udp_dst_port(port: u16) -> Self {
+        Self {
+            protocol: Some(17),
+            dst_ports: Some((port, port)),
+            ..Self::default()
+        }
+    }
+}
+
 /// How a class's flows use the NICs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClassPolicy {
@@ -92,6 +104,37 @@ pub struct FlowClass {
     /// are dropped as `flow_rejected`, and it asks again every 100 ms) or queued until the
     /// flow controller finds room (`flow_queued`).
     pub overflow: OverflowPolicy,
+}
+
+impl FlowClass {
+    /// A class with the defaults: every NIC, no declared demand, not latency-critical, new
+    /// flows rejected when no NIC has room.
+    #[must_use]
+    pub fn new(name: &str, matcher: ClassMatch, policy: ClassPolicy) -> Self {
+        Self {
+            name: name.into(),
+            matcher,
+            policy,
+            nics: NicSet::ALL,
+            demand_bps: 0,
+            latency_critical: false,
+            overflow: OverflowPolicy::Reject,
+        }
+    }
+
+    /// The latency-critical A/B class the tests and benchmarks use: UDP to `port`, a copy on
+    /// every NIC, strict priority.
+    #[must_use]
+    pub fn duplicated_feed(port: u16) -> Self {
+        Self {
+            latency_critical: true,
+            ..Self::new(
+                "feed",
+                ClassMatch::udp_dst_port(port),
+                ClassPolicy::Duplicate,
+            )
+        }
+    }
 }
 
 /// Everything the engine needs. [`EngineConfig::new`] gives defaults tuned for a handful of

@@ -129,19 +129,7 @@ fn jumbo_packets_are_split_and_reassembled() {
 #[test]
 fn duplicated_class_is_delivered_once_even_when_one_nic_is_dead() {
     let mut cfg = EngineConfig::new(nics(2, 1472));
-    cfg.classes.push(FlowClass {
-        name: "md".into(),
-        matcher: ClassMatch {
-            protocol: Some(17),
-            dst_ports: Some((7000, 7000)),
-            ..ClassMatch::default()
-        },
-        policy: ClassPolicy::Duplicate,
-        nics: NicSet::ALL,
-        demand_bps: 0,
-        latency_critical: true,
-        overflow: OverflowPolicy::Reject,
-    });
+    cfg.classes.push(FlowClass::duplicated_feed(7000));
     let (mut a, mut b) = pair(cfg);
     let now = Instant::from_millis(1);
     let sent: Vec<Vec<u8>> = (0..50).map(|i| udp_packet(7000, i, 100)).collect();
