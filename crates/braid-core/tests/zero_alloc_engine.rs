@@ -28,13 +28,7 @@ mod tests {
 
     fn config(auth: Option<Role>) -> EngineConfig {
         let nics = (0..3)
-            .map(|i| NicSpec {
-                id: NicId(i),
-                name: format!("link{i}"),
-                capacity_bps: 10_000_000_000,
-                mtu_bytes: 1472,
-                wire_overhead_bytes: 28,
-            })
+            .map(|i| NicSpec::udp_ipv4(NicId(i), &format!("link{i}"), 10_000_000_000, 1500))
             .collect();
         let mut cfg = EngineConfig::new(nics);
         cfg.classes.push(FlowClass::duplicated_feed(7000));

@@ -35,6 +35,24 @@ pub struct NicSpec {
     pub wire_overhead_bytes: u32,
 }
 
+/// Bytes UDP over IPv4 puts in front of each braid packet (IPv4 20 + UDP 8).
+pub const UDP_IPV4_OVERHEAD_BYTES: u32 = 28;
+
+impl NicSpec {
+    /// A NIC that carries braid over UDP/IPv4 on a link with the given MTU (1500 for
+    /// Ethernet): braid packets up to `link_mtu − 28` bytes, 28 bytes of wire overhead each.
+    #[must_use]
+    pub fn udp_ipv4(id: NicId, name: &str, capacity_bps: u64, link_mtu: u32) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            capacity_bps,
+            mtu_bytes: link_mtu.saturating_sub(UDP_IPV4_OVERHEAD_BYTES),
+            wire_overhead_bytes: UDP_IPV4_OVERHEAD_BYTES,
+        }
+    }
+}
+
 /// What decides a packet's flow class. Every `Some` field must match; all `None` matches
 /// everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -51,7 +51,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
+pub use config::{
+    ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, UDP_IPV4_OVERHEAD_BYTES,
+};
 pub use metrics::{EngineStats, NicCounters};
 pub use state::{Delivered, Engine, RxFlowInfo, Transmit, TxVerdict};
 

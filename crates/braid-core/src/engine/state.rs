@@ -935,32 +935,17 @@ impl Engine {
         if repr.total_len > self.config.reassembly.max_datagram_bytes {
             return Err(DropReason::ReassemblyTooLarge);
         }
-        // Fast path: the RX flow exists. Slow path: make it (its ring is allocated once per
-        // flow), after checking there is room, so a flood of new flow ids costs no allocation.
-        if self.rx_flows.get_mut(&flow, now).is_none() {
-            if !self.rx_flows.can_insert(now) {
-                return Err(DropReason::RxFlowTableFull);
-            }
-            let rx = RxFlow {
-                reorder: ReorderBuffer::new(&self.config.reorder),
-                seen: NicSet::EMPTY,
-                hold: self.config.reorder.max_hold,
-                hold_at: Instant::ZERO,
-                waiting: false,
-            };
-            match self.rx_flows.insert(flow, now, rx) {
-                Ok(inserted) => {
-                    if let Some((_, old)) = inserted.evicted {
-                        self.retire_rx_flow(old);
-                    }
-                }
-                Err(_) => return Err(DropReason::RxFlowTableFull),
-            }
-        }
+        // Fast path: the RX flow exists (one hash lookup per packet; its slot is used after
+        // that). Slow path: make it (its ring is allocated once per flow), after checking there
+        // is room, so a flood of new flow ids costs no allocation.
+        let slot = match self.rx_flows.get_mut(&flow, now) {
+            Some((slot, _)) => slot,
+            None => self.install_rx_flow(now, flow)?,
+        };
         let (_, rx) = self
             .rx_flows
-            .get_mut(&flow, now)
-            .expect("invariant: the rx flow was just found or inserted");
+            .slot_mut(slot)
+            .expect("invariant: the rx flow's slot is live during this call");
         // Every NIC the flow arrives on counts for its delay spread, the losing copies of a
         // duplicated flow included (they are what the hold must wait for).
         rx.seen.insert(nic);
@@ -998,8 +983,8 @@ impl Engine {
         };
         let (_, rx) = self
             .rx_flows
-            .get_mut(&flow, now)
-            .expect("invariant: the rx flow exists");
+            .slot_mut(slot)
+            .expect("invariant: the rx flow's slot is live during this call");
         if now.saturating_duration_since(rx.hold_at) >= HOLD_REFRESH {
             let (spread, jitter) = self.health.delay_spread(rx.seen);
             // A full-size packet on the slowest NIC in use also lands its last byte later by
@@ -1026,8 +1011,31 @@ impl Engine {
             return Err(reason);
         }
         self.stats.nics[nic.index()].rx_first_count += 1;
-        self.release_flow(now, flow);
+        self.release_slot(now, slot);
         Ok(())
+    }
+
+    /// Slow path of `rx_data`: a new RX flow, if the table has room. Returns its slot.
+    fn install_rx_flow(&mut self, now: Instant, flow: FlowId) -> Result<u32, DropReason> {
+        if !self.rx_flows.can_insert(now) {
+            return Err(DropReason::RxFlowTableFull);
+        }
+        let rx = RxFlow {
+            reorder: ReorderBuffer::new(&self.config.reorder),
+            seen: NicSet::EMPTY,
+            hold: self.config.reorder.max_hold,
+            hold_at: Instant::ZERO,
+            waiting: false,
+        };
+        let inserted = self
+            .rx_flows
+            .insert(flow, now, rx)
+            .map_err(|_| DropReason::RxFlowTableFull)?;
+        let slot = inserted.slot;
+        if let Some((_, old)) = inserted.evicted {
+            self.retire_rx_flow(old);
+        }
+        Ok(slot)
     }
 
     /// An RX flow leaves the table (idle expiry or eviction): free what its reorder buffer
@@ -1042,7 +1050,14 @@ impl Engine {
     /// Move every datagram the flow's reorder buffer releases now to the delivery queue, and
     /// keep the flow on the timer list while it still holds some.
     fn release_flow(&mut self, now: Instant, flow: FlowId) {
-        let Some((_, rx)) = self.rx_flows.get_mut(&flow, now) else {
+        if let Some((slot, _)) = self.rx_flows.get_mut(&flow, now) {
+            self.release_slot(now, slot);
+        }
+    }
+
+    /// [`Self::release_flow`] for a flow whose table slot the caller already has.
+    fn release_slot(&mut self, now: Instant, slot: u32) {
+        let Some((&flow, rx)) = self.rx_flows.slot_mut(slot) else {
             return;
         };
         while let Some(r) = rx.reorder.poll_release(now, rx.hold) {

@@ -13,12 +13,13 @@ use braid_wire::{BraidRepr, PacketType};
 
 fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
     (0..n)
-        .map(|i| NicSpec {
-            id: NicId(i),
-            name: alloc::format!("link{i}"),
-            capacity_bps: 1_000_000_000,
-            mtu_bytes: mtu,
-            wire_overhead_bytes: 28,
+        .map(|i| {
+            NicSpec::udp_ipv4(
+                NicId(i),
+                &alloc::format!("link{i}"),
+                1_000_000_000,
+                mtu + 28,
+            )
         })
         .collect()
 }

@@ -232,7 +232,7 @@ fn default_link_mtu() -> u32 {
 /// classes tell the flows apart.
 pub const FIRST_PORT: u16 = 5000;
 /// UDP/IPv4 bytes in front of each braid packet on a simulated link.
-pub const LINK_OVERHEAD_BYTES: u32 = 28;
+pub const LINK_OVERHEAD_BYTES: u32 = braid_core::engine::UDP_IPV4_OVERHEAD_BYTES;
 
 impl Scenario {
     /// The default scenario, as TOML (what `braid demo` runs).
@@ -434,12 +434,10 @@ impl Scenario {
             .links
             .iter()
             .enumerate()
-            .map(|(i, l)| NicSpec {
-                id: NicId(u8::try_from(i).unwrap_or(u8::MAX)),
-                name: l.name.clone(),
-                capacity_bps: mbps(l.capacity_mbps.unwrap_or(l.rate_mbps)),
-                mtu_bytes: l.mtu - LINK_OVERHEAD_BYTES,
-                wire_overhead_bytes: LINK_OVERHEAD_BYTES,
+            .map(|(i, l)| {
+                let id = NicId(u8::try_from(i).unwrap_or(u8::MAX));
+                let capacity = mbps(l.capacity_mbps.unwrap_or(l.rate_mbps));
+                NicSpec::udp_ipv4(id, &l.name, capacity, l.mtu)
             })
             .collect();
         let mut cfg = EngineConfig::new(nics);
