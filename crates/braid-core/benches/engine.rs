@@ -28,7 +28,7 @@ fn config(auth: Option<Role>) -> EngineConfig {
         .collect();
     let mut cfg = EngineConfig::new(nics);
     cfg.classes.push(FlowClass::duplicated_feed(7000));
-    cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
+    cfg.auth = auth.map(|role| AuthConfig::new([9; 32], role));
     cfg
 }
 

@@ -238,6 +238,13 @@ drop_reasons! {
     BadAuthTag = "bad_auth_tag",
     /// The inter-NIC hand-off lane to the flow's owner worker was full (braid-io channel).
     HandoffQueueFull = "handoff_queue_full",
+    /// The packet's ENCRYPTED flag does not match this engine's protection: a plain
+    /// (MAC-only) packet at a receiver that decrypts, or an encrypted one at a receiver that
+    /// does not.
+    EncryptionMismatch = "encryption_mismatch",
+    /// TX: the packet protection refused to seal (its nonce would repeat); the packet was not
+    /// sent. Never expected: the engine's counter only goes up.
+    SealRefused = "seal_refused",
 }
 
 impl fmt::Display for DropReason {

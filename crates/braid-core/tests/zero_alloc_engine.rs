@@ -32,7 +32,7 @@ mod tests {
             .collect();
         let mut cfg = EngineConfig::new(nics);
         cfg.classes.push(FlowClass::duplicated_feed(7000));
-        cfg.auth = auth.map(|role| AuthConfig { psk: [9; 32], role });
+        cfg.auth = auth.map(|role| AuthConfig::new([9; 32], role));
         cfg
     }
 

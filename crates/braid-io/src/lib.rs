@@ -16,8 +16,19 @@
 //! the hot path.
 //!
 //! This crate knows nothing of flows: the engine decides which worker owns a flow; braid-io
-//! moves batches of buffers. It contains no `unsafe` yet; a later `sys` module will be the
-//! only place allowed to use it.
+//! moves batches of buffers. Its only `unsafe` code is in the private `sys` module.
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod crypto;
+pub mod dataplane;
+pub mod keyfile;
+pub mod netlink;
+pub mod pipe;
+pub mod transport;
+pub mod udp;
+pub mod vnic;
+
+// The only module allowed `unsafe` (each block with a `// SAFETY:` comment).
+#[allow(unsafe_code)]
+mod sys;

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant as WallClock;
 
+mod config;
+mod run;
+mod testbed;
+mod traffic;
+
 use anyhow::{Context, Result};
 use braid_sim::scenario::{Progress, Scenario, run};
 use clap::{Parser, Subcommand};
@@ -51,6 +56,23 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the daemon: create the vNIC, open the NICs, and carry traffic until SIGINT or
+    /// SIGTERM (needs root, or CAP_NET_ADMIN and CAP_NET_RAW).
+    ///
+    /// The config file (TOML) describes the vNIC (name, addresses, MTU, queues, RSS), the
+    /// peer (role and pre-shared key file), the NICs (device, UDP addresses, capacity) and
+    /// the flow classes; docs/config.md explains every field. Logs go to stderr; set
+    /// RUST_LOG=debug for more. On exit every socket is closed and the vNIC is removed.
+    Run {
+        /// The config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Build two hosts (namespaces `<name>-a`, `<name>-b`) joined by veth links, and run
+    /// braid in each (root).
+    Testbed(testbed::TestbedArgs),
+    /// Generate and check test traffic: byte-exact TCP streams, sequenced UDP datagrams.
+    Traffic(traffic::TrafficArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,7 +99,24 @@ fn run_command(command: Command) -> Result<()> {
             seed,
             quiet,
         } => demo(scenario, print_scenario, seed, quiet),
+        Command::Run { config } => {
+            init_logging();
+            run::run(&config)
+        }
+        Command::Testbed(args) => testbed::run(args),
+        Command::Traffic(args) => traffic::run(args),
     }
+}
+
+/// Logs to stderr, `info` unless RUST_LOG says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn demo(file: Option<PathBuf>, print: bool, seed: Option<u64>, quiet: bool) -> Result<()> {

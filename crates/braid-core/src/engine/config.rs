@@ -198,7 +198,9 @@ pub struct EngineConfig {
     pub deliver_queue_packets: usize,
     /// Events waiting for [`super::Engine::poll_event`] (default 1024).
     pub event_queue: usize,
-    /// Authentication of every braid packet (keyed MAC, replay window). Default off.
+    /// Authentication of every braid packet (keyed BLAKE3 MAC with [`super::Engine::new`], or
+    /// the protection given to [`super::Engine::with_protection`]; replay window). Default
+    /// off.
     pub auth: Option<AuthConfig>,
     /// Seed for hash tables (flood resistance) and for the first flow id (so a restarted
     /// sender uses new ids). Take it from the OS in the daemon.
@@ -315,6 +317,16 @@ impl EngineConfig {
             return Err(invalid(
                 "store_bytes".into(),
                 "must hold at least four vNIC-MTU packets",
+            ));
+        }
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.counter_start == u64::MAX)
+        {
+            return Err(invalid(
+                "auth.counter_start".into(),
+                "must be below 2^64 - 1 (that counter is never sent)",
             ));
         }
         Ok(())

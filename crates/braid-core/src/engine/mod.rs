@@ -11,7 +11,9 @@
 //! - **getters**: [`Engine::stats`], [`Engine::nic_stats`], [`Engine::link`], ... never change
 //!   state;
 //! - **handle_\***: [`Engine::handle_tx`] takes one packet from the virtual NIC (an IP packet
-//!   from the application), [`Engine::handle_rx`] takes one braid packet that arrived on a NIC,
+//!   from the application), [`Engine::handle_rx`] takes one braid packet that arrived on a NIC
+//!   ([`Engine::handle_rx_mut`] on a writable buffer: an encrypted payload is decrypted in
+//!   place rather than in a copy),
 //!   [`Engine::handle_timeout`] runs the timers that are due;
 //! - **mutators**: [`Engine::apply`] applies a control [`Command`] between batches;
 //! - **poll_\***: after a batch of `handle_*` calls the caller drains, in this order,
@@ -32,7 +34,9 @@
 //!
 //! # RX path
 //!
-//! `handle_rx` → parse and check the braid header → link health learns the link is alive
+//! `handle_rx` → parse and check the braid header → with authentication: ENCRYPTED flag as
+//! configured, replay window check, open (verify the tag; decrypt with an AEAD), record the
+//! counter ([`crate::auth`]) → link health learns the link is alive
 //! (and a one-way delay sample) → probes are answered, probe replies feed RTT and loss → data:
 //! the RX flow (by flow id) → dedup pre-check → unfragmented packets are stored, fragments go
 //! to the reassembler → the flow's reorder buffer → released in order into the delivery queue,

@@ -6,12 +6,15 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use braid_wire::{BRAID_HEADER_LEN, BraidPacket, BraidRepr, IpSummary, PacketType, ProbeReplyBody};
+use braid_wire::{
+    BRAID_FLAG_ENCRYPTED, BRAID_HEADER_LEN, BraidPacket, BraidRepr, IpSummary, PacketType,
+    ProbeReplyBody,
+};
 
 use super::config::{ClassPolicy, EngineConfig};
 use super::metrics::{EngineStats, NicCounters};
 use super::{Command, CommandError, ConfigError, EngineEvent};
-use crate::auth::{Blake3Mac, PacketAuth, TAG_LEN};
+use crate::auth::{Blake3Mac, PacketProtection, TAG_LEN};
 use crate::buffer::{BufHandle, PacketStore};
 use crate::controller::{
     AssignOutcome, FlowController, FlowPolicy, NicConfig, NicState, OverflowPolicy,
@@ -78,14 +81,46 @@ const ADMISSION_RETRY: Duration = Duration::from_millis(100);
 /// How often a flow's reorder hold is recomputed from the measured delay spread.
 const HOLD_REFRESH: Duration = Duration::from_millis(10);
 
-/// Packet authentication: the MACs of both directions, the send counter and the receive
+/// Bytes of the scratch buffer [`Engine::handle_rx`] decrypts in: the largest UDP payload (a
+/// NIC's MTU is at most 65535, so no braid packet is longer).
+const RX_SCRATCH_BYTES: usize = 65_535;
+
+/// Packet protection: both directions (MAC or AEAD), the send counter and the receive
 /// anti-replay window (boxed: 4 KiB).
 #[derive(Debug)]
 struct AuthState {
-    tx: Box<dyn PacketAuth>,
-    rx: Box<dyn PacketAuth>,
+    tx: Box<dyn PacketProtection>,
+    rx: Box<dyn PacketProtection>,
+    /// `rx.encrypts()` (= `tx.encrypts()`), read on every received packet.
+    encrypts: bool,
+    /// The counter of the next packet sent; `u64::MAX` once every other one was used (it is
+    /// never sent).
     tx_counter: u64,
     window: Box<DefaultReplayWindow>,
+}
+
+/// The bytes of a received packet: read-only ([`Engine::handle_rx`]; decryption then needs a
+/// copy) or writable ([`Engine::handle_rx_mut`], and the scratch copy: decrypted in place).
+#[derive(Debug)]
+enum RxBytes<'a> {
+    Shared(&'a [u8]),
+    Mut(&'a mut [u8]),
+}
+
+impl<'a> RxBytes<'a> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Shared(b) => b,
+            Self::Mut(b) => b,
+        }
+    }
+
+    fn into_bytes(self) -> &'a [u8] {
+        match self {
+            Self::Shared(b) => b,
+            Self::Mut(b) => b,
+        }
+    }
 }
 
 /// One NIC's run-time state.
@@ -270,15 +305,65 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     rr: usize,
     auth: Option<AuthState>,
+    /// Where `handle_rx` copies an encrypted packet to decrypt it; allocated once, and only
+    /// when the protection encrypts.
+    rx_scratch: Vec<u8>,
     stats: EngineStats,
 }
 
 impl Engine {
-    /// Build an engine. All tables and queues are sized here.
+    /// Build an engine. All tables and queues are sized here. With [`EngineConfig::auth`],
+    /// packets are authenticated with keyed BLAKE3 ([`Blake3Mac`]); for another protection
+    /// (an AEAD) use [`Self::with_protection`].
     ///
     /// # Errors
     /// [`ConfigError`] naming the bad field.
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, ConfigError> {
+        let protection = config.auth.as_ref().map(|c| {
+            let (tx, rx) = Blake3Mac::pair(c);
+            let tx: Box<dyn PacketProtection> = Box::new(tx);
+            let rx: Box<dyn PacketProtection> = Box::new(rx);
+            (tx, rx)
+        });
+        Self::build(config, now, protection)
+    }
+
+    /// Build an engine whose packets are protected by `send` (what it sends) and `recv` (what
+    /// it receives) instead of the BLAKE3 MAC, e.g. braid-io's AES-256-GCM. The keys are the
+    /// caller's (derive them with [`crate::auth::direction_keys`] from the same
+    /// [`EngineConfig::auth`]); the engine takes the replay counter's start from
+    /// [`EngineConfig::auth`], runs the replay window, and sets and checks the ENCRYPTED flag
+    /// by [`PacketProtection::encrypts`].
+    ///
+    /// # Errors
+    /// As [`Self::new`]; and `Invalid { field: "auth" }` if [`EngineConfig::auth`] is `None`
+    /// or if one protection encrypts and the other does not.
+    pub fn with_protection(
+        config: EngineConfig,
+        now: Instant,
+        send: Box<dyn PacketProtection>,
+        recv: Box<dyn PacketProtection>,
+    ) -> Result<Self, ConfigError> {
+        if config.auth.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "auth".into(),
+                why: "must be set (role, counter_start) when a packet protection is given",
+            });
+        }
+        if send.encrypts() != recv.encrypts() {
+            return Err(ConfigError::Invalid {
+                field: "auth".into(),
+                why: "the send and receive protections must both encrypt or both not",
+            });
+        }
+        Self::build(config, now, Some((send, recv)))
+    }
+
+    fn build(
+        config: EngineConfig,
+        now: Instant,
+        protection: Option<(Box<dyn PacketProtection>, Box<dyn PacketProtection>)>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut nics: [Option<NicRt>; MAX_NICS] = Default::default();
         let mut nic_set = NicSet::EMPTY;
@@ -343,14 +428,17 @@ impl Engine {
             replies: VecDeque::with_capacity(REPLY_QUEUE),
             events: VecDeque::with_capacity(config.event_queue),
             rr: 0,
-            auth: config.auth.as_ref().map(|c| {
-                let (tx, rx) = Blake3Mac::pair(c);
-                AuthState {
-                    tx: Box::new(tx),
-                    rx: Box::new(rx),
-                    tx_counter: 0,
-                    window: Box::default(),
-                }
+            rx_scratch: if protection.as_ref().is_some_and(|(_, rx)| rx.encrypts()) {
+                alloc::vec![0; RX_SCRATCH_BYTES]
+            } else {
+                Vec::new()
+            },
+            auth: protection.map(|(tx, rx)| AuthState {
+                encrypts: rx.encrypts(),
+                tx,
+                rx,
+                tx_counter: config.auth.as_ref().map_or(0, |c| c.counter_start),
+                window: Box::default(),
             }),
             stats: EngineStats::default(),
             nics,
@@ -677,17 +765,31 @@ impl Engine {
 
     /// NICs that may carry data now: configured, administratively up, not down.
     fn usable_nics(&self) -> NicSet {
+        let last_resort = self.last_resort();
         self.nics
             .iter()
             .flatten()
-            .filter(|n| n.admin_up && n.state != LinkState::Down)
+            .filter(|n| n.admin_up && (n.state != LinkState::Down || last_resort))
             .map(|n| n.spec.id)
             .collect()
+    }
+
+    /// `true` when every administratively-up NIC is Down. Then they are all used as if up:
+    /// if the links really are down the packets are lost either way, but if the silence was
+    /// the host's or the peer's (a stalled process, a busy machine), dropping everything
+    /// would turn a pause into an outage. Drops then show up as gaps at the far side.
+    fn last_resort(&self) -> bool {
+        !self
+            .nics
+            .iter()
+            .flatten()
+            .any(|n| n.admin_up && n.state != LinkState::Down)
     }
 
     /// Describe every NIC to the scheduler, as a piece of the given band would see it.
     fn fill_views(&mut self, now: Instant, urgent: bool) {
         let overhead = self.braid_overhead();
+        let last_resort = self.last_resort();
         self.views.clear();
         for n in self.nics.iter().flatten() {
             let link = self.health.link(n.spec.id);
@@ -695,7 +797,7 @@ impl Engine {
             let pacing_debt = ahead_ns.saturating_mul(n.spec.capacity_bps) / 8_000_000_000;
             self.views.push(LinkView {
                 nic: n.spec.id,
-                usable: n.admin_up && n.state != LinkState::Down,
+                usable: n.admin_up && (n.state != LinkState::Down || last_resort),
                 rate_bps: n.spec.capacity_bps,
                 backlog_bytes: n.queue.bytes_ahead(urgent) as u64 + pacing_debt,
                 delay: link.map_or(Duration::ZERO, |l| l.owd),
@@ -719,12 +821,14 @@ impl Engine {
             .emit(&mut body)
             .expect("invariant: the body buffer is ProbeReplyBody::LEN bytes");
             let repr = control_repr(PacketType::ProbeReply, r.nic, r.seq, now, body.len());
-            if let Some(t) = self.emit(now, r.nic, &repr, &body, buf) {
-                self.stats.tx_probe_reply_count += 1;
-                return Some(t);
+            match self.emit(now, r.nic, &repr, &body, buf) {
+                Ok(t) => {
+                    self.stats.tx_probe_reply_count += 1;
+                    return Some(t);
+                }
+                // TooBig: the caller's buffer is too small for even a probe reply.
+                Err(reason) => self.stats.drops.count(reason),
             }
-            // The caller's buffer is too small for even a probe reply.
-            self.stats.drops.count(DropReason::TooBig);
         }
         while let Some(p) = self.health.poll_probe(now) {
             if self.nics[p.nic.index() % MAX_NICS].is_none() {
@@ -732,11 +836,13 @@ impl Engine {
             }
             let mut repr = control_repr(PacketType::Probe, p.nic, p.seq, p.timestamp, 0);
             repr.timestamp_ns = p.timestamp.as_nanos();
-            if let Some(t) = self.emit(now, p.nic, &repr, &[], buf) {
-                self.stats.nics[p.nic.index()].tx_probe_count += 1;
-                return Some(t);
+            match self.emit(now, p.nic, &repr, &[], buf) {
+                Ok(t) => {
+                    self.stats.nics[p.nic.index()].tx_probe_count += 1;
+                    return Some(t);
+                }
+                Err(reason) => self.stats.drops.count(reason),
             }
-            self.stats.drops.count(DropReason::TooBig);
         }
         self.poll_data(now, buf)
     }
@@ -756,6 +862,14 @@ impl Engine {
             };
             self.rr = (i + 1) % MAX_NICS;
             let nic = n.spec.id;
+            let counter = match self.next_auth_counter() {
+                Ok(counter) => counter,
+                Err(reason) => {
+                    self.release_piece(p.slot);
+                    self.stats.drops.count(reason);
+                    continue;
+                }
+            };
             let repr = BraidRepr {
                 packet_type: PacketType::Data,
                 link_id: nic.0,
@@ -765,7 +879,7 @@ impl Engine {
                 total_len: p.total,
                 timestamp_ns: now.as_nanos(),
                 duplicate: p.duplicate,
-                auth: self.next_auth_counter(),
+                auth: counter,
                 payload_len: p.len as usize,
             };
             let sent = {
@@ -775,16 +889,16 @@ impl Engine {
                     .as_ref()
                     .expect("invariant: a queued piece's slot holds its packet");
                 let data = &self.store.get(stored)[p.offset as usize..(p.offset + p.len) as usize];
-                emit_packet(&repr, data, buf, self.auth.as_ref().map(|a| &*a.tx))
+                emit_packet(&repr, data, buf, self.auth.as_mut().map(|a| &mut *a.tx))
             };
             self.release_piece(p.slot);
             match sent {
-                Some(len) => {
+                Ok(len) => {
                     self.account_tx(now, nic, len);
                     self.stats.nics[nic.index()].tx_payload_bytes_count += u64::from(p.len);
                     return Some(Transmit { nic, len });
                 }
-                None => self.stats.drops.count(DropReason::TooBig),
+                Err(reason) => self.stats.drops.count(reason),
             }
         }
         None
@@ -801,8 +915,8 @@ impl Engine {
         }
     }
 
-    /// Write a control packet (no stored payload), authenticated if configured, and account
-    /// for it.
+    /// Write a control packet (no stored payload), protected if configured, and account for
+    /// it. The caller counts the error.
     fn emit(
         &mut self,
         now: Instant,
@@ -810,21 +924,29 @@ impl Engine {
         repr: &BraidRepr,
         payload: &[u8],
         buf: &mut [u8],
-    ) -> Option<Transmit> {
+    ) -> Result<Transmit, DropReason> {
         let repr = BraidRepr {
-            auth: self.next_auth_counter(),
+            auth: self.next_auth_counter()?,
             ..*repr
         };
-        let len = emit_packet(&repr, payload, buf, self.auth.as_ref().map(|a| &*a.tx))?;
+        let len = emit_packet(&repr, payload, buf, self.auth.as_mut().map(|a| &mut *a.tx))?;
         self.account_tx(now, nic, len);
-        Some(Transmit { nic, len })
+        Ok(Transmit { nic, len })
     }
 
-    /// The replay counter for the next packet sent, if authentication is on.
-    fn next_auth_counter(&mut self) -> Option<u64> {
-        let a = self.auth.as_mut()?;
+    /// The replay counter for the next packet sent: `None` without authentication. Counters
+    /// start at [`crate::auth::AuthConfig::counter_start`] and never wrap: once the next one
+    /// would be `u64::MAX` (which no receiver accepts) nothing more is sent.
+    fn next_auth_counter(&mut self) -> Result<Option<u64>, DropReason> {
+        let Some(a) = self.auth.as_mut() else {
+            return Ok(None);
+        };
+        if a.tx_counter == u64::MAX {
+            return Err(DropReason::ReplayCounterExhausted);
+        }
+        let counter = a.tx_counter;
         a.tx_counter += 1;
-        Some(a.tx_counter)
+        Ok(Some(counter))
     }
 
     /// Bytes braid adds to a piece of payload: the header, and with authentication the replay
@@ -861,34 +983,92 @@ impl Engine {
     // ------------------------------------------------------------------ RX path
 
     /// Take one braid packet that arrived on `nic`.
+    ///
+    /// With an encrypting protection ([`Self::with_protection`]) the packet is copied into an
+    /// engine-owned scratch buffer to be decrypted, since `packet` is read-only here; a
+    /// caller whose receive buffer is writable saves that copy with [`Self::handle_rx_mut`].
     pub fn handle_rx(&mut self, now: Instant, nic: NicId, packet: &[u8]) {
-        if let Err(reason) = self.rx(now, nic, packet) {
+        // Copy only what will be decrypted: an encrypting engine and an ENCRYPTED packet.
+        let decrypt = self.auth.as_ref().is_some_and(|a| a.encrypts)
+            && packet
+                .get(1)
+                .is_some_and(|&f| f & BRAID_FLAG_ENCRYPTED != 0);
+        let result = if decrypt {
+            let mut scratch = core::mem::take(&mut self.rx_scratch);
+            let result = match scratch.get_mut(..packet.len()) {
+                Some(bytes) => {
+                    bytes.copy_from_slice(packet);
+                    self.rx(now, nic, RxBytes::Mut(bytes))
+                }
+                None => Err(DropReason::TooBig),
+            };
+            self.rx_scratch = scratch;
+            result
+        } else {
+            self.rx(now, nic, RxBytes::Shared(packet))
+        };
+        if let Err(reason) = result {
             self.stats.drops.count(reason);
         }
         self.drain_link_events(now);
     }
 
-    fn rx(&mut self, now: Instant, nic: NicId, packet: &[u8]) -> Result<(), DropReason> {
+    /// [`Self::handle_rx`] on a writable buffer: an encrypted payload is decrypted in place,
+    /// with no copy. Afterwards `packet` holds the plain text of an accepted packet, and
+    /// unspecified bytes in the payload of a rejected one.
+    pub fn handle_rx_mut(&mut self, now: Instant, nic: NicId, packet: &mut [u8]) {
+        if let Err(reason) = self.rx(now, nic, RxBytes::Mut(packet)) {
+            self.stats.drops.count(reason);
+        }
+        self.drain_link_events(now);
+    }
+
+    fn rx(&mut self, now: Instant, nic: NicId, mut packet: RxBytes<'_>) -> Result<(), DropReason> {
         if !nic.is_valid() || self.nics[nic.index()].is_none() {
             return Err(DropReason::UnknownLink);
         }
-        let view = BraidPacket::new_checked(packet).map_err(|_| DropReason::MalformedHeader)?;
-        let repr = BraidRepr::parse(&view).map_err(|_| DropReason::MalformedHeader)?;
+        let (repr, encrypted) = {
+            let view = BraidPacket::new_checked(packet.bytes())
+                .map_err(|_| DropReason::MalformedHeader)?;
+            let repr = BraidRepr::parse(&view).map_err(|_| DropReason::MalformedHeader)?;
+            (repr, view.encrypted())
+        };
         if let Some(a) = self.auth.as_mut() {
-            // Check the counter, verify the tag, and only then record the counter: recording
-            // a forged counter would let one packet push the genuine ones out of the window.
+            // Check the counter, open (verify, decrypt) the packet, and only then record the
+            // counter: recording a forged counter would let one packet push the genuine ones
+            // out of the window. The flag check and the window check change nothing, so they
+            // are safe on unauthenticated bytes, and they come first because they are cheap.
             let counter = repr.auth.ok_or(DropReason::Unauthenticated)?;
+            if encrypted != a.encrypts {
+                return Err(DropReason::EncryptionMismatch);
+            }
             if let Err(e) = a.window.check(counter) {
                 a.window.count_rejected(e);
                 return Err(e.into());
             }
-            // The parser guarantees an AUTH packet holds its tag.
-            let (data, tag) = packet.split_at(packet.len() - TAG_LEN);
-            if !a.rx.verify(data, tag) {
+            // The parser guarantees an AUTH packet holds its tag after the header.
+            let header_len = repr.header_len();
+            let genuine = match &mut packet {
+                RxBytes::Mut(bytes) => {
+                    let (data, tag) = bytes.split_at_mut(bytes.len() - TAG_LEN);
+                    a.rx.open(counter, data, header_len, tag)
+                }
+                // Not encrypted (handle_rx copies encrypted packets to a writable buffer).
+                RxBytes::Shared(bytes) => {
+                    let (data, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+                    a.rx.verify_clear(counter, data, header_len, tag)
+                }
+            };
+            if !genuine {
                 return Err(DropReason::BadAuthTag);
             }
             a.window.update(counter).map_err(DropReason::from)?;
+        } else if encrypted {
+            // Cipher text this engine has no key for: never hand it on as data.
+            return Err(DropReason::EncryptionMismatch);
         }
+        let packet = packet.into_bytes();
+        let payload = &packet[repr.header_len()..packet.len() - repr.tag_len()];
         let c = &mut self.stats.nics[nic.index()];
         c.rx_packets_count += 1;
         c.rx_bytes_count += packet.len() as u64;
@@ -908,8 +1088,8 @@ impl Engine {
                 Ok(())
             }
             PacketType::ProbeReply => {
-                let body = ProbeReplyBody::parse(view.payload())
-                    .map_err(|_| DropReason::MalformedHeader)?;
+                let body =
+                    ProbeReplyBody::parse(payload).map_err(|_| DropReason::MalformedHeader)?;
                 self.health.on_probe_reply(
                     now,
                     nic,
@@ -919,7 +1099,7 @@ impl Engine {
                 );
                 Ok(())
             }
-            PacketType::Data => self.rx_data(now, nic, &repr, view.payload()),
+            PacketType::Data => self.rx_data(now, nic, &repr, payload),
             _ => Err(DropReason::UnsupportedType),
         }
     }
@@ -1377,20 +1557,33 @@ fn control_repr(
     }
 }
 
-/// Header, payload and (with `auth`) the tag into `buf`; `None` if it does not fit.
+/// Header, payload and (with a replay counter and a protection) the tag into `buf`, the
+/// payload encrypted in place and the ENCRYPTED flag set if the protection encrypts. Returns
+/// the packet's length; [`DropReason::TooBig`] if it does not fit,
+/// [`DropReason::SealRefused`] if the protection refuses.
 fn emit_packet(
     repr: &BraidRepr,
     payload: &[u8],
     buf: &mut [u8],
-    auth: Option<&dyn PacketAuth>,
-) -> Option<usize> {
-    let hlen = repr.emit_into(buf).ok()?;
+    protection: Option<&mut (dyn PacketProtection + 'static)>,
+) -> Result<usize, DropReason> {
+    let hlen = repr.emit_into(buf).map_err(|_| DropReason::TooBig)?;
     let end = hlen + payload.len();
-    buf.get_mut(hlen..end)?.copy_from_slice(payload);
-    let Some(auth) = auth else {
-        return Some(end);
+    buf.get_mut(hlen..end)
+        .ok_or(DropReason::TooBig)?
+        .copy_from_slice(payload);
+    let (Some(protection), Some(counter)) = (protection, repr.auth) else {
+        return Ok(end);
     };
-    let tag = auth.tag(&buf[..end]);
-    buf.get_mut(end..end + TAG_LEN)?.copy_from_slice(&tag);
-    Some(end + TAG_LEN)
+    if protection.encrypts() {
+        // Before sealing: the tag covers the flag.
+        BraidPacket::new_unchecked(&mut buf[..end]).set_encrypted(true);
+    }
+    let tag = protection
+        .seal(counter, &mut buf[..end], hlen)
+        .ok_or(DropReason::SealRefused)?;
+    buf.get_mut(end..end + TAG_LEN)
+        .ok_or(DropReason::TooBig)?
+        .copy_from_slice(&tag);
+    Ok(end + TAG_LEN)
 }

@@ -543,10 +543,9 @@ pub fn build(scenario: &Scenario) -> Result<Sim<ScenarioHost, ScenarioHost>, Sce
     let cfg = scenario.engine_config();
     let side = |role| {
         let mut c = cfg.clone();
-        c.auth = scenario.authenticate.then_some(AuthConfig {
-            psk: *b"braid demo key, not for real use",
-            role,
-        });
+        c.auth = scenario
+            .authenticate
+            .then_some(AuthConfig::new(*b"braid demo key, not for real use", role));
         c
     };
     let a = ScenarioHost::new_source(scenario, side(Role::A)).map_err(ScenarioError::Engine)?;

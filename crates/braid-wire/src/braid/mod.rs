@@ -3,14 +3,15 @@
 //! Owns the layout and the validation of the header every braid datagram carries (data,
 //! probe, probe reply, control), and the probe reply body. It does not own what the fields
 //! mean to the engine (sequence spaces, reassembly, link health: braid-core), nor the
-//! authentication tag's computation or the replay window (a later issue fills the space
-//! reserved here), nor the outer UDP/Ethernet encapsulation (braid-io).
+//! authentication tag's computation, the encryption or the replay window (braid-core's `auth`
+//! and `replay`, braid-io's `crypto`), nor the outer UDP/Ethernet encapsulation (braid-io).
 //!
 //! # Layout (network byte order, version 1)
 //!
 //! ```text
 //!  0      version (high 4 bits, = 1) | packet type (low 4 bits)
-//!  1      flags: bit0 AUTH, bit1 DUPLICATE, bits 2..7 reserved (zero)
+//!  1      flags: bit0 AUTH, bit1 DUPLICATE, bit2 ENCRYPTED (only with AUTH),
+//!         bits 3..7 reserved (zero)
 //!  2      link id: the NIC the sender put the packet on
 //!  3      header length in 4-byte words: 8 without AUTH, 10 with AUTH
 //!  4..8   flow id (u32)
@@ -33,6 +34,13 @@
 //!   RFC 5722 exact and let the receiver size its buffer from the first piece that arrives.
 //! - **A redundant header length.** It must match the flags, so a receiver that mis-parses
 //!   the flags cannot mis-locate the payload, and a later version can grow the header.
+//! - **ENCRYPTED is a flag on the view, not a field of [`Repr`].** It says how the payload is
+//!   encoded (AEAD ciphertext rather than plain text), which the packet protection decides
+//!   after the header is emitted, as it does the tag: the engine emits the [`Repr`], sets the
+//!   flag with [`Packet::set_encrypted`] and then seals the packet, so the flag is covered by
+//!   the tag. Keeping it off [`Repr`] keeps every header a TX path builds the same, encrypted
+//!   or not. It is only valid with AUTH (an unauthenticated cipher text is never sent), and
+//!   [`Repr::parse`] refuses it without AUTH.
 //! - **Strict validation.** Every field is checked by [`Repr::parse`]; reserved bits must be
 //!   zero so they can be given a meaning later without ambiguity. Checks use checked
 //!   arithmetic and return a [`ParseError`]; nothing here panics on packet bytes.
@@ -98,8 +106,11 @@ pub const MAX_OVERHEAD: usize = HEADER_LEN + AUTH_COUNTER_LEN + AUTH_TAG_LEN;
 pub const FLAG_AUTH: u8 = 0x01;
 /// Flag bit: the same datagram is sent on several links; the receiver keeps the first copy.
 pub const FLAG_DUPLICATE: u8 = 0x02;
+/// Flag bit: the payload is AEAD cipher text (the tag is the AEAD's); only valid with
+/// [`FLAG_AUTH`].
+pub const FLAG_ENCRYPTED: u8 = 0x04;
 /// The flag bits version 1 does not define; they must be zero.
-pub const FLAGS_RESERVED: u8 = !(FLAG_AUTH | FLAG_DUPLICATE);
+pub const FLAGS_RESERVED: u8 = !(FLAG_AUTH | FLAG_DUPLICATE | FLAG_ENCRYPTED);
 
 /// Byte offsets of the header fields.
 mod field {
@@ -280,6 +291,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.flags() & FLAG_DUPLICATE != 0
     }
 
+    /// `true` if the ENCRYPTED flag is set: the payload is AEAD cipher text. [`Repr::parse`]
+    /// accepts it only together with AUTH.
+    pub fn encrypted(&self) -> bool {
+        self.flags() & FLAG_ENCRYPTED != 0
+    }
+
     /// The link (NIC) id the sender put the packet on.
     pub fn link_id(&self) -> u8 {
         self.buffer.as_ref()[field::LINK_ID]
@@ -393,6 +410,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         });
     }
 
+    /// Sets or clears the ENCRYPTED flag. [`Repr::emit`] clears it; a TX path that encrypts
+    /// sets it after the emit and before computing the tag, so the tag covers it.
+    pub fn set_encrypted(&mut self, encrypted: bool) {
+        let flags = self.flags();
+        self.set_flags(if encrypted {
+            flags | FLAG_ENCRYPTED
+        } else {
+            flags & !FLAG_ENCRYPTED
+        });
+    }
+
     /// Sets the link id.
     pub fn set_link_id(&mut self, link_id: u8) {
         self.buffer.as_mut()[field::LINK_ID] = link_id;
@@ -459,6 +487,7 @@ impl<T: AsRef<[u8]>> fmt::Display for Packet<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let view = Packet::new_unchecked(self.buffer.as_ref());
         match Repr::parse(&view) {
+            Ok(repr) if view.encrypted() => write!(f, "{repr} encrypted"),
             Ok(repr) => write!(f, "{repr}"),
             Err(err) => write!(f, "braid ({err})"),
         }
@@ -590,7 +619,8 @@ impl Repr {
     ///
     /// Checks, in order: the fixed header is present ([`ParseError::Truncated`]), the version
     /// ([`ParseError::Unsupported`]), the type (`IllegalValue { field: "type" }`), the
-    /// reserved flags (`IllegalValue { field: "flags" }`), the lengths
+    /// reserved flags and ENCRYPTED without AUTH (`IllegalValue { field: "flags" }`), the
+    /// lengths
     /// ([`Packet::check_len`]), then the per-type rules ([`Repr::check`]).
     ///
     /// # Errors
@@ -603,7 +633,7 @@ impl Repr {
             return Err(ParseError::Unsupported);
         }
         let packet_type = packet.packet_type()?;
-        if packet.flags() & FLAGS_RESERVED != 0 {
+        if packet.flags() & FLAGS_RESERVED != 0 || (packet.encrypted() && !packet.auth()) {
             return Err(ParseError::IllegalValue { field: "flags" });
         }
         packet.check_len()?;
@@ -698,7 +728,8 @@ impl Repr {
     }
 
     /// Writes the header (and replay counter) and zeroes the tag space; the caller then
-    /// copies the payload into [`Packet::payload_mut`]. The repr is not checked (use
+    /// copies the payload into [`Packet::payload_mut`]. The ENCRYPTED flag is left clear (see
+    /// [`Packet::set_encrypted`]). The repr is not checked (use
     /// [`Repr::emit_into`] for a checked emit).
     ///
     /// # Panics

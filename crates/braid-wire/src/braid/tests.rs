@@ -390,7 +390,7 @@ fn unknown_type() {
 
 #[test]
 fn reserved_flags() {
-    for bit in 2..8 {
+    for bit in 3..8 {
         for (name, bytes, _) in vectors() {
             let mut bytes = bytes.to_vec();
             bytes[1] |= 1 << bit;
@@ -527,6 +527,59 @@ fn auth_variant() {
         Packet::new_unchecked(&mut { DATA_WHOLE }[..]).auth_tag_mut(),
         None
     );
+}
+
+/// ENCRYPTED (bit 2) is valid with AUTH only; emit leaves it clear and the setter touches
+/// only its bit; the tag's place and the payload's do not move.
+#[test]
+fn encrypted_flag() {
+    assert_eq!(FLAG_ENCRYPTED, 0x04);
+    assert_eq!(FLAGS_RESERVED, 0xf8);
+    // With AUTH: parses to the same repr, and the view reports it.
+    let mut bytes = DATA_AUTH;
+    bytes[1] = FLAG_AUTH | FLAG_ENCRYPTED;
+    assert_eq!(parse(&bytes), Ok(data_auth_repr()));
+    let packet = Packet::new_checked(&bytes[..]).unwrap();
+    assert!(packet.encrypted() && packet.auth());
+    assert_eq!(packet.payload(), &[0xca, 0xfe]);
+    assert_eq!(packet.auth_tag(), Some(&DATA_AUTH[42..]));
+    assert_eq!(
+        packet.to_string(),
+        "braid v1 data link=1 flow=7 seq=1 frag=0+2/2 ts=5ns auth ctr=42 encrypted"
+    );
+    assert!(!Packet::new_checked(&DATA_AUTH[..]).unwrap().encrypted());
+    // With AUTH and DUPLICATE as well.
+    bytes[1] |= FLAG_DUPLICATE;
+    assert_eq!(
+        parse(&bytes),
+        Ok(Repr {
+            duplicate: true,
+            ..data_auth_repr()
+        })
+    );
+    // Without AUTH: refused on every vector that has no AUTH.
+    for (name, vector, _) in vectors() {
+        if vector[1] & FLAG_AUTH != 0 {
+            continue;
+        }
+        let mut bytes = vector.to_vec();
+        bytes[1] |= FLAG_ENCRYPTED;
+        assert_eq!(
+            parse(&bytes),
+            Err(ParseError::IllegalValue { field: "flags" }),
+            "{name}"
+        );
+    }
+    // Emit clears it; the setter sets and clears only bit 2.
+    let built = build(&data_auth_repr(), &[0xca, 0xfe]);
+    assert_eq!(built[1], FLAG_AUTH);
+    let mut built = built;
+    let mut packet = Packet::new_unchecked(&mut built[..]);
+    packet.set_encrypted(true);
+    assert_eq!(packet.flags(), FLAG_AUTH | FLAG_ENCRYPTED);
+    packet.set_duplicate(true);
+    packet.set_encrypted(false);
+    assert_eq!(packet.flags(), FLAG_AUTH | FLAG_DUPLICATE);
 }
 
 #[test]

@@ -1,0 +1,692 @@
+//! The data-path worker: one thread that drives one braid engine with real packets.
+//!
+//! It owns the engine, the vNIC's queues and the NICs' transports, and loops:
+//!
+//! 1. read a batch from every vNIC queue → [`Engine::handle_tx`];
+//! 2. read a batch from every NIC → [`Engine::handle_rx`];
+//! 3. [`Engine::handle_timeout`], then drain [`Engine::poll_transmit`] into the NICs' send
+//!    queues and flush them (one `sendmsg` per GSO run), drain [`Engine::poll_deliver`] into
+//!    the vNIC queue that RSS picks for the packet's flow, and log [`Engine::poll_event`]s;
+//! 4. apply control commands (the seam for the REST API: [`DataplaneHandle::apply`]);
+//! 5. publish a [`Snapshot`] of the counters every [`SNAPSHOT_INTERVAL`];
+//! 6. sleep in `epoll_wait` until a descriptor is ready, the engine's next timer, or a
+//!    control command (an eventfd) — whichever comes first.
+//!
+//! Nothing in steps 1–3 allocates or logs per packet; the system calls are one per batch and
+//! per port. Once a second the worker asks every closed transport to reopen (a NIC whose
+//! device disappeared comes back by itself when the device does).
+//!
+//! What this module does not own: the engine's logic (braid-core), the devices (the
+//! transports and [`crate::vnic`]), the configuration file (the binary).
+//!
+//! Time is `CLOCK_MONOTONIC` in nanoseconds: the same clock in every network namespace of a
+//! host, so two braid peers on one machine (the testbed) measure real one-way delays.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use braid_core::engine::{Command, CommandError, Engine, EngineEvent, EngineStats, NicCounters};
+use braid_core::health::LinkStats;
+use braid_core::rss::Rss;
+use braid_core::time::Instant;
+use braid_core::{DropReason, NicId};
+use braid_wire::IpSummary;
+use rustix::event::{EventfdFlags, epoll};
+
+use crate::transport::{NicTransport, QueueError, RxBatch, TransportStats};
+
+/// How often the worker publishes its counters.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Longest a worker waits for a full kernel queue to take a packet.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(2);
+
+/// How often closed transports are asked to reopen.
+const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Batches read from one vNIC queue per loop turn before the others get their go.
+const BATCHES_PER_TURN: usize = 4;
+
+/// Most batches read from one NIC per loop turn (1 024 packets at 64 a batch): enough to
+/// empty its socket after a stall of the worker, short enough that the other NICs and the
+/// timers (probes) are not kept waiting long.
+const RX_BATCHES_PER_TURN: usize = 16;
+
+/// The engine's timers run at least this often, even while a NIC is never read dry.
+const TIMERS_AT_LEAST: Duration = Duration::from_millis(2);
+
+/// Longest sleep, so a stop request is seen even if the eventfd write is lost.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// The clock the data path runs on: `CLOCK_MONOTONIC`, in nanoseconds.
+#[must_use]
+pub fn now() -> Instant {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // tv_sec and tv_nsec are non-negative for CLOCK_MONOTONIC.
+    #[allow(clippy::cast_sign_loss)]
+    Instant::from_nanos(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+/// One NIC as the worker holds it.
+#[derive(Debug)]
+pub struct NicPort {
+    /// The engine's id for it.
+    pub id: NicId,
+    /// Its name, for logs.
+    pub name: String,
+    /// Its transport.
+    pub transport: Box<dyn NicTransport>,
+}
+
+/// The counters of one NIC, as published.
+#[derive(Clone, Debug)]
+pub struct NicSnapshot {
+    /// Id.
+    pub id: NicId,
+    /// Name.
+    pub name: String,
+    /// The engine's counters for the NIC.
+    pub engine: NicCounters,
+    /// Link health (`None` only if the engine does not know the NIC).
+    pub link: Option<LinkStats>,
+    /// The transport's counters.
+    pub transport: TransportStats,
+    /// Counters only this kind of transport has, by name.
+    pub extra: Vec<(&'static str, u64)>,
+    /// `false` while the transport is closed (its device is gone).
+    pub open: bool,
+}
+
+/// Everything the worker counts, copied out between batches.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub at: Instant,
+    /// The engine's totals.
+    pub engine: EngineStats,
+    /// Per NIC.
+    pub nics: Vec<NicSnapshot>,
+    /// Per vNIC queue: the common counters and the vNIC's own (offload splits, ...).
+    pub vnic_queues: Vec<(TransportStats, Vec<(&'static str, u64)>)>,
+    /// Drops by reason (label, count), every reason, zeros included.
+    pub drops: Vec<(&'static str, u64)>,
+    /// Reassembly of braid fragments.
+    pub reassembly: braid_core::reassembly::ReassemblyStats,
+    /// (TX flows, RX flows) in the engine's tables.
+    pub flows: (usize, usize),
+    /// Packets that `poll_transmit` produced but no NIC queue took (per reason).
+    pub tx_unqueued: u64,
+    /// Delivered packets no vNIC queue took.
+    pub deliver_unqueued: u64,
+    /// Loop turns.
+    pub turns: u64,
+}
+
+/// What [`Dataplane::run`] gives back when it stops.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The engine, for a last look at its counters.
+    pub engine: Engine,
+    /// The NICs; dropping them closes the sockets.
+    pub nics: Vec<NicPort>,
+    /// The vNIC queues.
+    pub vnic: Vec<Box<dyn NicTransport>>,
+}
+
+enum Control {
+    Apply(Command, mpsc::SyncSender<Result<(), CommandError>>),
+}
+
+/// The other threads' handle on a running worker: stop it, send it commands, read its
+/// counters.
+#[derive(Debug, Clone)]
+pub struct DataplaneHandle {
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    control: mpsc::SyncSender<Control>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Apply(c, _) => write!(f, "Apply({c:?})"),
+        }
+    }
+}
+
+impl DataplaneHandle {
+    /// Ask the worker to stop; [`Dataplane::run`] returns soon after.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Apply a command between batches and wait (bounded) for the engine's answer.
+    ///
+    /// # Errors
+    /// The engine's refusal, or `None` if the worker did not answer within a second (it is
+    /// stopped or stuck).
+    pub fn apply(&self, cmd: Command) -> Option<Result<(), CommandError>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.control.try_send(Control::Apply(cmd, tx)).ok()?;
+        self.wake();
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    /// The latest counters (at most [`SNAPSHOT_INTERVAL`] old).
+    #[must_use]
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn wake(&self) {
+        // An eventfd write of 1; it only fails if the counter would overflow, which means
+        // the worker has many wake-ups pending already.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+    }
+}
+
+/// Sizes of the worker's buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct DataplaneConfig {
+    /// Packets per receive batch (per port).
+    pub batch: usize,
+    /// Bytes of one receive slot on the NICs (65 535 covers GRO super-datagrams).
+    pub nic_slot_bytes: usize,
+    /// Bytes of one receive slot on the vNIC (its MTU, or 65 535 with offloads).
+    pub vnic_slot_bytes: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            nic_slot_bytes: 65_535,
+            vnic_slot_bytes: 65_535,
+        }
+    }
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// epoll or eventfd could not be created or a descriptor registered.
+    #[error("cannot set up the event loop: {0}")]
+    Poll(#[from] io::Error),
+    /// The vNIC has no queue.
+    #[error("the vNIC has no queue")]
+    NoQueues,
+}
+
+/// Tokens in epoll's user data: which port a ready descriptor belongs to.
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_VNIC: u64 = 1 << 32;
+
+/// One data-path worker. Build it with [`Dataplane::new`], take a [`DataplaneHandle`], then
+/// call [`Dataplane::run`] on its own thread.
+pub struct Dataplane {
+    engine: Engine,
+    nics: Vec<NicPort>,
+    /// NIC index by engine id (`NicId.0`), for `poll_transmit`.
+    nic_index: [u8; braid_core::MAX_NICS],
+    vnic: Vec<Box<dyn NicTransport>>,
+    rss: Rss,
+    nic_rx: RxBatch,
+    vnic_rx: RxBatch,
+    scratch: Box<[u8]>,
+    epoll: OwnedFd,
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    control_tx: mpsc::SyncSender<Control>,
+    control: mpsc::Receiver<Control>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
+    tx_unqueued: u64,
+    deliver_unqueued: u64,
+    turns: u64,
+    /// What is left of this turn's allowance for waiting on full kernel queues.
+    wait_budget: Duration,
+}
+
+impl Dataplane {
+    /// A worker for `engine` over these NICs and vNIC queues. `rss` picks the vNIC queue a
+    /// delivered packet is written to (a flow's packets always go to one queue).
+    ///
+    /// # Errors
+    /// [`DataplaneError`] if epoll cannot be set up or there is no vNIC queue.
+    pub fn new(
+        engine: Engine,
+        nics: Vec<NicPort>,
+        vnic: Vec<Box<dyn NicTransport>>,
+        rss: Rss,
+        config: DataplaneConfig,
+    ) -> Result<Self, DataplaneError> {
+        if vnic.is_empty() {
+            return Err(DataplaneError::NoQueues);
+        }
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io::Error::from)?;
+        let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(io::Error::from)?;
+        epoll::add(
+            &epoll,
+            &wake,
+            epoll::EventData::new_u64(TOKEN_WAKE),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io::Error::from)?;
+        let mut nic_index = [u8::MAX; braid_core::MAX_NICS];
+        for (i, n) in nics.iter().enumerate() {
+            nic_index[usize::from(n.id.0)] = u8::try_from(i).expect("invariant: <= MAX_NICS");
+        }
+        let (control_tx, control) = mpsc::sync_channel(64);
+        let mut me = Self {
+            engine,
+            nic_index,
+            rss,
+            nic_rx: RxBatch::new(config.batch, config.nic_slot_bytes, config.batch * 64),
+            vnic_rx: RxBatch::new(config.batch, config.vnic_slot_bytes, config.batch * 64),
+            scratch: vec![0u8; 65_535].into_boxed_slice(),
+            epoll,
+            stop: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(wake),
+            control_tx,
+            control,
+            snapshot: Arc::new(Mutex::new(None)),
+            nics,
+            vnic,
+            tx_unqueued: 0,
+            deliver_unqueued: 0,
+            turns: 0,
+            wait_budget: BACKPRESSURE_WAIT,
+        };
+        for i in 0..me.vnic.len() {
+            me.register(TOKEN_VNIC + i as u64, PortRef::Vnic(i))?;
+        }
+        for i in 0..me.nics.len() {
+            me.register(i as u64, PortRef::Nic(i))?;
+        }
+        me.publish(now());
+        Ok(me)
+    }
+
+    /// A handle for other threads.
+    #[must_use]
+    pub fn handle(&self) -> DataplaneHandle {
+        DataplaneHandle {
+            stop: Arc::clone(&self.stop),
+            wake: Arc::clone(&self.wake),
+            control: self.control_tx.clone(),
+            snapshot: Arc::clone(&self.snapshot),
+        }
+    }
+
+    fn register(&self, token: u64, port: PortRef) -> io::Result<()> {
+        let fd = match port {
+            PortRef::Vnic(i) => self.vnic[i].fd(),
+            PortRef::Nic(i) => self.nics[i].transport.fd(),
+        };
+        if let Some(fd) = fd {
+            epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(token),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Run until [`DataplaneHandle::stop`]. Returns the engine (for a last look at its
+    /// counters) and the ports, which the caller drops to close the devices.
+    ///
+    /// # Errors
+    /// Only if epoll itself fails; port errors are counted and logged, never fatal.
+    pub fn run(mut self) -> io::Result<Stopped> {
+        // Made here, on the worker's thread: epoll events hold a raw pointer field, so they
+        // cannot travel with the worker to its thread.
+        let empty = epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        };
+        let mut events = vec![empty; 64];
+        let mut next_snapshot = now();
+        let mut last_timers = now();
+        let mut next_maintain = now() + MAINTAIN_INTERVAL;
+        while !self.stop.load(Ordering::Acquire) {
+            self.turns += 1;
+            self.wait_budget = BACKPRESSURE_WAIT;
+            let t = now();
+            self.read_vnic(t);
+            let drained = self.read_nics(t);
+            // Timers run once every NIC has been read dry, or at least every
+            // TIMERS_AT_LEAST so a flood on one NIC cannot stop them.
+            if drained || t.saturating_duration_since(last_timers) >= TIMERS_AT_LEAST {
+                self.engine.handle_timeout(t);
+                last_timers = t;
+            }
+            self.drain(t);
+            self.control(t);
+            if t >= next_snapshot {
+                self.publish(t);
+                next_snapshot = t + SNAPSHOT_INTERVAL;
+            }
+            if t >= next_maintain {
+                self.maintain();
+                next_maintain = t + MAINTAIN_INTERVAL;
+            }
+            self.sleep(next_snapshot.min(next_maintain), &mut events)?;
+        }
+        let t = now();
+        self.drain(t);
+        self.publish(t);
+        Ok(Stopped {
+            engine: self.engine,
+            nics: self.nics,
+            vnic: self.vnic,
+        })
+    }
+
+    fn read_vnic(&mut self, now: Instant) {
+        for q in 0..self.vnic.len() {
+            for _ in 0..BATCHES_PER_TURN {
+                match self.vnic[q].recv_batch(&mut self.vnic_rx) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        for pkt in self.vnic_rx.iter() {
+                            // The verdict is counted by the engine (drops by reason).
+                            let _ = self.engine.handle_tx(now, pkt);
+                        }
+                        // Drain between batches so the NIC queues never overflow.
+                        self.drain_transmit(now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = q, error = %e, "vNIC read failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read every NIC until it has nothing more (or [`RX_BATCHES_PER_TURN`] batches). Returns
+    /// `true` if every NIC was drained: only then may the engine's timers run, because a
+    /// datagram still unread in one NIC's socket is not late, however long the reorder
+    /// buffer has waited for it (the worker, not the link, was slow).
+    fn read_nics(&mut self, now: Instant) -> bool {
+        let mut drained = true;
+        for i in 0..self.nics.len() {
+            let mut emptied = false;
+            for _ in 0..RX_BATCHES_PER_TURN {
+                let nic = &mut self.nics[i];
+                match nic.transport.recv_batch(&mut self.nic_rx) {
+                    Ok(0) => {
+                        emptied = true;
+                        break;
+                    }
+                    Ok(_) => {
+                        for k in 0..self.nic_rx.len() {
+                            // In place: an encrypted packet is decrypted where it lies.
+                            if let Some(pkt) = self.nic_rx.get_mut(k) {
+                                self.engine.handle_rx_mut(now, nic.id, pkt);
+                            }
+                        }
+                        self.drain_deliver(now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(nic = %nic.name, error = %e, "NIC receive failed");
+                        emptied = true;
+                        break;
+                    }
+                }
+            }
+            drained &= emptied;
+        }
+        drained
+    }
+
+    fn drain(&mut self, now: Instant) {
+        self.drain_transmit(now);
+        self.drain_deliver(now);
+        while let Some(ev) = self.engine.poll_event() {
+            log_event(&self.nics, ev);
+        }
+    }
+
+    fn drain_transmit(&mut self, now: Instant) {
+        while let Some(t) = self.engine.poll_transmit(now, &mut self.scratch) {
+            let Some(&i) = self.nic_index.get(usize::from(t.nic.0)) else {
+                self.tx_unqueued += 1;
+                continue;
+            };
+            let Some(nic) = self.nics.get_mut(usize::from(i)) else {
+                self.tx_unqueued += 1;
+                continue;
+            };
+            let pkt = &self.scratch[..t.len];
+            if let Err(QueueError::Full) = nic.transport.queue(pkt)
+                && !make_room(nic.transport.as_mut(), pkt, &mut self.wait_budget)
+            {
+                self.tx_unqueued += 1;
+            }
+        }
+        for nic in &mut self.nics {
+            if nic.transport.has_backlog()
+                && let Err(e) = nic.transport.flush()
+            {
+                tracing::debug!(nic = %nic.name, error = %e, "send failed");
+            }
+        }
+    }
+
+    fn drain_deliver(&mut self, now: Instant) {
+        while let Some(d) = self.engine.poll_deliver(now, &mut self.scratch) {
+            let pkt = &self.scratch[..d.len];
+            let q = if self.vnic.len() == 1 {
+                0
+            } else {
+                IpSummary::parse_l3(pkt).map_or(0, |s| usize::from(self.rss.queue_for(&s)))
+            };
+            let last = self.vnic.len() - 1;
+            let port = &mut self.vnic[q.min(last)];
+            if let Err(QueueError::Full) = port.queue(pkt)
+                && !make_room(port.as_mut(), pkt, &mut self.wait_budget)
+            {
+                self.deliver_unqueued += 1;
+            }
+        }
+        for q in &mut self.vnic {
+            if q.has_backlog()
+                && let Err(e) = q.flush()
+            {
+                tracing::debug!(error = %e, "vNIC write failed");
+            }
+        }
+    }
+
+    fn control(&mut self, now: Instant) {
+        while let Ok(msg) = self.control.try_recv() {
+            match msg {
+                Control::Apply(cmd, reply) => {
+                    let result = self.engine.apply(now, cmd.clone());
+                    tracing::info!(command = ?cmd, result = ?result, "control command");
+                    let _ = reply.try_send(result);
+                }
+            }
+        }
+    }
+
+    fn maintain(&mut self) {
+        for i in 0..self.nics.len() {
+            if self.nics[i].transport.maintain() {
+                tracing::info!(nic = %self.nics[i].name, "NIC transport reopened");
+                if let Err(e) = self.register(i as u64, PortRef::Nic(i)) {
+                    tracing::warn!(nic = %self.nics[i].name, error = %e, "cannot watch reopened NIC");
+                }
+            }
+        }
+    }
+
+    fn sleep(&mut self, housekeeping: Instant, events: &mut [epoll::Event]) -> io::Result<()> {
+        let t = now();
+        let mut until = housekeeping;
+        if let Some(timer) = self.engine.poll_timeout() {
+            until = until.min(timer);
+        }
+        let backlog = self.nics.iter().any(|n| n.transport.has_backlog())
+            || self.vnic.iter().any(|q| q.has_backlog());
+        let wait = if backlog {
+            // The kernel's queue was full: come back soon rather than waiting for EPOLLOUT.
+            Duration::from_micros(50)
+        } else {
+            until.saturating_duration_since(t).min(MAX_SLEEP)
+        };
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        match epoll::wait(&self.epoll, &mut *events, Some(&ts)) {
+            Ok(n) => {
+                for ev in &events[..n] {
+                    if ev.data.u64() == TOKEN_WAKE {
+                        let mut buf = [0u8; 8];
+                        let _ = rustix::io::read(&*self.wake, &mut buf);
+                    }
+                }
+                Ok(())
+            }
+            Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let engine = &self.engine;
+        let nics = self
+            .nics
+            .iter()
+            .map(|n| NicSnapshot {
+                id: n.id,
+                name: n.name.clone(),
+                engine: engine.nic_stats(n.id).copied().unwrap_or_default(),
+                link: engine.link(n.id).copied(),
+                transport: n.transport.stats(),
+                extra: {
+                    let mut v = Vec::new();
+                    n.transport.counters(&mut |k, c| v.push((k, c)));
+                    v
+                },
+                open: n.transport.fd().is_some(),
+            })
+            .collect();
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| (r.label(), engine.stats().drops.get(*r)))
+            .collect();
+        let snap = Snapshot {
+            at: now,
+            engine: engine.stats().clone(),
+            nics,
+            vnic_queues: self
+                .vnic
+                .iter()
+                .map(|q| {
+                    let mut v = Vec::new();
+                    q.counters(&mut |k, c| v.push((k, c)));
+                    (q.stats(), v)
+                })
+                .collect(),
+            drops,
+            reassembly: engine.reassembly_stats().clone(),
+            flows: engine.flow_counts(),
+            tx_unqueued: self.tx_unqueued,
+            deliver_unqueued: self.deliver_unqueued,
+            turns: self.turns,
+        };
+        *self
+            .snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snap);
+    }
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("nics", &self.nics)
+            .field("vnic_queues", &self.vnic.len())
+            .field("turns", &self.turns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The port's send queue is full: send what it holds and queue `pkt` again. If the kernel
+/// still refuses (its socket or device queue is full), wait for room, out of `budget` (the
+/// turn's allowance, [`BACKPRESSURE_WAIT`]), before giving up: the worker stalls, the vNIC is
+/// read later, and the applications' congestion control sees back-pressure, as from a full
+/// qdisc, instead of a loss. The budget bounds how long one turn can stall, so probes are
+/// still answered in time. Returns `false` if the packet was not queued (counted by the
+/// port).
+fn make_room(port: &mut dyn NicTransport, pkt: &[u8], budget: &mut Duration) -> bool {
+    for attempt in 0..2 {
+        if let Err(e) = port.flush() {
+            tracing::debug!(error = %e, "send failed");
+        }
+        match port.queue(pkt) {
+            Ok(()) => return true,
+            Err(QueueError::Full) if attempt == 0 && !budget.is_zero() => {
+                let Some(fd) = port.fd() else { return false };
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::OUT,
+                )];
+                let wait = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: i64::from(budget.subsec_nanos()),
+                };
+                let started = now();
+                // A timeout or an interruption just means one more try.
+                let _ = rustix::event::poll(&mut fds, Some(&wait));
+                *budget = budget.saturating_sub(now().saturating_duration_since(started));
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[derive(Clone, Copy)]
+enum PortRef {
+    Vnic(usize),
+    Nic(usize),
+}
+
+fn log_event(nics: &[NicPort], ev: EngineEvent) {
+    let name = |id: NicId| {
+        nics.iter()
+            .find(|n| n.id == id)
+            .map_or("?", |n| n.name.as_str())
+    };
+    match ev {
+        // `at_ns` is the data path's clock (CLOCK_MONOTONIC): the moment the change was
+        // decided, comparable with any other process's CLOCK_MONOTONIC on the host.
+        EngineEvent::Link(e) => tracing::info!(
+            nic = name(e.nic),
+            from = ?e.from,
+            to = ?e.to,
+            at_ns = e.at.as_nanos(),
+            "link state"
+        ),
+        EngineEvent::Controller(e) => tracing::info!(event = ?e, "flow controller"),
+        _ => tracing::info!(event = ?ev, "engine event"),
+    }
+}

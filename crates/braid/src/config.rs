@@ -1,0 +1,821 @@
+//! The daemon's configuration file (`braid run --config braid.toml`): one schema, parsed with
+//! serde (`deny_unknown_fields` everywhere), then checked as a whole. Every error names the
+//! field (`nics[1].peer`, `classes[0].dst_ports`) and says what is allowed.
+//!
+//! What this module owns: the file's schema, its validation and its translation into the
+//! engine's [`EngineConfig`]. What it does not: opening devices (the `run` module, with
+//! braid-io) or reading the key file (braid-io's `keyfile`, which checks its permissions).
+//!
+//! The REST API (issue 5) will take and give the same types.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use braid_core::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
+use braid_core::{NicId, NicSet};
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// The virtual NIC.
+    pub vnic: VnicSection,
+    /// The peer at the other end of the NICs.
+    pub peer: PeerSection,
+    /// The NICs, one entry each; their order gives the NIC ids (link ids on the wire), so
+    /// both peers must list them in the same order.
+    pub nics: Vec<NicSection>,
+    /// Flow classes, first match wins.
+    #[serde(default)]
+    pub classes: Vec<ClassSection>,
+    /// Policies for traffic no class matches.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// Reorder bounds.
+    #[serde(default)]
+    pub reorder: ReorderSection,
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonSection,
+}
+
+/// `[reorder]`: how long a flow's packets wait behind a missing one.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReorderSection {
+    /// Floor of the hold, ms. The hold follows the measured delay spread between the links;
+    /// this floor covers what probes do not see, above all the scheduling delays of a busy
+    /// host (a worker preempted between flushing two links).
+    #[serde(default = "default_min_hold_ms")]
+    pub min_hold_ms: u32,
+    /// Ceiling of the hold, ms: the longest a packet waits for a missing predecessor.
+    #[serde(default = "default_max_hold_ms")]
+    pub max_hold_ms: u32,
+}
+
+impl Default for ReorderSection {
+    fn default() -> Self {
+        Self {
+            min_hold_ms: default_min_hold_ms(),
+            max_hold_ms: default_max_hold_ms(),
+        }
+    }
+}
+
+fn default_min_hold_ms() -> u32 {
+    5
+}
+fn default_max_hold_ms() -> u32 {
+    25
+}
+
+/// `[vnic]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VnicSection {
+    /// Device name, at most 15 bytes.
+    pub name: String,
+    /// `tun` (IP packets) or `tap` (Ethernet frames).
+    #[serde(default)]
+    pub kind: VnicKindName,
+    /// Addresses with prefix length, e.g. `10.99.0.1/24`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// MTU; may exceed the NICs'.
+    #[serde(default = "default_vnic_mtu")]
+    pub mtu: u32,
+    /// Number of queues (multi-queue TUN), 1..=256.
+    #[serde(default = "one")]
+    pub queues: u16,
+    /// Try the virtio-net header offloads (TSO/USO/GRO); probed at run time.
+    #[serde(default = "yes")]
+    pub offload: bool,
+    /// RSS over the queues.
+    #[serde(default)]
+    pub rss: Option<RssSection>,
+}
+
+/// `tun` or `tap`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum VnicKindName {
+    /// IP packets.
+    #[default]
+    Tun,
+    /// Ethernet frames.
+    Tap,
+}
+
+/// `[vnic.rss]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RssSection {
+    /// The 40-byte Toeplitz key as 80 hex digits (default: the Microsoft key).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Queue of each bucket (default: round robin over 128 buckets).
+    #[serde(default)]
+    pub indirection: Option<Vec<u16>>,
+}
+
+/// `[peer]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PeerSection {
+    /// `a` or `b`; the two peers must differ.
+    pub role: RoleName,
+    /// The pre-shared key (64 hex digits), in a file only its owner can read. No file: no
+    /// authentication (not recommended outside a lab).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Encrypt payloads (AEAD) instead of only authenticating them.
+    #[serde(default)]
+    pub encrypt: bool,
+}
+
+/// `a` or `b`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RoleName {
+    /// Side a.
+    A,
+    /// Side b.
+    B,
+}
+
+/// `[[nics]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NicSection {
+    /// A name for logs and reports (unique).
+    pub name: String,
+    /// The Linux interface the NIC's socket is bound to.
+    pub device: String,
+    /// `udp` or `ethernet`.
+    #[serde(default)]
+    pub transport: TransportName,
+    /// UDP: local address and port.
+    #[serde(default)]
+    pub local: Option<String>,
+    /// UDP: the peer's address and port.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Ethernet: the peer's MAC address.
+    #[serde(default)]
+    pub peer_mac: Option<String>,
+    /// `100mbit`, `1gbit`, ... or `auto`.
+    pub capacity: String,
+    /// The link MTU (default: the device's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// UDP segmentation offload on send.
+    #[serde(default = "yes")]
+    pub gso: bool,
+    /// UDP receive offload.
+    #[serde(default = "yes")]
+    pub gro: bool,
+}
+
+/// How a NIC carries braid packets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportName {
+    /// UDP (works across routers).
+    #[default]
+    Udp,
+    /// Raw Ethernet with braid's EtherType (same L2 only).
+    Ethernet,
+}
+
+/// `[[classes]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClassSection {
+    /// Name for reports.
+    pub name: String,
+    /// `udp`, `tcp` or a protocol number.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// `N` or `N-M`.
+    #[serde(default)]
+    pub dst_ports: Option<String>,
+    /// `N` or `N-M`.
+    #[serde(default)]
+    pub src_ports: Option<String>,
+    /// DSCP value 0..=63.
+    #[serde(default)]
+    pub dscp: Option<u8>,
+    /// `pin`, `stripe` or `duplicate`.
+    pub policy: PolicyName,
+    /// NIC names the class may use (default: all).
+    #[serde(default)]
+    pub nics: Option<Vec<String>>,
+    /// Strict priority over other traffic on every NIC.
+    #[serde(default)]
+    pub latency_critical: bool,
+}
+
+/// A striping policy.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PolicyName {
+    /// One NIC per flow.
+    Pin,
+    /// Per packet over several NICs.
+    Stripe,
+    /// A copy on every NIC.
+    Duplicate,
+}
+
+impl From<PolicyName> for ClassPolicy {
+    fn from(p: PolicyName) -> Self {
+        match p {
+            PolicyName::Pin => Self::Pin,
+            PolicyName::Stripe => Self::Stripe,
+            PolicyName::Duplicate => Self::Duplicate,
+        }
+    }
+}
+
+/// `[policy]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicySection {
+    /// Policy for traffic no class matches.
+    #[serde(default = "default_policy")]
+    pub default: PolicyName,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            default: default_policy(),
+        }
+    }
+}
+
+/// `[daemon]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DaemonSection {
+    /// A JSON snapshot of the counters, rewritten atomically every second and at exit.
+    #[serde(default)]
+    pub stats_file: Option<PathBuf>,
+}
+
+fn default_vnic_mtu() -> u32 {
+    1500
+}
+fn one() -> u16 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_policy() -> PolicyName {
+    PolicyName::Stripe
+}
+
+/// A NIC's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Capacity {
+    /// Configured, bit/s.
+    Bps(u64),
+    /// Estimated at start.
+    Auto,
+}
+
+/// Where a NIC sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// UDP from `local` to `peer`.
+    Udp {
+        /// Local address and port.
+        local: SocketAddr,
+        /// Peer address and port.
+        peer: SocketAddr,
+    },
+    /// Raw Ethernet to `peer_mac`.
+    Ethernet {
+        /// The peer's MAC.
+        peer_mac: [u8; 6],
+    },
+}
+
+/// A NIC after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NicPlan {
+    /// Id (index in the file).
+    pub id: NicId,
+    /// Name.
+    pub name: String,
+    /// Linux interface.
+    pub device: String,
+    /// Transport and addresses.
+    pub endpoint: Endpoint,
+    /// Capacity.
+    pub capacity: Capacity,
+    /// Link MTU if configured.
+    pub mtu: Option<u32>,
+    /// GSO allowed.
+    pub gso: bool,
+    /// GRO allowed.
+    pub gro: bool,
+}
+
+impl NicPlan {
+    /// Bytes the transport puts in front of each braid packet.
+    pub(crate) fn transport_overhead(&self) -> u32 {
+        match &self.endpoint {
+            Endpoint::Udp { peer, .. } if peer.is_ipv6() => 48,
+            Endpoint::Udp { .. } => 28,
+            Endpoint::Ethernet { .. } => 14,
+        }
+    }
+
+    /// Bytes each braid packet costs on the link beyond itself, as the link's rate counts
+    /// them: the transport's headers plus, for UDP, the Ethernet header (14) that `tc` and a
+    /// NIC's line rate count too. Pacing with less would overrun the link a little on every
+    /// packet and fill the queues below braid (a TBF at exactly the configured rate, here).
+    pub(crate) fn wire_overhead(&self) -> u32 {
+        match &self.endpoint {
+            Endpoint::Udp { .. } => self.transport_overhead() + 14,
+            Endpoint::Ethernet { .. } => self.transport_overhead(),
+        }
+    }
+}
+
+/// The file, checked: everything the daemon needs, with the engine's config still missing
+/// what only the running system knows (link MTUs and `auto` capacities, the key, the seed).
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    /// The file as parsed.
+    pub file: Config,
+    /// Addresses of the vNIC.
+    pub vnic_addresses: Vec<(IpAddr, u8)>,
+    /// The RSS key (40 bytes).
+    pub rss_key: Option<[u8; braid_core::rss::KEY_BYTES]>,
+    /// The NICs.
+    pub nics: Vec<NicPlan>,
+    /// Flow classes for the engine.
+    pub classes: Vec<FlowClass>,
+}
+
+impl Config {
+    /// Read and check a file.
+    pub(crate) fn load(path: &Path) -> Result<Plan> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parse and check a file's text.
+    pub(crate) fn parse(text: &str) -> Result<Plan> {
+        let file: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.check()
+    }
+
+    fn check(self) -> Result<Plan> {
+        let v = &self.vnic;
+        if v.name.is_empty() || v.name.len() > 15 || v.name.contains(['/', ' ', '\0']) {
+            bail!(
+                "vnic.name: {:?} must be 1 to 15 bytes, no '/' or spaces",
+                v.name
+            );
+        }
+        if !(68..=65_535).contains(&v.mtu) {
+            bail!("vnic.mtu: {} must be between 68 and 65535", v.mtu);
+        }
+        if v.queues == 0 || v.queues > braid_core::rss::MAX_QUEUES {
+            bail!(
+                "vnic.queues: {} must be between 1 and {}",
+                v.queues,
+                braid_core::rss::MAX_QUEUES
+            );
+        }
+        let mut vnic_addresses = Vec::new();
+        for (i, a) in v.addresses.iter().enumerate() {
+            vnic_addresses
+                .push(parse_prefix(a).with_context(|| format!("vnic.addresses[{i}]: {a:?}"))?);
+        }
+        let mut rss_key = None;
+        if let Some(rss) = &v.rss {
+            if let Some(k) = &rss.key {
+                let bytes = hex_bytes(k).context("vnic.rss.key: must be hex")?;
+                rss_key = Some(bytes.try_into().map_err(|b: Vec<u8>| {
+                    anyhow::anyhow!(
+                        "vnic.rss.key: {} bytes, must be 40 (80 hex digits)",
+                        b.len()
+                    )
+                })?);
+            }
+            if let Some(t) = &rss.indirection {
+                if t.is_empty() || t.len() > braid_core::rss::MAX_INDIRECTION_LEN {
+                    bail!(
+                        "vnic.rss.indirection: {} entries, must be 1 to {}",
+                        t.len(),
+                        braid_core::rss::MAX_INDIRECTION_LEN
+                    );
+                }
+                if let Some((i, q)) = t.iter().enumerate().find(|(_, q)| **q >= v.queues) {
+                    bail!(
+                        "vnic.rss.indirection[{i}]: queue {q} does not exist (vnic.queues = {})",
+                        v.queues
+                    );
+                }
+            }
+        }
+
+        let r = &self.reorder;
+        if r.max_hold_ms == 0 || r.max_hold_ms > 10_000 {
+            bail!(
+                "reorder.max_hold_ms: {} must be between 1 and 10000",
+                r.max_hold_ms
+            );
+        }
+        if r.min_hold_ms > r.max_hold_ms {
+            bail!(
+                "reorder.min_hold_ms: {} is above reorder.max_hold_ms ({})",
+                r.min_hold_ms,
+                r.max_hold_ms
+            );
+        }
+        if self.nics.is_empty() {
+            bail!("nics: at least one [[nics]] entry is needed");
+        }
+        if self.nics.len() > braid_core::MAX_NICS {
+            bail!(
+                "nics: {} entries, at most {}",
+                self.nics.len(),
+                braid_core::MAX_NICS
+            );
+        }
+        let mut names = HashSet::new();
+        let mut devices = HashSet::new();
+        let mut nics = Vec::new();
+        for (i, n) in self.nics.iter().enumerate() {
+            let at = |f: &str| format!("nics[{i}].{f}");
+            if n.name.is_empty() || !names.insert(n.name.as_str()) {
+                bail!("{}: {:?} is empty or used twice", at("name"), n.name);
+            }
+            if !devices.insert(n.device.as_str()) {
+                bail!("{}: {:?} is used by two NICs", at("device"), n.device);
+            }
+            let endpoint = match n.transport {
+                TransportName::Udp => {
+                    if n.peer_mac.is_some() {
+                        bail!("{}: only for transport = \"ethernet\"", at("peer_mac"));
+                    }
+                    let local = parse_socket(n.local.as_deref(), &at("local"))?;
+                    let peer = parse_socket(n.peer.as_deref(), &at("peer"))?;
+                    if local.is_ipv4() != peer.is_ipv4() {
+                        bail!(
+                            "{}: {peer} and local {local} are not the same IP version",
+                            at("peer")
+                        );
+                    }
+                    Endpoint::Udp { local, peer }
+                }
+                TransportName::Ethernet => {
+                    if n.local.is_some() || n.peer.is_some() {
+                        bail!(
+                            "{}: local/peer are for transport = \"udp\"",
+                            at("transport")
+                        );
+                    }
+                    let mac = n.peer_mac.as_deref().with_context(|| {
+                        format!("{}: needed with transport = \"ethernet\"", at("peer_mac"))
+                    })?;
+                    Endpoint::Ethernet {
+                        peer_mac: parse_mac(mac).with_context(|| at("peer_mac"))?,
+                    }
+                }
+            };
+            let capacity = if n.capacity == "auto" {
+                Capacity::Auto
+            } else {
+                Capacity::Bps(parse_rate(&n.capacity).with_context(|| at("capacity"))?)
+            };
+            if let Some(m) = n.mtu
+                && !(576..=65_535).contains(&m)
+            {
+                bail!("{}: {m} must be between 576 and 65535", at("mtu"));
+            }
+            nics.push(NicPlan {
+                id: NicId(u8::try_from(i).expect("invariant: at most MAX_NICS nics")),
+                name: n.name.clone(),
+                device: n.device.clone(),
+                endpoint,
+                capacity,
+                mtu: n.mtu,
+                gso: n.gso,
+                gro: n.gro,
+            });
+        }
+
+        let mut classes = Vec::new();
+        for (i, c) in self.classes.iter().enumerate() {
+            let at = |f: &str| format!("classes[{i}].{f}");
+            let protocol = match c.protocol.as_deref() {
+                None => None,
+                Some("udp") => Some(17),
+                Some("tcp") => Some(6),
+                Some(p) => Some(p.parse::<u8>().map_err(|_| {
+                    anyhow::anyhow!("{}: {p:?} must be udp, tcp or 0..=255", at("protocol"))
+                })?),
+            };
+            let ports = |s: &Option<String>, f: &str| -> Result<Option<(u16, u16)>> {
+                s.as_deref()
+                    .map(|s| parse_port_range(s).with_context(|| at(f)))
+                    .transpose()
+            };
+            if c.dscp.is_some_and(|d| d > 63) {
+                bail!("{}: must be 0..=63", at("dscp"));
+            }
+            let mut class = FlowClass::new(
+                &c.name,
+                ClassMatch {
+                    protocol,
+                    dst_ports: ports(&c.dst_ports, "dst_ports")?,
+                    src_ports: ports(&c.src_ports, "src_ports")?,
+                    dscp: c.dscp,
+                },
+                c.policy.into(),
+            );
+            class.latency_critical = c.latency_critical;
+            if let Some(list) = &c.nics {
+                let mut set = NicSet::EMPTY;
+                for name in list {
+                    let nic = nics
+                        .iter()
+                        .find(|n| &n.name == name)
+                        .with_context(|| format!("{}: no NIC is named {name:?}", at("nics")))?;
+                    set.insert(nic.id);
+                }
+                if set.is_empty() {
+                    bail!("{}: empty; leave it out to use every NIC", at("nics"));
+                }
+                class.nics = set;
+            }
+            classes.push(class);
+        }
+        Ok(Plan {
+            file: self,
+            vnic_addresses,
+            rss_key,
+            nics,
+            classes,
+        })
+    }
+}
+
+impl Plan {
+    /// The engine's configuration, once the link MTUs and capacities are known
+    /// (`link_mtu[i]`, `capacity_bps[i]` for `nics[i]`).
+    pub(crate) fn engine_config(&self, link_mtu: &[u32], capacity_bps: &[u64]) -> EngineConfig {
+        let nics = self
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NicSpec {
+                id: n.id,
+                name: n.name.clone(),
+                capacity_bps: capacity_bps[i],
+                mtu_bytes: link_mtu[i].saturating_sub(n.transport_overhead()),
+                wire_overhead_bytes: n.wire_overhead(),
+            })
+            .collect();
+        let mut cfg = EngineConfig::new(nics);
+        cfg.vnic_mtu = self.file.vnic.mtu;
+        cfg.classes.clone_from(&self.classes);
+        cfg.default_policy = self.file.policy.default.into();
+        cfg.reorder.min_hold =
+            std::time::Duration::from_millis(u64::from(self.file.reorder.min_hold_ms));
+        cfg.reorder.max_hold =
+            std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
+        cfg
+    }
+}
+
+/// `100mbit`, `2.5gbit`, `800kbit`, `1000000` (bit/s); `bit`, `kbit`, `mbit`, `gbit`, `tbit`
+/// (decimal, like tc).
+pub(crate) fn parse_rate(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let units: [(&str, f64); 5] = [
+        ("tbit", 1e12),
+        ("gbit", 1e9),
+        ("mbit", 1e6),
+        ("kbit", 1e3),
+        ("bit", 1.0),
+    ];
+    let (num, mult) = units
+        .iter()
+        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+        .unwrap_or((t.as_str(), 1.0));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a rate like 100mbit, 2.5gbit or auto"))?;
+    let bps = v * mult;
+    if !(1000.0..=1e13).contains(&bps) {
+        bail!("{s:?} must be between 1kbit and 10tbit");
+    }
+    // In range (checked above), so the cast neither saturates nor loses more than a bit.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bps as u64)
+}
+
+/// `5000` or `5000-5010`.
+pub(crate) fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let bad = || anyhow::anyhow!("{s:?} must be a port (5000) or a range (5000-5010)");
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let lo: u16 = lo.parse().map_err(|_| bad())?;
+    let hi: u16 = hi.parse().map_err(|_| bad())?;
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+fn parse_socket(s: Option<&str>, field: &str) -> Result<SocketAddr> {
+    let s = s.with_context(|| format!("{field}: needed with transport = \"udp\" (ip:port)"))?;
+    s.parse().map_err(|_| {
+        anyhow::anyhow!("{field}: {s:?} is not ip:port (10.77.0.1:7700, [fd00::1]:7700)")
+    })
+}
+
+fn parse_prefix(s: &str) -> Result<(IpAddr, u8)> {
+    let (a, p) = s
+        .split_once('/')
+        .context("must be address/prefix-length, e.g. 10.99.0.1/24")?;
+    let addr: IpAddr = a.parse().context("not an IP address")?;
+    let len: u8 = p.parse().context("prefix length is not a number")?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        bail!("prefix length {len} is above {max}");
+    }
+    Ok((addr, len))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts
+            .next()
+            .context("must be six hex bytes like 02:00:00:00:00:01")?;
+        *b = u8::from_str_radix(p, 16).context("must be six hex bytes like 02:00:00:00:00:01")?;
+    }
+    if parts.next().is_some() {
+        bail!("must be six hex bytes like 02:00:00:00:00:01");
+    }
+    Ok(mac)
+}
+
+fn hex_bytes(s: &str) -> Result<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        bail!("odd number of hex digits");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .context("not a hex digit")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[vnic]
+name = "braid0"
+addresses = ["10.99.0.1/24"]
+mtu = 9000
+queues = 2
+
+[peer]
+role = "a"
+key_file = "/tmp/psk"
+
+[[nics]]
+name = "link0"
+device = "nic0"
+local = "10.77.0.1:7700"
+peer = "10.77.0.2:7700"
+capacity = "100mbit"
+
+[[nics]]
+name = "link1"
+device = "nic1"
+local = "10.77.1.1:7700"
+peer = "10.77.1.2:7700"
+capacity = "auto"
+mtu = 1500
+gso = false
+
+[[classes]]
+name = "feed"
+protocol = "udp"
+dst_ports = "5000-5001"
+policy = "duplicate"
+nics = ["link1"]
+latency_critical = true
+
+[daemon]
+stats_file = "/tmp/a.json"
+"#;
+
+    #[test]
+    fn good_file_translates() {
+        let plan = Config::parse(GOOD).unwrap();
+        assert_eq!(plan.nics.len(), 2);
+        assert_eq!(plan.nics[0].capacity, Capacity::Bps(100_000_000));
+        assert_eq!(plan.nics[1].capacity, Capacity::Auto);
+        assert!(!plan.nics[1].gso && plan.nics[1].gro);
+        assert_eq!(
+            plan.vnic_addresses,
+            vec![("10.99.0.1".parse().unwrap(), 24)]
+        );
+        let class = &plan.classes[0];
+        assert_eq!(class.matcher.dst_ports, Some((5000, 5001)));
+        assert_eq!(class.matcher.protocol, Some(17));
+        assert_eq!(class.policy, ClassPolicy::Duplicate);
+        assert!(class.latency_critical);
+        assert_eq!(class.nics, NicSet::single(NicId(1)));
+        let cfg = plan.engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
+        assert_eq!(cfg.nics[0].mtu_bytes, 1472);
+        assert_eq!(cfg.vnic_mtu, 9000);
+        cfg.validate().unwrap();
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "capacity = \"100mbit\"",
+                "capacity = \"fast\"",
+                "nics[0].capacity",
+            ),
+            (
+                "peer = \"10.77.0.2:7700\"",
+                "peer = \"10.77.0.2\"",
+                "nics[0].peer",
+            ),
+            (
+                "dst_ports = \"5000-5001\"",
+                "dst_ports = \"5001-5000\"",
+                "classes[0].dst_ports",
+            ),
+            (
+                "nics = [\"link1\"]",
+                "nics = [\"link9\"]",
+                "classes[0].nics",
+            ),
+            ("queues = 2", "queues = 0", "vnic.queues"),
+            ("mtu = 9000", "mtu = 70000", "vnic.mtu"),
+            ("role = \"a\"", "role = \"c\"", "role"),
+            ("device = \"nic1\"", "device = \"nic0\"", "nics[1].device"),
+            ("10.99.0.1/24", "10.99.0.1/33", "vnic.addresses[0]"),
+            ("[daemon]", "[daemon]\nstats = 1", "unknown field `stats`"),
+            (
+                "[daemon]",
+                "[reorder]\nmin_hold_ms = 30\n[daemon]",
+                "reorder.min_hold_ms",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let e = err(&GOOD.replacen(from, to, 1));
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn rates_and_ports() {
+        assert_eq!(parse_rate("100mbit").unwrap(), 100_000_000);
+        assert_eq!(parse_rate("2.5gbit").unwrap(), 2_500_000_000);
+        assert_eq!(parse_rate("800kbit").unwrap(), 800_000);
+        assert!(parse_rate("0mbit").is_err());
+        assert!(parse_rate("-1gbit").is_err());
+        assert!(parse_rate("NaN").is_err());
+        assert_eq!(parse_port_range("5000").unwrap(), (5000, 5000));
+        assert!(parse_port_range("70000").is_err());
+        assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
+        assert!(parse_mac("02:00:00:00:00").is_err());
+    }
+}
