@@ -264,6 +264,9 @@ pub(crate) struct DaemonSection {
     /// A JSON snapshot of the counters, rewritten atomically every second and at exit.
     #[serde(default)]
     pub stats_file: Option<PathBuf>,
+    /// Pin the data-path worker to this CPU (0-based). Default: not pinned.
+    #[serde(default)]
+    pub cpu: Option<usize>,
 }
 
 fn default_vnic_mtu() -> u32 {
@@ -429,6 +432,14 @@ impl Config {
             }
         }
 
+        if let Some(cpu) = self.daemon.cpu
+            && cpu >= rustix_cpu_limit()
+        {
+            bail!(
+                "daemon.cpu: {cpu} is above the largest CPU number, {}",
+                rustix_cpu_limit() - 1
+            );
+        }
         let r = &self.reorder;
         if r.max_hold_ms == 0 || r.max_hold_ms > 10_000 {
             bail!(
@@ -598,6 +609,11 @@ impl Plan {
             std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
         cfg
     }
+}
+
+/// The most CPUs a CPU set can name.
+fn rustix_cpu_limit() -> usize {
+    rustix::thread::CpuSet::MAX_CPU
 }
 
 /// `100mbit`, `2.5gbit`, `800kbit`, `1000000` (bit/s); `bit`, `kbit`, `mbit`, `gbit`, `tbit`

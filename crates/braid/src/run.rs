@@ -139,10 +139,11 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     let dp = Dataplane::new(engine, ports, queues, rss, DataplaneConfig::default())
         .context("cannot start the data path")?;
     let handle = dp.handle();
+    let cpu = plan.file.daemon.cpu;
     let worker = std::thread::Builder::new()
         .name("braid-dp".into())
         .spawn(move || {
-            pin_to_last_core();
+            pin_worker(cpu);
             dp.run()
         })
         .context("cannot start the data-path thread")?;
@@ -238,17 +239,16 @@ fn random_seed() -> u64 {
     u64::from_ne_bytes(b) ^ braid_io::dataplane::now().as_nanos()
 }
 
-/// Pin the data-path thread to the last core, away from core 0 where interrupts and the
-/// control thread run. With one core there is nothing to choose.
-fn pin_to_last_core() {
-    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if n < 2 {
-        return;
-    }
+/// Pin the data-path thread to `daemon.cpu` if the config names one. Without it the thread
+/// is left to the scheduler: on a small machine shared with the applications (or with a
+/// second braid, as in the testbed) a fixed core is as likely to be the busy one.
+fn pin_worker(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
     let mut set = rustix::thread::CpuSet::new();
-    set.set(n - 1);
-    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
-        tracing::warn!(error = %e, "cannot pin the data-path thread");
+    set.set(cpu);
+    match rustix::thread::sched_setaffinity(None, &set) {
+        Ok(()) => tracing::info!(cpu, "data-path thread pinned"),
+        Err(e) => tracing::warn!(cpu, error = %e, "cannot pin the data-path thread"),
     }
 }
 

@@ -96,6 +96,9 @@ fn vnic_mtu(args: &UpArgs) -> u32 {
         .unwrap_or_else(|| args.link_mtu.saturating_sub(BRAID_LINK_OVERHEAD).max(68))
 }
 
+/// The reorder hold floor of the testbed's daemons, ms (the default is 5): see `daemon_config`.
+const TESTBED_MIN_HOLD_MS: u32 = 20;
+
 /// IPv4 + UDP (28) and the braid header with authentication (56).
 const BRAID_LINK_OVERHEAD: u32 = 28 + braid_wire::BRAID_MAX_OVERHEAD as u32;
 
@@ -825,6 +828,15 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
     let _ = writeln!(t, "latency_critical = true");
     let _ = writeln!(t, "\n[policy]");
     let _ = writeln!(t, "default = \"stripe\"");
+    // Both daemons and the traffic tools share this machine's cores: a worker preempted
+    // between two links' sends delays one link's packets by milliseconds, which the links'
+    // probes never see. The floor covers that; on a host of its own braid needs less.
+    let _ = writeln!(
+        t,
+        "\n# Both braid daemons and the traffic share this host's cores; see docs/config.md."
+    );
+    let _ = writeln!(t, "[reorder]");
+    let _ = writeln!(t, "min_hold_ms = {TESTBED_MIN_HOLD_MS}");
     let _ = writeln!(t, "\n[daemon]");
     let _ = writeln!(
         t,

@@ -80,6 +80,14 @@ const REPLY_QUEUE: usize = 256;
 const ADMISSION_RETRY: Duration = Duration::from_millis(100);
 /// How often a flow's reorder hold is recomputed from the measured delay spread.
 const HOLD_REFRESH: Duration = Duration::from_millis(10);
+/// A datagram that arrives after its gap was declared proves the hold too short for what
+/// the probes do not see (a sender preempted between two NICs' sends, queues below braid).
+/// Like RACK's reordering window (RFC 8985 §6.2), the flow's hold floor then doubles, from
+/// this step up to `max_hold`, and decays by 1/`LATE_FLOOR_DECAY` per refresh (halving in
+/// about 3.5 s without late arrivals).
+const LATE_FLOOR_STEP: Duration = Duration::from_millis(1);
+/// See [`LATE_FLOOR_STEP`].
+const LATE_FLOOR_DECAY: u32 = 512;
 
 /// Bytes of the scratch buffer [`Engine::handle_rx`] decrypts in: the largest UDP payload (a
 /// NIC's MTU is at most 65535, so no braid packet is longer).
@@ -258,7 +266,22 @@ struct RxFlow {
     seen: NicSet,
     hold: Duration,
     hold_at: Instant,
+    /// Floor the flow's own late arrivals put under its hold (see `LATE_FLOOR_STEP`).
+    late_floor: Duration,
     waiting: bool,
+}
+
+impl RxFlow {
+    /// A datagram arrived after its gap was declared: double the hold floor (see
+    /// [`LATE_FLOOR_STEP`]) and apply it at once.
+    fn raise_late_floor(&mut self, max_hold: Duration) {
+        self.late_floor = self
+            .late_floor
+            .saturating_mul(2)
+            .max(LATE_FLOOR_STEP)
+            .min(max_hold);
+        self.hold = self.hold.max(self.late_floor);
+    }
 }
 
 #[derive(Debug)]
@@ -1133,6 +1156,9 @@ impl Engine {
         // dropped before any byte is copied.
         if let Some(reason) = rx.reorder.check(repr.seq) {
             rx.reorder.count_drop(reason);
+            if reason == DropReason::LateDatagram {
+                rx.raise_late_floor(self.config.reorder.max_hold);
+            }
             return Err(reason);
         }
         let whole = repr.frag_offset == 0 && payload.len() == repr.total_len as usize;
@@ -1181,12 +1207,18 @@ impl Engine {
             // flight were scheduled with the older, less accurate delay estimates (at start-up
             // the sender knows no delays at all), so they may still be as far out of order as
             // the old hold allowed.
-            let target = hold_from_spread(spread, jitter, &self.config.reorder);
+            let target = hold_from_spread(spread, jitter, &self.config.reorder).max(rx.late_floor);
             rx.hold = target.max(rx.hold / 2);
             rx.hold_at = now;
+            rx.late_floor = rx
+                .late_floor
+                .saturating_sub(rx.late_floor / LATE_FLOOR_DECAY);
         }
         if let Admit::Rejected(item, reason) = rx.reorder.insert(now, repr.seq, RxItem { buf, len })
         {
+            if reason == DropReason::LateDatagram {
+                rx.raise_late_floor(self.config.reorder.max_hold);
+            }
             self.store.free(item.buf);
             return Err(reason);
         }
@@ -1205,6 +1237,7 @@ impl Engine {
             seen: NicSet::EMPTY,
             hold: self.config.reorder.max_hold,
             hold_at: Instant::ZERO,
+            late_floor: Duration::ZERO,
             waiting: false,
         };
         let inserted = self

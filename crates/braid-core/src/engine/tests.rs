@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use super::*;
 use crate::controller::OverflowPolicy;
-use crate::{DropReason, Instant, NicId, NicSet};
+use crate::{DropReason, FlowId, Instant, NicId, NicSet};
 use braid_wire::{BraidRepr, PacketType};
 
 fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
@@ -250,6 +250,64 @@ fn when_every_link_is_down_packets_still_go_out() {
     let (got, _) = pump(&mut a, &mut b, now, NicSet::EMPTY);
     assert_same(&got, &sent);
     assert_eq!(a.stats().drops.get(DropReason::NoLinkUp), 0);
+}
+
+#[test]
+fn a_late_datagram_raises_the_flows_hold() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(1, 1472)));
+    let mut now = Instant::from_millis(1);
+    let mut buf = vec![0u8; 70_000];
+    // Warm up: a packet a millisecond installs the flow at b, and its hold settles.
+    let mut flow = None;
+    for seq in 0..100 {
+        a.handle_tx(now, &udp_packet(9000, seq, 100));
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            let p = braid_wire::BraidPacket::new_checked(&buf[..t.len]).unwrap();
+            if p.packet_type() == Ok(PacketType::Data) {
+                flow = Some(FlowId(p.flow_id()));
+            }
+            b.handle_rx(now, t.nic, &buf[..t.len]);
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            a.handle_rx(now, t.nic, &buf[..t.len]);
+        }
+        while b.poll_deliver(now, &mut buf).is_some() {}
+        now += Duration::from_millis(1);
+    }
+    let flow = flow.expect("a data packet was sent");
+    let settled = b.rx_flow(flow).unwrap().hold;
+    assert!(settled < Duration::from_millis(1), "one link: {settled:?}");
+
+    // Two more packets; the first is held back past the hold, so its gap is declared.
+    a.handle_tx(now, &udp_packet(9000, 100, 100));
+    a.handle_tx(now, &udp_packet(9000, 101, 100));
+    let mut data = Vec::new();
+    while let Some(t) = a.poll_transmit(now, &mut buf) {
+        data.push((t.nic, buf[..t.len].to_vec()));
+    }
+    let data: Vec<_> = data
+        .into_iter()
+        .filter(|(_, p)| {
+            braid_wire::BraidPacket::new_checked(&p[..])
+                .unwrap()
+                .packet_type()
+                == Ok(PacketType::Data)
+        })
+        .collect();
+    assert_eq!(data.len(), 2);
+    b.handle_rx(now, data[1].0, &data[1].1);
+    now += Duration::from_millis(5);
+    b.handle_timeout(now);
+    let late = b.stats().drops.get(DropReason::LateDatagram);
+    b.handle_rx(now, data[0].0, &data[0].1);
+    assert_eq!(b.stats().drops.get(DropReason::LateDatagram), late + 1);
+    let raised = b.rx_flow(flow).unwrap().hold;
+    assert!(
+        raised >= Duration::from_millis(1),
+        "{settled:?} -> {raised:?}"
+    );
 }
 
 #[test]
