@@ -37,6 +37,14 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
 
+    if plan.file.vnic.kind == crate::config::VnicKindName::Tap {
+        // braid-io creates TAP devices (tested), but the engine classifies IP packets only:
+        // Ethernet frames (ARP among them) need an L2 flow key first.
+        bail!(
+            "vnic.kind = \"tap\": the daemon carries IP packets only for now; use \"tun\" \
+             (TAP needs the engine to classify Ethernet frames, ARP included)"
+        );
+    }
     let psk = match &plan.file.peer.key_file {
         Some(path) => Some(
             braid_io::keyfile::read_key_file(path)

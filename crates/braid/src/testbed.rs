@@ -1241,10 +1241,16 @@ mod tests {
             c["daemon"]["stats_file"].as_str(),
             Some("/run/braid-testbed/braid/a.stats.json")
         );
+        assert_eq!(
+            c["reorder"]["min_hold_ms"].as_integer(),
+            Some(i64::from(TESTBED_MIN_HOLD_MS))
+        );
         let sections: Vec<&str> = c.keys().map(String::as_str).collect();
         assert_eq!(
             sections,
-            ["classes", "daemon", "nics", "peer", "policy", "vnic"]
+            [
+                "classes", "daemon", "nics", "peer", "policy", "reorder", "vnic"
+            ]
         );
     }
 
