@@ -13,7 +13,7 @@
 #   --time   seconds per measurement (default 10)
 # Installs iperf3, mptcpd (mptcpize), sockperf, iproute2 and jq with apt-get when missing.
 # Everything it creates is testbed `braid-bench` (namespaces braid-bench-a/-b), removed on
-# exit, also on failure or Ctrl-C. Takes about 5 minutes.
+# exit, also on failure or Ctrl-C. Takes about 4 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -141,7 +141,9 @@ braid_drops() {
   for side in a b; do
     f=$OUT/$1-$side.stats.json
     [ -f "$f" ] || continue
-    out+=$(jq -r --arg s "$side" '[.drops | to_entries[] | "\($s):\(.key)=\(.value)"] | join(" ")' "$f")" "
+    out+=$(jq -r --arg s "$side" '[(.drops | to_entries[] | "\($s):\(.key)=\(.value)"),
+      (.nics[] | .name as $n | .transport | to_entries[] | select((.key | test("drop")) and .value > 0) | "\($s):\($n).\(.key)=\(.value)"),
+      (.vnic_queues | to_entries[] | .key as $q | .value | to_entries[] | select((.key | test("drop")) and .value > 0) | "\($s):vnic\($q).\(.key)=\(.value)")] | join(" ")' "$f")" "
   done
   out=$(echo "$out" | xargs)
   echo "${out:-none}"
@@ -151,12 +153,23 @@ braid_drops() {
 # whole machine (busy = user+nice+system+irq+softirq, all cores).
 HZ=$(getconf CLK_TCK)
 daemon_pids() { cat "/run/braid-testbed/$TB/a.pid" "/run/braid-testbed/$TB/b.pid" 2>/dev/null || true; }
+# daemon_ticks [a|b]: CPU ticks of one daemon, or of both.
 daemon_ticks() {
-  local t=0 p
-  for p in $(daemon_pids); do
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  local t=0 p side
+  for side in ${1:-a b}; do
+    p=$(cat "/run/braid-testbed/$TB/$side.pid" 2>/dev/null || true)
+    [ -n "$p" ] || continue
+    [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
   done
   echo "$t"
+}
+# Kernel-side drop counters of namespace $1: UDP receive/send buffer errors and the vNIC's
+# TX drops (the TUN queue braid reads), as `rcvbuf sndbuf vnic_tx_dropped`.
+kernel_drops() {
+  local snmp vnic
+  snmp=$(ip netns exec "$1" cat /proc/net/snmp | awk '/^Udp:/ {n++; if (n == 1) for (i = 2; i <= NF; i++) h[$i] = i; else print $h["RcvbufErrors"], $h["SndbufErrors"]}')
+  vnic=$(ip -n "$1" -j -s link show dev braid0 2>/dev/null | jq '.[0].stats64.tx.dropped' 2>/dev/null || echo 0)
+  echo "$snmp ${vnic:-0}"
 }
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 # TX bytes of nic0..nic{n-1} in namespace $1, space separated.
@@ -269,10 +282,15 @@ fi
 echo "== 2. throughput without rate limits"
 # throughput LABEL: one iperf3 to $DST with CPU accounting; results under tput.LABEL.*
 throughput() {
-  local label=$1 dst=$2 d0 m0 d1 m1 gbit
-  d0=$(daemon_ticks); m0=$(machine_ticks)
+  local label=$1 dst=$2 links=$3 d0 m0 d1 m1 gbit a0 a1 b0 b1 before after
+  a0=$(daemon_ticks a); b0=$(daemon_ticks b); m0=$(machine_ticks)
+  before=$(link_tx_bytes "$NSA" "$links")
   if run_iperf "tput-$label" "$dst"; then
-    d1=$(daemon_ticks); m1=$(machine_ticks)
+    a1=$(daemon_ticks a); b1=$(daemon_ticks b); m1=$(machine_ticks)
+    after=$(link_tx_bytes "$NSA" "$links")
+    result "tput.$label.link_mb" "\"$(paste -d' ' <(tr ' ' '\n' <<<"$before") <(tr ' ' '\n' <<<"$after") \
+      | awk 'NF==2 {printf "%.0f ", ($2-$1)/1e6}' | xargs)\""
+    d0=$((a0 + b0)); d1=$((a1 + b1))
     gbit=$(gbit_of "tput-$label")
     result "tput.$label.gbps" "$(calc "$(mbps_of "tput-$label") / 1000" 2)"
     result "tput.$label.retransmits" "$(retrans_of "tput-$label")"
@@ -281,9 +299,10 @@ throughput() {
     if [ -n "$(daemon_pids)" ]; then
       result "tput.$label.braid_cpu_s_per_gbit" "$(calc "($d1 - $d0) / $HZ / $gbit" 3)"
       result "tput.$label.braid_cpu_pct" "$(calc "100 * ($d1 - $d0) / $HZ / $DUR" 0)"
+      result "tput.$label.braid_cpu_pct_a_b" "$(calc "100 * ($a1 - $a0) / $HZ / $DUR" 0)/$(calc "100 * ($b1 - $b0) / $HZ / $DUR" 0)"
     fi
     echo "  $label: ${R[tput.$label.gbps]} Gbit/s, machine CPU ${R[tput.$label.machine_cpu_s_per_gbit]} s/Gbit" \
-      "(${R[tput.$label.machine_cpu_pct]} % of all cores)${R[tput.$label.braid_cpu_s_per_gbit]:+, braid daemons ${R[tput.$label.braid_cpu_s_per_gbit]} s/Gbit (${R[tput.$label.braid_cpu_pct]} % of one core)}"
+      "(${R[tput.$label.machine_cpu_pct]} % of all cores)${R[tput.$label.braid_cpu_s_per_gbit]:+, braid daemons ${R[tput.$label.braid_cpu_s_per_gbit]} s/Gbit (a/b ${R[tput.$label.braid_cpu_pct_a_b]} % of one core)}"
   else
     result "tput.$label.gbps" failed; note "iperf3 $label failed: see $OUT/tput-$label.*"
   fi
@@ -314,21 +333,25 @@ latency() {
   echo "  latency $label: RTT p50 $p50 µs, p99 $p99 µs, p99.9 $p999 µs (${n:-?} round trips)"
 }
 
-# pktrate LABEL DST: 64-byte UDP for $DUR s, braid traffic (sequenced, as fast as it can send),
-# then iperf3 -u -b 0 -l 64. Port 5301: not in the testbed's duplicated class (5000-5001).
+# pktrate LABEL DST [RATE]: 64-byte UDP for $DUR s with braid traffic (sequenced), as fast as
+# it can send (RATE 0, then also iperf3 -u -b 0 -l 64) or at RATE datagrams/s. Port 5301: not
+# in the testbed's duplicated class (5000-5001).
 pktrate() {
-  local label=$1 dst=$2 port=5301 srv c s d0 m0 d1 m1
+  local label=$1 dst=$2 rate=${3:-0} port=5301 srv c s a0 b0 m0 a1 b1 m1 ka0 kb0 ka1 kb1 count
+  count=$((rate > 0 ? rate * DUR : 100000000))
   start_bg "$OUT/pps-$label.server.json" timeout $((DUR + 30)) ip netns exec "$NSB" \
     "$BRAID" traffic udp-server --listen "0.0.0.0:$port" --duration $((DUR + 8))s --idle 2s \
     --timeout $((DUR + 20))s
   srv=$BG
   wait_listen "$NSB" $port udp
-  d0=$(daemon_ticks); m0=$(machine_ticks)
-  # The client stops at --timeout (exit status 1 then, with its JSON line printed first).
+  a0=$(daemon_ticks a); b0=$(daemon_ticks b); m0=$(machine_ticks)
+  ka0=$(kernel_drops "$NSA"); kb0=$(kernel_drops "$NSB")
+  # At rate 0 the client stops at --timeout (exit status 1, its JSON line printed first).
   timeout $((DUR + 10)) ip netns exec "$NSA" "$BRAID" traffic udp-client --connect "$dst:$port" \
-    --count 100000000 --rate 0 --size 64 --timeout "${DUR}s" >"$OUT/pps-$label.client.json" \
+    --count "$count" --rate "$rate" --size 64 --timeout "$((rate > 0 ? DUR + 5 : DUR))s" \
+    >"$OUT/pps-$label.client.json" \
     2>"$OUT/pps-$label.client.log" || true
-  d1=$(daemon_ticks); m1=$(machine_ticks)
+  a1=$(daemon_ticks a); b1=$(daemon_ticks b); m1=$(machine_ticks)
   for _ in $(seq 150); do kill -0 "$srv" 2>/dev/null || break; sleep 0.1; done
   stop_bg "$srv"
   c=$(grep '^{' "$OUT/pps-$label.client.json" | tail -1 || true)
@@ -345,10 +368,19 @@ pktrate() {
     result "pps.$label.duplicates" "$(jq .duplicates <<<"$s")"
     result "pps.$label.out_of_order" "$(jq .out_of_order <<<"$s")"
     result "pps.$label.machine_cpu_pct" "$(calc "100 * ($m1 - $m0) / $HZ / $secs / $(nproc)" 0)"
-    [ -n "$(daemon_pids)" ] && result "pps.$label.braid_cpu_pct" "$(calc "100 * ($d1 - $d0) / $HZ / $secs" 0)"
+    [ -n "$(daemon_pids)" ] && result "pps.$label.braid_cpu_pct_a_b" \
+      "$(calc "100 * ($a1 - $a0) / $HZ / $secs" 0)/$(calc "100 * ($b1 - $b0) / $HZ / $secs" 0)"
+    # Where the lost datagrams went, as far as the kernel counts them (taken once the server
+    # has stopped, so late arrivals are in).
+    ka1=$(kernel_drops "$NSA"); kb1=$(kernel_drops "$NSB")
+    result "pps.$label.kernel_drops" "\"$(paste -d' ' <(tr ' ' '\n' <<<"$ka0 $kb0") <(tr ' ' '\n' <<<"$ka1 $kb1") \
+      | awk 'BEGIN {split("a.udp_rcvbuf_errors a.udp_sndbuf_errors a.vnic_tx_dropped b.udp_rcvbuf_errors b.udp_sndbuf_errors b.vnic_tx_dropped", n)}
+             {printf "%s=%d ", n[NR], $2 - $1}' | xargs)\""
     echo "  64-byte UDP $label (braid traffic): sent ${R[pps.$label.tx_pps]}/s, received" \
-      "${R[pps.$label.rx_pps]}/s, loss ${R[pps.$label.loss_pct]} %${R[pps.$label.braid_cpu_pct]:+, braid daemons ${R[pps.$label.braid_cpu_pct]} % of one core}"
+      "${R[pps.$label.rx_pps]}/s, loss ${R[pps.$label.loss_pct]} %${R[pps.$label.braid_cpu_pct_a_b]:+, braid a/b ${R[pps.$label.braid_cpu_pct_a_b]} % of one core}"
+    echo "    kernel drop counters: ${R[pps.$label.kernel_drops]}"
   fi
+  [ "$rate" = 0 ] || return 0
   IPERF_OPTS=(-u -b 0 -l 64)
   if run_iperf "pps-$label-iperf3" "$dst"; then
     local j=$OUT/pps-$label-iperf3.json
@@ -364,7 +396,7 @@ pktrate() {
 }
 
 tb_up direct --links none --no-start
-throughput direct 10.77.0.2
+throughput direct 10.77.0.2 1
 echo "== 3./4. direct over one veth link (reference for latency and packet rate)"
 [ "$HAVE_SOCKPERF" = 1 ] && latency direct 10.77.0.2
 pktrate direct 10.77.0.2
@@ -374,15 +406,20 @@ for cfg in "2links:none,none:" "3links:none,none,none:" "2links-mtu9000:none,non
            "3links-mtu9000:none,none,none:9000"; do
   IFS=: read -r label links mtu <<<"$cfg"
   tb_up "$label" --links "$links" ${mtu:+--vnic-mtu "$mtu"}
-  throughput "braid-$label" 10.99.0.2
-  if [ "$label" = 3links ]; then
-    echo "== 3./4. through braid over 3 unlimited veth links"
-    [ "$HAVE_SOCKPERF" = 1 ] && latency braid 10.99.0.2
-    pktrate braid 10.99.0.2
-  fi
+  throughput "braid-$label" 10.99.0.2 "$(tr ',' '\n' <<<"$links" | wc -l)"
   tb_down "tput-$label"
   result "tput.braid-$label.drops" "\"$(braid_drops "tput-$label")\""
 done
+echo "== 3./4. through braid over 3 unlimited veth links (a fresh testbed)"
+tb_up lat --links none,none,none
+[ "$HAVE_SOCKPERF" = 1 ] && latency braid 10.99.0.2
+tb_down lat
+result lat.braid.drops "\"$(braid_drops lat)\""
+tb_up pps --links none,none,none
+pktrate braid 10.99.0.2
+pktrate braid-150k 10.99.0.2 150000
+tb_down pps
+result pps.braid.drops "\"$(braid_drops pps)\""
 [ "$HAVE_SOCKPERF" = 1 ] || { result lat.braid.p50_us n/a; note "sockperf not installed: latency skipped"; }
 
 d=${R[tput.direct.gbps]:-failed}
@@ -435,4 +472,5 @@ row "64 B UDP direct (braid traffic): rx/s, loss" "$(v pps.direct.rx_pps) /s, $(
 row "64 B UDP braid  (braid traffic): rx/s, loss" "$(v pps.braid.rx_pps) /s, $(v pps.braid.loss_pct) %"
 row "64 B UDP direct (iperf3): rx/s, loss" "$(v pps.direct.iperf3_rx_pps) /s, $(v pps.direct.iperf3_loss_pct) %"
 row "64 B UDP braid  (iperf3): rx/s, loss" "$(v pps.braid.iperf3_rx_pps) /s, $(v pps.braid.iperf3_loss_pct) %"
+row "64 B UDP braid at 150 000/s: rx/s, loss" "$(v pps.braid-150k.rx_pps) /s, $(v pps.braid-150k.loss_pct) %"
 echo "wall time $(v wall_secs) s; load before ${R[load_before]}, after ${R[load_after]}"
