@@ -18,7 +18,7 @@ use std::time::Duration;
 use braid_core::auth::{AuthConfig, Blake3Mac, PacketProtection, Role};
 use braid_core::engine::{Engine, EngineConfig, NicSpec, TxVerdict};
 use braid_core::{Instant, NicId};
-use braid_io::crypto::{AeadProtection, Cipher, build_engine};
+use braid_io::crypto::{AeadProtection, Cipher, build_engine, build_engine_with};
 use criterion::{Criterion, Throughput, criterion_group};
 
 const BATCH: usize = 64;
@@ -27,6 +27,7 @@ const BATCH: usize = 64;
 enum Protection {
     None,
     Blake3,
+    Gmac,
     Aead(Cipher),
 }
 
@@ -42,6 +43,10 @@ fn config(protection: Protection, role: Role) -> EngineConfig {
 }
 
 fn engine(protection: Protection, role: Role) -> Engine {
+    if protection == Protection::Gmac {
+        let gmac = braid_io::crypto::Protection::AesGmac;
+        return build_engine_with(config(protection, role), Instant::ZERO, gmac).unwrap();
+    }
     let cipher = match protection {
         Protection::Aead(c) => Some(c),
         _ => None,
@@ -112,6 +117,7 @@ fn engines(c: &mut Criterion) {
     let rows = [
         ("none", Protection::None, false),
         ("blake3_mac", Protection::Blake3, false),
+        ("aes_gmac", Protection::Gmac, true),
         ("aes256gcm", Protection::Aead(Cipher::Aes256Gcm), true),
         ("aes256gcm_copy", Protection::Aead(Cipher::Aes256Gcm), false),
         (

@@ -116,6 +116,9 @@ pub enum KeyPurpose {
     Aes256Gcm,
     /// ChaCha20-Poly1305 (braid-io's `crypto`).
     ChaCha20Poly1305,
+    /// AES-GMAC, authentication only (braid-io's `crypto`). A key of its own: GMAC and GCM
+    /// under one key with the same counters would reuse nonces.
+    AesGmac,
 }
 
 impl KeyPurpose {
@@ -129,6 +132,7 @@ impl KeyPurpose {
                 "braid 1 chacha20-poly1305 a->b",
                 "braid 1 chacha20-poly1305 b->a",
             ),
+            Self::AesGmac => ("braid 1 aes-gmac a->b", "braid 1 aes-gmac b->a"),
         }
     }
 }
