@@ -65,7 +65,12 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let out = self.child.wait_with_output().expect("server output");
-            let stderr: Vec<String> = self.stderr.try_iter().collect();
+            // The reader thread may still be passing on the last lines: read until it is done
+            // (the channel disconnects at the end of stderr), bounded.
+            let mut stderr = Vec::new();
+            while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+                stderr.push(line);
+            }
             (
                 out.status.success(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
