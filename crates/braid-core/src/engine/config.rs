@@ -188,9 +188,11 @@ pub struct EngineConfig {
     /// Bytes of the packet store shared by TX queues, the reorder buffers and the delivery
     /// queue (default 64 MiB). Reassembly has its own cap inside it.
     pub store_bytes: usize,
-    /// Bytes each NIC's TX queue may hold (default 4 MiB).
+    /// Bytes each band of each NIC's TX queue may hold (default 4 MiB). The bands are
+    /// bounded separately, so bulk traffic that fills a NIC never refuses a latency-critical
+    /// packet.
     pub tx_queue_bytes: usize,
-    /// Packets each NIC's TX queue may hold (default 8192).
+    /// Packets each band of each NIC's TX queue may hold (default 8192).
     pub tx_queue_packets: usize,
     /// How far ahead of its pacing schedule a NIC may send, as a burst (default 100 µs).
     pub pacing_burst: Duration,

@@ -175,6 +175,16 @@ impl TxQueue {
         self.bytes[0] + self.bytes[1]
     }
 
+    /// Bytes queued in the band of `urgent` pieces (band 0) or the others (band 1).
+    fn band_bytes(&self, urgent: bool) -> usize {
+        self.bytes[usize::from(!urgent)]
+    }
+
+    /// Pieces queued in that band.
+    fn band_len(&self, urgent: bool) -> usize {
+        self.bands[usize::from(!urgent)].len()
+    }
+
     /// Bytes a new piece of the given band waits behind.
     fn bytes_ahead(&self, urgent: bool) -> usize {
         if urgent { self.bytes[0] } else { self.bytes() }
@@ -413,8 +423,11 @@ impl Engine {
                 next_free: now,
             });
         }
-        // Every queued piece may hold its own slot, plus headroom for duplicates.
-        let slots = config.tx_queue_packets.saturating_mul(config.nics.len());
+        // Every queued piece may hold its own slot, in either band of any NIC.
+        let slots = config
+            .tx_queue_packets
+            .saturating_mul(config.nics.len())
+            .saturating_mul(2);
         let mut tx_slots = Vec::with_capacity(slots);
         tx_slots.resize_with(slots, TxSlot::default);
         let tx_free = (0..u32::try_from(slots).unwrap_or(u32::MAX))
@@ -619,8 +632,8 @@ impl Engine {
         for (i, n) in self.nics.iter().enumerate() {
             if let Some(n) = n
                 && count[i] > 0
-                && (n.queue.bytes() + need[i] > self.config.tx_queue_bytes
-                    || n.queue.len() + count[i] > self.config.tx_queue_packets)
+                && (n.queue.band_bytes(flow.urgent) + need[i] > self.config.tx_queue_bytes
+                    || n.queue.band_len(flow.urgent) + count[i] > self.config.tx_queue_packets)
             {
                 return TxVerdict::Drop(DropReason::TxQueueFull);
             }
@@ -1487,8 +1500,9 @@ impl Engine {
             let placed = target
                 .and_then(|t| self.nics[t.index()].as_mut())
                 .is_some_and(|n| {
-                    if n.queue.len() < self.config.tx_queue_packets
-                        && n.queue.bytes() + p.len as usize <= self.config.tx_queue_bytes
+                    if n.queue.band_len(p.urgent) < self.config.tx_queue_packets
+                        && n.queue.band_bytes(p.urgent) + p.len as usize
+                            <= self.config.tx_queue_bytes
                     {
                         n.queue.push_front(p);
                         true

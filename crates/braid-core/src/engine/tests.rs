@@ -311,6 +311,31 @@ fn a_late_datagram_raises_the_flows_hold() {
 }
 
 #[test]
+fn bulk_that_fills_the_queues_never_refuses_a_latency_critical_packet() {
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.tx_queue_packets = 64;
+    cfg.classes.push(FlowClass::duplicated_feed(7000));
+    let (mut a, _b) = pair(cfg);
+    let now = Instant::from_millis(1);
+    // Bulk until the queues refuse it (nothing is polled, so nothing drains).
+    let mut refused = false;
+    for seq in 0..1000 {
+        if let TxVerdict::Drop(r) = a.handle_tx(now, &udp_packet(5000, seq, 1000)) {
+            assert_eq!(r, DropReason::TxQueueFull);
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the bulk band filled up");
+    // The feed still gets in, a copy on each NIC.
+    for seq in 0..10 {
+        let v = a.handle_tx(now, &udp_packet(7000, seq, 200));
+        assert!(matches!(v, TxVerdict::Queued), "{v:?}");
+    }
+    assert_eq!(a.stats().tx_duplicate_count, 10);
+}
+
+#[test]
 fn admission_rejects_or_queues_when_every_nic_is_full() {
     // Two 100 Mbit/s NICs; every pinned flow declares 60 Mbit/s: two fit, a third does not,
     // and no rebalance can make room.
