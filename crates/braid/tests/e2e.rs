@@ -309,11 +309,10 @@ mod tests {
 
         // 160 000 × 1300 bytes = 208 MB of UDP, each datagram checked (1300 + 28 fits the
         // testbed's vNIC MTU, 1416, so the kernel does not fragment them). Every datagram
-        // that arrives must be exact, and at least 200 MB of them must arrive. Not all of
-        // them do in every run on a 2-core machine shared by both daemons and the traffic
-        // tools: a starved worker loses a few hundred to the TUN device's queue before braid
-        // reads them, and some go missing inside braid without a drop counter (a known bug,
-        // in the closing note of issue 3's session). The loss is printed, so it is visible.
+        // that arrives must be exact and in order, and at least 200 MB of them must arrive.
+        // Not all of them do in every run on a 2-core machine shared by both daemons and
+        // the traffic tools: a starved worker can lose a few hundred to the TUN device's
+        // queue (500 packets) before braid reads them. The loss is printed.
         let udp = udp_transfer(&tb, 5300, 160_000, 20_000, 1300, || {});
         assert_eq!(udp["corrupt"], 0, "{udp}");
         assert_eq!(udp["out_of_order"], 0, "{udp}");

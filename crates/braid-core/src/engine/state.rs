@@ -1477,6 +1477,11 @@ impl Engine {
     /// A NIC went down: its queued pieces move to the usable NIC that lands them first (they
     /// are independent braid packets, so any NIC may carry them), or are dropped and counted.
     fn reroute_queue(&mut self, now: Instant, from: NicId) {
+        if self.last_resort() {
+            // Every link is down, and all of them stay in use (see `last_resort`): the
+            // pieces stay where they are.
+            return;
+        }
         let Some(mut queue) = self.nics[from.index()]
             .as_mut()
             .map(|n| core::mem::replace(&mut n.queue, TxQueue::with_capacity(0)))
@@ -1491,7 +1496,11 @@ impl Engine {
             let target = self
                 .views
                 .iter()
-                .filter(|v| v.usable && usable.contains(v.nic) && p.len <= v.mtu_payload)
+                // Never `from` itself: its queue is the placeholder swapped in above, which
+                // is put back below, so a piece placed there would vanish uncounted.
+                .filter(|v| {
+                    v.nic != from && v.usable && usable.contains(v.nic) && p.len <= v.mtu_payload
+                })
                 .min_by_key(|v| {
                     v.backlog_bytes.saturating_mul(8_000_000_000) / v.rate_bps.max(1)
                         + duration_nanos(v.delay)

@@ -253,6 +253,49 @@ fn when_every_link_is_down_packets_still_go_out() {
 }
 
 #[test]
+fn pieces_queued_when_every_link_goes_down_are_sent_or_counted() {
+    // Slow NICs, so the packets wait in the paced queues while both links go silent.
+    let mut specs = nics(2, 1472);
+    for n in &mut specs {
+        n.capacity_bps = 1_000_000;
+    }
+    let (mut a, mut b) = pair(EngineConfig::new(specs));
+    let mut now = Instant::ZERO;
+    for step in 0..40u64 {
+        now = Instant::from_micros(step * 250);
+        pump(&mut a, &mut b, now, NicSet::EMPTY);
+    }
+    const N: u64 = 20;
+    for seq in 0..N {
+        let v = a.handle_tx(now, &udp_packet(9000, seq as u32, 1000));
+        assert!(matches!(v, TxVerdict::Queued), "{v:?}");
+    }
+    // Nothing comes back from b: both links go Down while the packets drain, one by one.
+    let mut buf = vec![0u8; 70_000];
+    let mut sent = 0u64;
+    for _ in 0..4000 {
+        now += Duration::from_micros(250);
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            let p = braid_wire::BraidPacket::new_checked(&buf[..t.len]).unwrap();
+            if p.packet_type() == Ok(PacketType::Data) {
+                sent += 1;
+            }
+        }
+    }
+    for nic in [NicId(0), NicId(1)] {
+        assert_eq!(a.link(nic).unwrap().state, crate::health::LinkState::Down);
+    }
+    assert_eq!(a.tx_queued_bytes(), 0, "the queues drained");
+    let dropped = a.stats().drops.get(DropReason::NoLinkUp);
+    assert_eq!(
+        sent + dropped,
+        N,
+        "sent {sent}, dropped {dropped}: none vanished"
+    );
+}
+
+#[test]
 fn a_late_datagram_raises_the_flows_hold() {
     let (mut a, mut b) = pair(EngineConfig::new(nics(1, 1472)));
     let mut now = Instant::from_millis(1);
