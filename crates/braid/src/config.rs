@@ -433,11 +433,11 @@ impl Config {
         }
 
         if let Some(cpu) = self.daemon.cpu
-            && cpu >= rustix_cpu_limit()
+            && cpu >= rustix::thread::CpuSet::MAX_CPU
         {
             bail!(
                 "daemon.cpu: {cpu} is above the largest CPU number, {}",
-                rustix_cpu_limit() - 1
+                rustix::thread::CpuSet::MAX_CPU - 1
             );
         }
         let r = &self.reorder;
@@ -609,11 +609,6 @@ impl Plan {
             std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
         cfg
     }
-}
-
-/// The most CPUs a CPU set can name.
-fn rustix_cpu_limit() -> usize {
-    rustix::thread::CpuSet::MAX_CPU
 }
 
 /// `100mbit`, `2.5gbit`, `800kbit`, `1000000` (bit/s); `bit`, `kbit`, `mbit`, `gbit`, `tbit`
