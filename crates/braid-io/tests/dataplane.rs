@@ -19,10 +19,22 @@ mod tests {
     use braid_core::engine::{Command, Engine, EngineConfig, NicSpec};
     use braid_core::health::LinkState;
     use braid_core::rss::{Rss, ToeplitzKey};
-    use braid_io::dataplane::{Dataplane, DataplaneConfig, DataplaneHandle, NicPort, Stopped, now};
+    use braid_io::dataplane::{
+        Dataplane, DataplaneConfig, DataplaneHandle, NicPort, Steering, Stopped, link_workers, now,
+    };
     use braid_io::pipe::PipePort;
     use braid_io::transport::NicTransport;
     use braid_io::udp::{UdpConfig, UdpTransport};
+
+    /// The tests run one at a time: each runs several busy workers, and two cores shared by
+    /// more of them than that starve the probes (links flap) and the reorder holds.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     const LINKS: u8 = 3;
     const LINK_MTU: u32 = 1500;
@@ -30,11 +42,15 @@ mod tests {
     const LINK_BPS: u64 = 500_000_000;
 
     fn engine(role: Role) -> Engine {
+        engine_with_key(role, [7; 32])
+    }
+
+    fn engine_with_key(role: Role, key: [u8; 32]) -> Engine {
         let nics = (0..LINKS)
             .map(|i| NicSpec::udp_ipv4(NicId(i), &format!("link{i}"), LINK_BPS, LINK_MTU))
             .collect();
         let mut cfg = EngineConfig::new(nics);
-        cfg.auth = Some(AuthConfig::new([7; 32], role));
+        cfg.auth = Some(AuthConfig::new(key, role));
         // Three busy threads share two cores here: a worker can be preempted for milliseconds
         // between flushing one link and the next, which the reorder hold must cover.
         cfg.reorder.min_hold = Duration::from_millis(HOLD_MS);
@@ -99,6 +115,11 @@ mod tests {
 
     /// A UDP/IPv4 packet of `len` bytes whose payload starts with `seq` and is filled from it.
     fn packet(seq: u32, len: usize) -> Vec<u8> {
+        packet_from(seq, len, 40_000)
+    }
+
+    /// As [`packet`], from source port `sport` (another flow).
+    fn packet_from(seq: u32, len: usize, sport: u16) -> Vec<u8> {
         let mut p = vec![0u8; len];
         for (i, b) in p.iter_mut().enumerate().skip(28) {
             *b = (seq as usize * 31 + i) as u8;
@@ -108,7 +129,7 @@ mod tests {
             &mut p,
             Ipv4Addr::new(10, 99, 0, 1),
             Ipv4Addr::new(10, 99, 0, 2),
-            40_000,
+            sport,
             9_000,
             seq as u16,
         )
@@ -144,6 +165,7 @@ mod tests {
 
     #[test]
     fn packets_cross_whole_and_in_order_split_when_large() {
+        let _serial = serial();
         let (a, b) = pair();
         wait_links_up(&a);
         wait_links_up(&b);
@@ -235,6 +257,7 @@ mod tests {
 
     #[test]
     fn commands_reach_the_engine_and_stop_returns() {
+        let _serial = serial();
         let (a, b) = pair();
         assert_eq!(
             a.handle.apply(Command::SetNicCapacity {
@@ -266,5 +289,172 @@ mod tests {
             }),
             None
         );
+    }
+
+    /// Two workers per side, one per vNIC queue, as the daemon runs them with
+    /// `vnic.queues = 2`: worker k of one side talks only to worker k of the other (its own
+    /// ports and key), and a delivered packet goes to the worker whose queue RSS picks,
+    /// through the channel.
+    #[test]
+    fn two_workers_per_side_steer_deliveries_to_the_rss_queue() {
+        let _serial = serial();
+        const WORKERS: usize = 2;
+        let rss = Rss::new(ToeplitzKey::MICROSOFT, WORKERS as u16).expect("rss");
+        // One flow (source port) that RSS puts on each queue.
+        let queue_of = |sport: u16| {
+            let p = packet_from(0, 100, sport);
+            let s = braid_wire::IpSummary::parse_l3(&p).expect("parses");
+            usize::from(rss.queue_for(&s))
+        };
+        let sports: Vec<u16> = (0..WORKERS)
+            .map(|q| {
+                (40_000u16..41_000)
+                    .find(|p| queue_of(*p) == q)
+                    .expect("a port for every queue")
+            })
+            .collect();
+
+        let mut sides: Vec<Vec<Side>> = Vec::new();
+        let mut links: [Vec<Vec<UdpTransport>>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..WORKERS {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..LINKS {
+                let (pa, pb) = (free_port(), free_port());
+                let open = |local: SocketAddr, peer: SocketAddr| {
+                    UdpTransport::open(UdpConfig::new(local, peer, LINK_MTU as usize - 28))
+                        .expect("udp on loopback")
+                };
+                a.push(open(pa, pb));
+                b.push(open(pb, pa));
+            }
+            links[0].push(a);
+            links[1].push(b);
+        }
+        for (role, side_links) in [Role::A, Role::B].into_iter().zip(links) {
+            let steering = Steering::build(WORKERS, 9216).expect("steering");
+            let mut workers = Vec::new();
+            let mut apps = Vec::new();
+            for (k, (nic_links, st)) in side_links.into_iter().zip(steering).enumerate() {
+                let (vnic, app) = PipePort::pair(9000, 256).expect("socket pair");
+                let nics = nic_links
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| NicPort {
+                        id: NicId(u8::try_from(i).expect("few links")),
+                        name: format!("link{i}"),
+                        transport: Box::new(p) as Box<dyn NicTransport>,
+                    })
+                    .collect();
+                // Each worker pair has its own key, as the daemon derives them.
+                let key = [7 + u8::try_from(k).expect("few workers"); 32];
+                let dp = Dataplane::new(
+                    engine_with_key(role, key),
+                    nics,
+                    vec![Box::new(vnic) as Box<dyn NicTransport>],
+                    rss.clone(),
+                    DataplaneConfig::default(),
+                )
+                .expect("dataplane")
+                .with_steering(st)
+                .expect("one queue");
+                workers.push(dp);
+                apps.push(app);
+            }
+            link_workers(&mut workers);
+            sides.push(
+                workers
+                    .into_iter()
+                    .zip(apps)
+                    .map(|(dp, app)| {
+                        let handle = dp.handle();
+                        Side {
+                            handle,
+                            thread: thread::spawn(move || dp.run()),
+                            app,
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        let b_side = sides.pop().expect("b");
+        let a_side = sides.pop().expect("a");
+        for s in a_side.iter().chain(&b_side) {
+            wait_links_up(s);
+        }
+
+        // Every packet of both flows enters on a's queue 0 (the kernel's choice, not RSS).
+        const N: u32 = 1000;
+        let size = |seq: u32| {
+            if seq.is_multiple_of(10) {
+                4000
+            } else {
+                200 + (seq as usize * 7) % 1200
+            }
+        };
+        let app_a = a_side[0].app.try_clone().expect("clone");
+        let flows = sports.clone();
+        let writer = thread::spawn(move || {
+            for seq in 0..N {
+                for sport in &flows {
+                    app_a
+                        .send(&packet_from(seq, size(seq), *sport))
+                        .expect("send to worker");
+                }
+                if seq % 32 == 31 {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        // On b, flow q must come out of queue q, whole and in order.
+        let mut buf = vec![0u8; 65_536];
+        for (q, sport) in sports.iter().enumerate() {
+            let app = &b_side[q].app;
+            app.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            for seq in 0..N {
+                let n = app.recv(&mut buf).unwrap_or_else(|e| {
+                    panic!("queue {q}: packet {seq} of flow {sport} not delivered: {e}")
+                });
+                assert_eq!(
+                    buf[..n],
+                    packet_from(seq, size(seq), *sport)[..],
+                    "queue {q}: packet {seq} of flow {sport}"
+                );
+            }
+        }
+        writer.join().expect("writer");
+        // Nothing else arrived on either queue.
+        for s in &b_side {
+            s.app.set_nonblocking(true).expect("nonblocking");
+            assert!(s.app.recv(&mut buf).is_err(), "a stray packet");
+        }
+        // Snapshots are published every 200 ms: wait for the one after the last delivery.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let b_snaps = loop {
+            let snaps: Vec<_> = b_side
+                .iter()
+                .map(|s| s.handle.snapshot().expect("published"))
+                .collect();
+            let done = snaps[1]
+                .steering
+                .is_some_and(|(_, st)| st.steered_in >= u64::from(N));
+            if done || Instant::now() > deadline {
+                break snaps;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        // Only worker 0 carried traffic (both flows entered a's queue 0), so worker 0 of b
+        // delivered both and handed flow 1 to worker 1 through the channel.
+        let (w0, st0) = b_snaps[0].steering.expect("steered");
+        let (w1, st1) = b_snaps[1].steering.expect("steered");
+        assert_eq!((w0, w1), (0, 1));
+        assert_eq!(st0.steered_out, u64::from(N), "{st0:?}");
+        assert_eq!(st1.steered_in, u64::from(N), "{st1:?}");
+        assert_eq!(st0.lane_full + st0.pool_exhausted, 0, "{st0:?}");
+        assert_eq!(b_snaps[0].deliver_unqueued + b_snaps[1].deliver_unqueued, 0);
+        for s in a_side.into_iter().chain(b_side) {
+            let stopped = stop(s);
+            assert_eq!(stopped.engine.stats().drops.total(), 0);
+        }
     }
 }

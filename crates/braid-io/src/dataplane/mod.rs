@@ -21,6 +21,10 @@
 //!
 //! Time is `CLOCK_MONOTONIC` in nanoseconds: the same clock in every network namespace of a
 //! host, so two braid peers on one machine (the testbed) measure real one-way delays.
+//!
+//! With several vNIC queues the daemon runs one worker per queue, each with its own engine
+//! and NIC sockets, and [`Steering`] moves delivered packets to the worker that owns their
+//! RSS queue through the inter-NIC channel ([`steer`] explains the split).
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -38,6 +42,9 @@ use braid_wire::IpSummary;
 use rustix::event::{EventfdFlags, epoll};
 
 use crate::transport::{NicTransport, QueueError, RxBatch, TransportStats};
+
+pub mod steer;
+pub use steer::{MAX_WORKERS, SteerError, SteerStats, Steering};
 
 /// How often the worker publishes its counters.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(200);
@@ -124,6 +131,8 @@ pub struct Snapshot {
     pub deliver_unqueued: u64,
     /// Loop turns.
     pub turns: u64,
+    /// Which worker this is (its vNIC queue) and its steering counters, with several workers.
+    pub steering: Option<(usize, SteerStats)>,
 }
 
 /// What [`Dataplane::run`] gives back when it stops.
@@ -224,6 +233,9 @@ pub enum DataplaneError {
     /// The vNIC has no queue.
     #[error("the vNIC has no queue")]
     NoQueues,
+    /// A steered worker owns exactly one vNIC queue.
+    #[error("a worker with steering owns exactly one vNIC queue, not {0}")]
+    SteeringQueues(usize),
 }
 
 /// Tokens in epoll's user data: which port a ready descriptor belongs to.
@@ -253,6 +265,8 @@ pub struct Dataplane {
     turns: u64,
     /// What is left of this turn's allowance for waiting on full kernel queues.
     wait_budget: Duration,
+    /// This worker's place among several (one per vNIC queue), if there are several.
+    steer: Option<Steering>,
 }
 
 impl Dataplane {
@@ -305,6 +319,7 @@ impl Dataplane {
             deliver_unqueued: 0,
             turns: 0,
             wait_budget: BACKPRESSURE_WAIT,
+            steer: None,
         };
         for i in 0..me.vnic.len() {
             me.register(TOKEN_VNIC + i as u64, PortRef::Vnic(i))?;
@@ -314,6 +329,21 @@ impl Dataplane {
         }
         me.publish(now());
         Ok(me)
+    }
+
+    /// Make this worker one of several, one per vNIC queue ([`steer`]): it must own exactly
+    /// one queue, `steering.worker()`, and `rss` must spread over all the workers' queues.
+    /// Call [`link_workers`] once every worker is built.
+    ///
+    /// # Errors
+    /// [`DataplaneError::SteeringQueues`] if the worker owns more than one queue.
+    pub fn with_steering(mut self, steering: Steering) -> Result<Self, DataplaneError> {
+        if self.vnic.len() != 1 {
+            return Err(DataplaneError::SteeringQueues(self.vnic.len()));
+        }
+        self.steer = Some(steering);
+        self.publish(now());
+        Ok(self)
     }
 
     /// A handle for other threads.
@@ -363,6 +393,7 @@ impl Dataplane {
             self.turns += 1;
             self.wait_budget = BACKPRESSURE_WAIT;
             let t = now();
+            self.read_steered();
             self.read_vnic(t);
             let drained = self.read_nics(t);
             // Timers run once every NIC has been read dry, or at least every
@@ -486,19 +517,23 @@ impl Dataplane {
     }
 
     fn drain_deliver(&mut self, now: Instant) {
-        while let Some(d) = self.engine.poll_deliver(now, &mut self.scratch) {
-            let pkt = &self.scratch[..d.len];
-            let q = if self.vnic.len() == 1 {
-                0
-            } else {
-                IpSummary::parse_l3(pkt).map_or(0, |s| usize::from(self.rss.queue_for(&s)))
-            };
-            let last = self.vnic.len() - 1;
-            let port = &mut self.vnic[q.min(last)];
-            if let Err(QueueError::Full) = port.queue(pkt)
-                && !make_room(port.as_mut(), pkt, &mut self.wait_budget)
-            {
-                self.deliver_unqueued += 1;
+        if self.steer.is_some() {
+            self.drain_deliver_steered(now);
+        } else {
+            while let Some(d) = self.engine.poll_deliver(now, &mut self.scratch) {
+                let pkt = &self.scratch[..d.len];
+                let q = if self.vnic.len() == 1 {
+                    0
+                } else {
+                    IpSummary::parse_l3(pkt).map_or(0, |s| usize::from(self.rss.queue_for(&s)))
+                };
+                let last = self.vnic.len() - 1;
+                let port = &mut self.vnic[q.min(last)];
+                if let Err(QueueError::Full) = port.queue(pkt)
+                    && !make_room(port.as_mut(), pkt, &mut self.wait_budget)
+                {
+                    self.deliver_unqueued += 1;
+                }
             }
         }
         for q in &mut self.vnic {
@@ -507,6 +542,99 @@ impl Dataplane {
             {
                 tracing::debug!(error = %e, "vNIC write failed");
             }
+        }
+    }
+
+    /// Deliver with several workers: the engine writes each packet into a pool buffer, which
+    /// goes to this worker's queue or, by handle, to the worker whose queue RSS picks.
+    fn drain_deliver_steered(&mut self, now: Instant) {
+        let Some(steer) = self.steer.as_mut() else {
+            return;
+        };
+        let own = steer.worker;
+        loop {
+            let mut buf = steer.pool.alloc();
+            let out = match &mut buf {
+                Some(b) => b.storage_mut(),
+                None => &mut self.scratch[..],
+            };
+            let Some(d) = self.engine.poll_deliver(now, out) else {
+                if let Some(b) = buf {
+                    steer.release(b);
+                }
+                break;
+            };
+            // poll_deliver wrote at most the buffer's capacity, so set_len cannot fail; if it
+            // did, the packet is counted as not delivered.
+            let buf = match buf {
+                Some(mut b) => {
+                    if b.set_len(d.len).is_err() {
+                        self.deliver_unqueued += 1;
+                        steer.release(b);
+                        continue;
+                    }
+                    let q = IpSummary::parse_l3(b.bytes())
+                        .map_or(own, |s| usize::from(self.rss.queue_for(&s)));
+                    if q == own {
+                        Some(b)
+                    } else {
+                        match steer.hand_off(q, b) {
+                            Ok(()) => continue,
+                            // Full lane (counted): this worker's queue instead.
+                            Err(b) => Some(b),
+                        }
+                    }
+                }
+                None => {
+                    steer.stats.pool_exhausted += 1;
+                    None
+                }
+            };
+            let pkt = match &buf {
+                Some(b) => b.bytes(),
+                None => &self.scratch[..d.len],
+            };
+            let port = &mut self.vnic[0];
+            if let Err(QueueError::Full) = port.queue(pkt)
+                && !make_room(port.as_mut(), pkt, &mut self.wait_budget)
+            {
+                self.deliver_unqueued += 1;
+            }
+            if let Some(b) = buf {
+                steer.release(b);
+            }
+        }
+        steer.wake_peers();
+    }
+
+    /// Write the packets other workers handed over to this worker's vNIC queue, and send
+    /// their buffers home.
+    fn read_steered(&mut self) {
+        let Some(steer) = self.steer.as_mut() else {
+            return;
+        };
+        let n = steer.mesh.recv_batch(&mut steer.inbox, steer::INBOX);
+        if n == 0 {
+            return;
+        }
+        steer.stats.steered_in += n as u64;
+        let port = &mut self.vnic[0];
+        // Taken out and put back (no allocation) so buffers can be released while draining
+        // it in order.
+        let mut inbox = std::mem::take(&mut steer.inbox);
+        for b in inbox.drain(..) {
+            if let Err(QueueError::Full) = port.queue(b.bytes())
+                && !make_room(port.as_mut(), b.bytes(), &mut self.wait_budget)
+            {
+                self.deliver_unqueued += 1;
+            }
+            steer.release(b);
+        }
+        steer.inbox = inbox;
+        if port.has_backlog()
+            && let Err(e) = port.flush()
+        {
+            tracing::debug!(error = %e, "vNIC write failed");
         }
     }
 
@@ -611,6 +739,7 @@ impl Dataplane {
             tx_unqueued: self.tx_unqueued,
             deliver_unqueued: self.deliver_unqueued,
             turns: self.turns,
+            steering: self.steer.as_ref().map(|st| (st.worker, st.stats)),
         };
         *self
             .snapshot
@@ -662,6 +791,23 @@ fn make_room(port: &mut dyn NicTransport, pkt: &[u8], budget: &mut Duration) -> 
         }
     }
     false
+}
+
+/// Let the workers wake each other: give each worker the others' eventfds. Call once, after
+/// [`Dataplane::with_steering`] on every worker and before they run.
+pub fn link_workers(workers: &mut [Dataplane]) {
+    let wakes: Vec<Arc<OwnedFd>> = workers.iter().map(|w| Arc::clone(&w.wake)).collect();
+    for w in workers.iter_mut() {
+        if let Some(steer) = w.steer.as_mut() {
+            for (j, fd) in wakes.iter().enumerate() {
+                if j != steer.worker
+                    && let Some(slot) = steer.wakes.get_mut(j)
+                {
+                    *slot = Some(Arc::clone(fd));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
