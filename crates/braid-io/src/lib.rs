@@ -31,6 +31,7 @@ pub mod crypto;
 pub mod dataplane;
 pub mod keyfile;
 pub mod netlink;
+pub mod packet;
 pub mod pipe;
 pub mod transport;
 pub mod udp;

@@ -5,4 +5,5 @@
 
 #[cfg(test)]
 pub(crate) mod netns;
+pub(crate) mod packet;
 pub(crate) mod udp;
