@@ -137,18 +137,34 @@ mod tests {
         p
     }
 
-    /// Until link health has heard the peer on every link (the flow controller admits flows only
-    /// onto links that are up).
+    /// Until link health has heard the peer on every link, and kept hearing it for 300 ms
+    /// (the flow controller admits flows only onto links that are up). A link starts Up
+    /// before its first probe, and a side that starts before its peer, or is starved at
+    /// start, sees its links go down once; a flow that arrives then is refused for 100 ms.
     fn wait_links_up(side: &Side) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        // (probes answered, down events) per link when last seen all Up.
+        let mut stable_since: Option<(Instant, Vec<u64>)> = None;
         loop {
-            let up = side.handle.snapshot().is_some_and(|s| {
+            let snap = side.handle.snapshot();
+            let state = snap.as_ref().and_then(|s| {
                 s.nics
                     .iter()
-                    .all(|n| n.link.is_some_and(|l| l.state == LinkState::Up))
+                    .map(|n| {
+                        n.link
+                            .filter(|l| l.state == LinkState::Up && !l.srtt.is_zero())
+                            .map(|l| l.down_events)
+                    })
+                    .collect::<Option<Vec<u64>>>()
             });
-            if up {
-                return;
+            match (state, &stable_since) {
+                (Some(downs), Some((since, seen))) if downs == *seen => {
+                    if since.elapsed() >= Duration::from_millis(300) {
+                        return;
+                    }
+                }
+                (Some(downs), _) => stable_since = Some((Instant::now(), downs)),
+                (None, _) => stable_since = None,
             }
             assert!(Instant::now() < deadline, "links not up within 10 s");
             thread::sleep(Duration::from_millis(20));
@@ -315,6 +331,7 @@ mod tests {
             .collect();
 
         let mut sides: Vec<Vec<Side>> = Vec::new();
+        let mut built = Vec::new();
         let mut links: [Vec<Vec<UdpTransport>>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..WORKERS {
             let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -361,6 +378,12 @@ mod tests {
                 apps.push(app);
             }
             link_workers(&mut workers);
+            built.push((workers, apps));
+        }
+        // Every worker of both sides starts only once all are built: a side that runs alone
+        // for longer than the failure detection (30 ms) sees its links go down, and the
+        // flow controller then refuses flows for a while after they come back.
+        for (workers, apps) in built {
             sides.push(
                 workers
                     .into_iter()

@@ -9,7 +9,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::braid::{self, Packet, PacketType, ProbeReplyBody, Repr};
+use crate::braid::{self, Packet, PacketType, ProbeReplyBody, ProbeReplyCounters, Repr};
 use crate::vxlan;
 use crate::{IpSummary, ParseError};
 
@@ -22,7 +22,7 @@ const ROUNDTRIP_BUF_LEN: usize = 1 << 16;
 ///
 /// Checks that nothing panics; that a packet `Repr::parse` accepts re-emits to the same
 /// header bytes and parses back to the same repr; that a parsed probe reply body re-emits to
-/// the same bytes; and that an [`IpSummary`] is self-consistent (its length fits the input,
+/// the same bytes (and so do its counters, when the payload carries them); and that an [`IpSummary`] is self-consistent (its length fits the input,
 /// fragments have no ports, a VNI comes with UDP to port 4789).
 ///
 /// # Panics
@@ -94,6 +94,16 @@ fn braid_packet(data: &[u8]) {
         let mut bytes = [0u8; ProbeReplyBody::LEN];
         assert_eq!(body.emit(&mut bytes), Ok(()));
         assert_eq!(&bytes[..], &payload[..ProbeReplyBody::LEN]);
+        if let Some(counters) = ProbeReplyCounters::parse(payload) {
+            let mut bytes = [0u8; ProbeReplyCounters::REPLY_PAYLOAD_LEN];
+            assert_eq!(counters.emit(&mut bytes), Ok(()));
+            assert_eq!(
+                &bytes[ProbeReplyCounters::OFFSET..],
+                &payload[ProbeReplyCounters::OFFSET..ProbeReplyCounters::REPLY_PAYLOAD_LEN]
+            );
+        } else {
+            assert!(payload.len() < ProbeReplyCounters::REPLY_PAYLOAD_LEN);
+        }
     }
     if repr.packet_type == PacketType::Control {
         assert_eq!(packet.control_subtype(), payload.first().copied());

@@ -15,7 +15,7 @@
 //! What is here:
 //!
 //! - [`braid`]: the braid header every braid datagram carries ([`BraidPacket`],
-//!   [`BraidRepr`], [`PacketType`], [`ProbeReplyBody`]);
+//!   [`BraidRepr`], [`PacketType`], [`ProbeReplyBody`], [`ProbeReplyCounters`]);
 //! - [`ip`]: [`IpSummary`], the classification facts from an IPv4/IPv6 packet or an Ethernet
 //!   frame, sliced by etherparse;
 //! - [`vxlan`]: the VXLAN header's VNI ([`VxlanPacket`], [`VxlanRepr`]);
@@ -45,7 +45,7 @@ pub use braid::{
     AUTH_COUNTER_LEN as BRAID_AUTH_COUNTER_LEN, AUTH_TAG_LEN as BRAID_AUTH_TAG_LEN,
     FLAG_ENCRYPTED as BRAID_FLAG_ENCRYPTED, HEADER_LEN as BRAID_HEADER_LEN,
     MAX_OVERHEAD as BRAID_MAX_OVERHEAD, Packet as BraidPacket, PacketType, ProbeReplyBody,
-    Repr as BraidRepr, VERSION as BRAID_VERSION,
+    ProbeReplyCounters, Repr as BraidRepr, VERSION as BRAID_VERSION,
 };
 pub use error::ParseError;
 pub use ip::IpSummary;

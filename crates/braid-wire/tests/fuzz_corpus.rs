@@ -11,7 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use braid_wire::fuzzing::braid_header;
-use braid_wire::{BraidPacket, BraidRepr, IpSummary, PacketType, ProbeReplyBody};
+use braid_wire::{
+    BraidPacket, BraidRepr, IpSummary, PacketType, ProbeReplyBody, ProbeReplyCounters,
+};
 use proptest::prelude::*;
 
 fn corpus_dir() -> PathBuf {
@@ -118,6 +120,18 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     .emit(&mut reply_bytes[32..])
     .expect("body fits");
+    let reply_counters = BraidRepr {
+        payload_len: ProbeReplyCounters::REPLY_PAYLOAD_LEN,
+        ..reply
+    };
+    let mut reply_counters_bytes = emit(&reply_counters, &[]);
+    reply_counters_bytes[32..48].copy_from_slice(&reply_bytes[32..48]);
+    ProbeReplyCounters {
+        rx_bytes: 1_500_000,
+        rx_packets: 1000,
+    }
+    .emit(&mut reply_counters_bytes[32..])
+    .expect("counters fit");
     let control = BraidRepr {
         packet_type: PacketType::Control,
         link_id: 0,
@@ -140,6 +154,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("braid-data-auth", emit(&auth, &IPV4_TCP)),
         ("braid-probe", emit(&probe, &[0; 24])),
         ("braid-probe-reply", reply_bytes),
+        ("braid-probe-reply-counters", reply_counters_bytes),
         ("braid-control", emit(&control, &[1, 2, 3, 4])),
         ("braid-truncated-header", data_whole[..20].to_vec()),
         (

@@ -131,9 +131,18 @@ pub(crate) struct PeerSection {
     /// authentication (not recommended outside a lab).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Encrypt payloads (AEAD) instead of only authenticating them.
+    /// Encrypt payloads (AES-256-GCM) as well as authenticate them. Unset: `true` when
+    /// there is a `key_file` (on CPUs with AES instructions it is also cheaper than the
+    /// MAC-only AES-GMAC), `false` without one.
     #[serde(default)]
-    pub encrypt: bool,
+    pub encrypt: Option<bool>,
+}
+
+impl PeerSection {
+    /// Whether braid packets are encrypted: as set, or by default whenever there is a key.
+    pub(crate) fn encrypt(&self) -> bool {
+        self.encrypt.unwrap_or(self.key_file.is_some())
+    }
 }
 
 /// `a` or `b`.
@@ -166,7 +175,8 @@ pub(crate) struct NicSection {
     /// Ethernet: the peer's MAC address.
     #[serde(default)]
     pub peer_mac: Option<String>,
-    /// `100mbit`, `1gbit`, ... or `auto`.
+    /// `100mbit`, `1gbit`, ... or `auto` (measured while traffic runs, from the device's
+    /// speed or 1 Gbit/s on).
     pub capacity: String,
     /// The link MTU (default: the device's).
     #[serde(default)]
@@ -287,7 +297,8 @@ fn default_policy() -> PolicyName {
 pub(crate) enum Capacity {
     /// Configured, bit/s.
     Bps(u64),
-    /// Estimated at start.
+    /// Estimated by the engine from the delivery rate the peer reports (braid-core's
+    /// `health::capacity`), starting from the device's speed (or 1 Gbit/s).
     Auto,
 }
 
@@ -330,24 +341,23 @@ pub(crate) struct NicPlan {
 }
 
 impl NicPlan {
-    /// Bytes the transport puts in front of each braid packet.
+    /// Bytes the transport puts in front of each braid packet within the link MTU (which
+    /// counts the Ethernet payload, not the Ethernet header): IPv4/IPv6 + UDP for UDP, none
+    /// for raw Ethernet, whose braid packet is the whole payload.
     pub(crate) fn transport_overhead(&self) -> u32 {
         match &self.endpoint {
             Endpoint::Udp { peer, .. } if peer.is_ipv6() => 48,
             Endpoint::Udp { .. } => 28,
-            Endpoint::Ethernet { .. } => 14,
+            Endpoint::Ethernet { .. } => 0,
         }
     }
 
     /// Bytes each braid packet costs on the link beyond itself, as the link's rate counts
-    /// them: the transport's headers plus, for UDP, the Ethernet header (14) that `tc` and a
-    /// NIC's line rate count too. Pacing with less would overrun the link a little on every
+    /// them: the transport's headers plus the Ethernet header (14) that `tc` and a NIC's
+    /// line rate count too. Pacing with less would overrun the link a little on every
     /// packet and fill the queues below braid (a TBF at exactly the configured rate, here).
     pub(crate) fn wire_overhead(&self) -> u32 {
-        match &self.endpoint {
-            Endpoint::Udp { .. } => self.transport_overhead() + 14,
-            Endpoint::Ethernet { .. } => self.transport_overhead(),
-        }
+        self.transport_overhead() + 14
     }
 }
 
@@ -488,6 +498,20 @@ impl Config {
                             at("peer")
                         );
                     }
+                    // One worker per vNIC queue, each on its own port pair (base + k).
+                    let last = u32::from(self.vnic.queues) - 1;
+                    for (f, a) in [("local", local), ("peer", peer)] {
+                        if u32::from(a.port()) + last > 65_535 || (a.port() == 0 && last > 0) {
+                            bail!(
+                                "{}: port {} cannot start a run of {} ports (one per vNIC queue: \
+                                 vnic.queues = {})",
+                                at(f),
+                                a.port(),
+                                self.vnic.queues,
+                                self.vnic.queues
+                            );
+                        }
+                    }
                     Endpoint::Udp { local, peer }
                 }
                 TransportName::Ethernet => {
@@ -495,6 +519,15 @@ impl Config {
                         bail!(
                             "{}: local/peer are for transport = \"udp\"",
                             at("transport")
+                        );
+                    }
+                    if self.vnic.queues > 1 {
+                        // Every AF_PACKET socket on a device sees every frame: the workers
+                        // would each get all of them. Needs a fanout by worker first.
+                        bail!(
+                            "{}: \"ethernet\" supports vnic.queues = 1 only (it is {})",
+                            at("transport"),
+                            self.vnic.queues
                         );
                     }
                     let mac = n.peer_mac.as_deref().with_context(|| {
@@ -595,6 +628,8 @@ impl Plan {
                 id: n.id,
                 name: n.name.clone(),
                 capacity_bps: capacity_bps[i],
+                // `auto`: `capacity_bps[i]` is the initial guess, the engine measures the rest.
+                capacity_auto: n.capacity == Capacity::Auto,
                 mtu_bytes: link_mtu[i].saturating_sub(n.transport_overhead()),
                 wire_overhead_bytes: n.wire_overhead(),
             })
@@ -766,6 +801,9 @@ stats_file = "/tmp/a.json"
         assert_eq!(class.nics, NicSet::single(NicId(1)));
         let cfg = plan.engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
         assert_eq!(cfg.nics[0].mtu_bytes, 1472);
+        // `auto`: the engine estimates, from the guess given.
+        assert!(!cfg.nics[0].capacity_auto && cfg.nics[1].capacity_auto);
+        assert_eq!(cfg.nics[1].capacity_bps, 1_000_000_000);
         assert_eq!(cfg.vnic_mtu, 9000);
         cfg.validate().unwrap();
     }

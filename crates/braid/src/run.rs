@@ -23,7 +23,7 @@ use braid_io::dataplane::{Dataplane, DataplaneConfig, NicPort, Snapshot};
 use braid_io::transport::NicTransport;
 use serde_json::json;
 
-use crate::config::{Capacity, Config, Endpoint, Plan, RoleName};
+use crate::config::{Capacity, Config, Endpoint, NicPlan, Plan, RoleName};
 
 /// Capacity assumed for `capacity = "auto"` when the device reports no speed.
 const AUTO_FALLBACK_BPS: u64 = 1_000_000_000;
@@ -66,9 +66,11 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
         "vNIC up"
     );
 
+    // One worker per vNIC queue (crates/braid-io/src/dataplane/steer.rs): worker k owns
+    // queue k, its own engine and its own socket on every NIC (port base + k at both ends).
+    let workers = usize::from(plan.file.vnic.queues);
     let mut link_mtu = Vec::new();
     let mut capacity = Vec::new();
-    let mut ports = Vec::new();
     for n in &plan.nics {
         let mtu = match n.mtu {
             Some(m) => m,
@@ -81,52 +83,217 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             Capacity::Bps(b) => b,
             Capacity::Auto => estimate_capacity(&n.device),
         };
-        let transport: Box<dyn NicTransport> = match &n.endpoint {
-            Endpoint::Udp { local, peer } => {
-                let mut cfg = braid_io::udp::UdpConfig::new(
-                    *local,
-                    *peer,
-                    (mtu - n.transport_overhead()) as usize,
-                );
-                cfg.device = Some(n.device.clone());
-                cfg.gso = n.gso;
-                cfg.gro = n.gro;
-                Box::new(
-                    braid_io::udp::UdpTransport::open(cfg)
-                        .with_context(|| format!("nics[{}] ({}): cannot open", n.id.0, n.name))?,
-                )
-            }
-            Endpoint::Ethernet { .. } => {
-                bail!(
-                    "nics[{}].transport: \"ethernet\" (AF_PACKET) is not built yet; use \"udp\"",
-                    n.id.0
-                )
-            }
-        };
-        tracing::info!(nic = %n.name, device = %n.device, mtu, capacity_bps = bps, "NIC open");
+        tracing::info!(nic = %n.name, device = %n.device, mtu, capacity_bps = bps, "NIC");
         link_mtu.push(mtu);
         capacity.push(bps);
-        ports.push(NicPort {
-            id: n.id,
-            name: n.name.clone(),
-            transport,
-        });
     }
+    // The workers share each link: each engine starts with an equal part of its capacity
+    // (then `CapacityShares` below moves it to where it is used).
+    let share: Vec<u64> = capacity
+        .iter()
+        .map(|b| (b / workers as u64).max(1))
+        .collect();
 
-    let mut engine_cfg = plan.engine_config(&link_mtu, &capacity);
+    let rss = vnic.rss().clone();
+    let mut steering = if workers > 1 {
+        let buf_bytes = usize::try_from(plan.file.vnic.mtu).unwrap_or(usize::MAX);
+        braid_io::dataplane::Steering::build(workers, buf_bytes)
+            .context("vnic.queues: cannot set up the workers' channel")?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    let mut dataplanes = Vec::new();
+    for (k, queue) in vnic.take_queues().into_iter().enumerate() {
+        let mut ports = Vec::new();
+        for (n, mtu) in plan.nics.iter().zip(&link_mtu) {
+            ports.push(NicPort {
+                id: n.id,
+                name: n.name.clone(),
+                transport: open_transport(n, *mtu, k)?,
+            });
+        }
+        let engine = build_engine(&plan, psk.as_ref(), k, &link_mtu, &share)?;
+        let dp = Dataplane::new(
+            engine,
+            ports,
+            vec![Box::new(queue) as Box<dyn NicTransport>],
+            rss.clone(),
+            DataplaneConfig::default(),
+        )
+        .context("cannot start the data path")?;
+        let dp = match steering.get_mut(k).and_then(Option::take) {
+            Some(st) => dp.with_steering(st).context("cannot start the data path")?,
+            None => dp,
+        };
+        dataplanes.push(dp);
+    }
+    braid_io::dataplane::link_workers(&mut dataplanes);
+    let handles: Vec<_> = dataplanes.iter().map(Dataplane::handle).collect();
+    let cpu = plan.file.daemon.cpu;
+    let mut threads = Vec::new();
+    for (k, dp) in dataplanes.into_iter().enumerate() {
+        let t = std::thread::Builder::new()
+            .name(format!("braid-dp{k}"))
+            .spawn(move || {
+                // Worker k on core `daemon.cpu` + k, wrapping around the machine's cores.
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                pin_worker(cpu.map(|c| (c + k) % cores.max(c + 1)));
+                dp.run()
+            })
+            .context("cannot start a data-path thread")?;
+        threads.push(t);
+    }
+    tracing::info!(
+        workers,
+        "running; SIGINT or SIGTERM stops braid and removes {}",
+        plan.file.vnic.name
+    );
+
+    let stats_file = plan.file.daemon.stats_file.clone();
+    let snapshots = || -> Option<Vec<Snapshot>> { handles.iter().map(|h| h.snapshot()).collect() };
+    // Several workers share each link: move each link's capacity to the workers that use
+    // it (crates/braid-io/src/dataplane/share.rs). `auto` NICs are left to each worker's
+    // estimator.
+    let mut shares = braid_io::dataplane::CapacityShares::new(
+        plan.nics
+            .iter()
+            .zip(&capacity)
+            .map(|(n, c)| braid_io::dataplane::SharedNic {
+                capacity_bps: (!matches!(n.capacity, Capacity::Auto)).then_some(*c),
+                wire_overhead_bytes: n.wire_overhead(),
+            })
+            .collect(),
+        workers,
+    );
+    let mut last_write = std::time::Instant::now();
+    while !stop.load(Ordering::Acquire) && !threads.iter().any(|t| t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        if workers > 1
+            && let Some(snaps) = snapshots()
+        {
+            for change in shares.update(&snaps) {
+                match handles[change.worker].apply_quiet(change.command.clone()) {
+                    Some(Ok(())) => {}
+                    answer => {
+                        tracing::warn!(worker = change.worker, command = ?change.command,
+                            answer = ?answer, "capacity share not applied; resent next round");
+                        shares.refused(&change);
+                    }
+                }
+            }
+        }
+        if last_write.elapsed() >= Duration::from_secs(1) {
+            last_write = std::time::Instant::now();
+            if let (Some(path), Some(snaps)) = (&stats_file, snapshots()) {
+                write_stats(path, &snaps);
+            }
+        }
+    }
+    tracing::info!("stopping");
+    for h in &handles {
+        h.stop();
+    }
+    let mut stopped = Vec::new();
+    let mut failure = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(s)) => stopped.push(s),
+            Ok(Err(e)) => failure = Some(anyhow::Error::from(e).context("the data path failed")),
+            Err(_) => failure = Some(anyhow::anyhow!("a data-path thread panicked")),
+        }
+    }
+    if let (Some(path), Some(snaps)) = (&stats_file, snapshots()) {
+        write_stats(path, &snaps);
+    }
+    // The workers gave the queues back; dropping the last one removes the device.
+    drop(stopped);
+    drop(vnic);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    tracing::info!(
+        "stopped; sockets closed and {} removed",
+        plan.file.vnic.name
+    );
+    Ok(())
+}
+
+/// Open NIC `n`'s transport for worker `worker` (UDP: ports base + worker at both ends).
+fn open_transport(n: &NicPlan, mtu: u32, worker: usize) -> Result<Box<dyn NicTransport>> {
+    let transport: Box<dyn NicTransport> = match &n.endpoint {
+        Endpoint::Udp { local, peer } => {
+            let offset = u16::try_from(worker).context("too many workers")?;
+            let at_offset = |a: &std::net::SocketAddr| {
+                let mut a = *a;
+                a.set_port(a.port() + offset);
+                a
+            };
+            let mut cfg = braid_io::udp::UdpConfig::new(
+                at_offset(local),
+                at_offset(peer),
+                (mtu - n.transport_overhead()) as usize,
+            );
+            cfg.device = Some(n.device.clone());
+            cfg.gso = n.gso;
+            cfg.gro = n.gro;
+            Box::new(
+                braid_io::udp::UdpTransport::open(cfg)
+                    .with_context(|| format!("nics[{}] ({}): cannot open", n.id.0, n.name))?,
+            )
+        }
+        Endpoint::Ethernet { peer_mac } => {
+            // Every AF_PACKET socket bound to a device sees every braid frame on it, so a
+            // second worker would get the first one's frames too (config.rs refuses
+            // vnic.queues > 1 with this transport).
+            if worker > 0 {
+                bail!(
+                    "nics[{}].transport: \"ethernet\" carries one worker only (vnic.queues = 1)",
+                    n.id.0
+                );
+            }
+            // The braid packet is the whole Ethernet payload: transport_overhead is 0 and
+            // the 14-byte header counts in wire_overhead (pacing) only.
+            let cfg = braid_io::packet::PacketConfig::new(
+                n.device.clone(),
+                *peer_mac,
+                (mtu - n.transport_overhead()) as usize,
+            );
+            Box::new(
+                braid_io::packet::PacketTransport::open(cfg)
+                    .with_context(|| format!("nics[{}] ({}): cannot open", n.id.0, n.name))?,
+            )
+        }
+    };
+    Ok(transport)
+}
+
+/// The engine of worker `worker`: its share of each link's capacity, and its own key,
+/// derived from the pre-shared key and the worker's index, so no two workers ever use one
+/// AEAD key with overlapping nonces (each counts its packets from the same wall-clock start).
+fn build_engine(
+    plan: &Plan,
+    psk: Option<&[u8; 32]>,
+    worker: usize,
+    link_mtu: &[u32],
+    capacity: &[u64],
+) -> Result<braid_core::engine::Engine> {
+    let mut engine_cfg = plan.engine_config(link_mtu, capacity);
     engine_cfg.seed = random_seed();
     if let Some(psk) = psk {
         let role = match plan.file.peer.role {
             RoleName::A => Role::A,
             RoleName::B => Role::B,
         };
-        let mut auth = AuthConfig::new(psk, role);
+        let mut auth = AuthConfig::new(worker_key(psk, worker), role);
         // Wall-clock nanoseconds: a restarted daemon starts above every counter it sent
         // before, so the peer's replay window accepts it and no AEAD nonce is reused.
         auth.counter_start = braid_io::crypto::wall_clock_counter_start()?;
         engine_cfg.auth = Some(auth);
     }
-    if plan.file.peer.encrypt && engine_cfg.auth.is_none() {
+    if plan.file.peer.encrypt() && engine_cfg.auth.is_none() {
         bail!("peer.encrypt: needs peer.key_file (the key the AEAD keys are derived from)");
     }
     // MAC-only: AES-GMAC (1.55× keyed BLAKE3's throughput at 1400 bytes here); with
@@ -134,66 +301,23 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     // Without a key: no protection at all (`Engine::new` with `auth` unset).
     let protection = if engine_cfg.auth.is_none() {
         braid_io::crypto::Protection::Blake3Mac
-    } else if plan.file.peer.encrypt {
+    } else if plan.file.peer.encrypt() {
         braid_io::crypto::Protection::Aead(braid_io::crypto::Cipher::Aes256Gcm)
     } else {
         braid_io::crypto::Protection::AesGmac
     };
-    let engine =
-        braid_io::crypto::build_engine_with(engine_cfg, braid_io::dataplane::now(), protection)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("the engine refused the configuration")?;
+    braid_io::crypto::build_engine_with(engine_cfg, braid_io::dataplane::now(), protection)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the engine refused the configuration")
+}
 
-    let rss = vnic.rss().clone();
-    let queues: Vec<Box<dyn NicTransport>> = vnic
-        .take_queues()
-        .into_iter()
-        .map(|q| Box::new(q) as Box<dyn NicTransport>)
-        .collect();
-    let dp = Dataplane::new(engine, ports, queues, rss, DataplaneConfig::default())
-        .context("cannot start the data path")?;
-    let handle = dp.handle();
-    let cpu = plan.file.daemon.cpu;
-    let worker = std::thread::Builder::new()
-        .name("braid-dp".into())
-        .spawn(move || {
-            pin_worker(cpu);
-            dp.run()
-        })
-        .context("cannot start the data-path thread")?;
-    tracing::info!(
-        "running; SIGINT or SIGTERM stops braid and removes {}",
-        plan.file.vnic.name
-    );
-
-    let stats_file = plan.file.daemon.stats_file.clone();
-    let mut last_write = std::time::Instant::now();
-    while !stop.load(Ordering::Acquire) && !worker.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        if last_write.elapsed() >= Duration::from_secs(1) {
-            last_write = std::time::Instant::now();
-            if let (Some(path), Some(snap)) = (&stats_file, handle.snapshot()) {
-                write_stats(path, &snap);
-            }
-        }
-    }
-    tracing::info!("stopping");
-    handle.stop();
-    let stopped = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the data-path thread panicked"))?
-        .context("the data path failed")?;
-    if let (Some(path), Some(snap)) = (&stats_file, handle.snapshot()) {
-        write_stats(path, &snap);
-    }
-    // The worker gave the queues back; dropping the last one removes the device.
-    drop(stopped);
-    drop(vnic);
-    tracing::info!(
-        "stopped; sockets closed and {} removed",
-        plan.file.vnic.name
-    );
-    Ok(())
+/// Worker `worker`'s key: BLAKE3 in key-derivation mode over the pre-shared key and the
+/// worker's index (both peers derive the same key for the same worker).
+fn worker_key(psk: &[u8; 32], worker: usize) -> [u8; 32] {
+    let mut material = [0u8; 40];
+    material[..32].copy_from_slice(psk);
+    material[32..].copy_from_slice(&(worker as u64).to_le_bytes());
+    blake3::derive_key("braid 2026-11 worker key", &material)
 }
 
 fn vnic_config(plan: &Plan) -> Result<braid_io::vnic::VnicConfig> {
@@ -230,8 +354,10 @@ fn rss(plan: &Plan) -> Result<Rss> {
     Ok(rss)
 }
 
-/// `auto` capacity: the device's speed from sysfs (what ethtool reports), else 1 Gbit/s.
-// XXX(#3): measure it (delivery rate under load) instead of trusting the device's word.
+/// The initial guess of an `auto` capacity: the device's speed from sysfs (what ethtool
+/// reports), else 1 Gbit/s. The engine then measures the link (`capacity_auto`): the estimate
+/// moves by at most ×2 or ÷2 per 100 ms round, so a guess off by 100× (a veth reports
+/// 10 Gbit/s) costs under a second.
 fn estimate_capacity(device: &str) -> u64 {
     let path = PathBuf::from(format!("/sys/class/net/{device}/speed"));
     let mbit = std::fs::read_to_string(&path)
@@ -239,7 +365,11 @@ fn estimate_capacity(device: &str) -> u64 {
         .and_then(|s| s.trim().parse::<i64>().ok())
         .filter(|m| *m > 0);
     let bps = mbit.map_or(AUTO_FALLBACK_BPS, |m| m.unsigned_abs() * 1_000_000);
-    tracing::info!(device, capacity_bps = bps, "capacity = auto");
+    tracing::info!(
+        device,
+        initial_bps = bps,
+        "capacity = auto: estimated from the measured delivery rate, starting here"
+    );
     bps
 }
 
@@ -266,13 +396,68 @@ fn pin_worker(cpu: Option<usize>) {
     }
 }
 
-/// Write the snapshot as JSON, atomically (a temporary file renamed over the old one).
-fn write_stats(path: &Path, snap: &Snapshot) {
-    let value = stats_json(snap);
+/// Write the workers' snapshots as JSON, atomically (a temporary file renamed over the old
+/// one): [`stats_json`] of one worker, or with several the totals ([`merge_json`]) plus each
+/// worker's own under `"workers"`.
+fn write_stats(path: &Path, snaps: &[Snapshot]) {
+    let value = match snaps {
+        [one] => stats_json(one),
+        many => {
+            let each: Vec<_> = many.iter().map(stats_json).collect();
+            let mut total = each.iter().skip(1).fold(each[0].clone(), merge_json);
+            if let Some(map) = total.as_object_mut() {
+                map.insert("workers".into(), serde_json::Value::Array(each));
+            }
+            total
+        }
+    };
     let tmp = path.with_extension("json.tmp");
     let result = std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
+    }
+}
+
+/// Add two workers' stats: counters are summed; a link's delay and loss (each worker
+/// measures the same link) and the time take the larger; ids, names and states the first;
+/// `open` is true only if it is for both.
+pub(crate) fn merge_json(a: serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const LARGEST: [&str; 4] = ["at_ns", "srtt_us", "owd_us", "loss"];
+    match (a, b) {
+        (Value::Object(mut a), Value::Object(b)) => {
+            for (k, vb) in b {
+                let merged = match a.remove(k) {
+                    Some(va) if LARGEST.contains(&k.as_str()) => {
+                        if va.as_f64() >= vb.as_f64() {
+                            va
+                        } else {
+                            vb.clone()
+                        }
+                    }
+                    Some(va) if k == "id" || k == "worker" => va,
+                    Some(va) => merge_json(va, vb),
+                    None => vb.clone(),
+                };
+                a.insert(k.clone(), merged);
+            }
+            Value::Object(a)
+        }
+        (Value::Array(a), Value::Array(b)) => Value::Array(
+            a.into_iter()
+                .zip(b.iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(va, vb)| match vb {
+                    Some(vb) => merge_json(va, vb),
+                    None => va,
+                })
+                .collect(),
+        ),
+        (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64()) {
+            (Some(x), Some(y)) => json!(x.saturating_add(y)),
+            _ => json!(x.as_f64().unwrap_or(0.0) + y.as_f64().unwrap_or(0.0)),
+        },
+        (Value::Bool(x), Value::Bool(y)) => Value::Bool(x && *y),
+        (a, _) => a,
     }
 }
 
@@ -304,6 +489,10 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
                 "rx_packets": n.engine.rx_packets_count,
                 "rx_bytes": n.engine.rx_bytes_count,
                 "rx_first": n.engine.rx_first_count,
+                // Configured, or the estimate of an `auto` NIC; the pacing rate adds the
+                // estimator's probing gain.
+                "capacity_bps": n.engine.capacity_bps,
+                "pacing_bps": n.engine.pacing_bps,
                 "transport": transport_json(&n.transport, &n.extra),
             })
         })
@@ -337,6 +526,13 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
             .map(|(t, extra)| transport_json(t, extra))
             .collect::<Vec<_>>(),
         "drops": drops,
+        "steering": s.steering.map(|(worker, st)| json!({
+            "worker": worker,
+            "steered_out": st.steered_out,
+            "steered_in": st.steered_in,
+            "lane_full": st.lane_full,
+            "pool_exhausted": st.pool_exhausted,
+        })),
     })
 }
 
@@ -359,4 +555,43 @@ fn transport_json(
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_stats_sum_counters_and_keep_the_worst_link_view() {
+        let a = json!({
+            "at_ns": 5, "tx_packets": 10, "drops": {"auth_failed": 1},
+            "nics": [{"id": 0, "name": "nic0", "open": true, "tx_bytes": 100,
+                      "link": {"state": "Up", "srtt_us": 40, "loss": 0.01}}],
+        });
+        let b = json!({
+            "at_ns": 7, "tx_packets": 5, "drops": {"replayed": 2},
+            "nics": [{"id": 0, "name": "nic0", "open": false, "tx_bytes": 50,
+                      "link": {"state": "Up", "srtt_us": 30, "loss": 0.02}}],
+        });
+        let m = merge_json(a, &b);
+        assert_eq!(m["at_ns"], 7);
+        assert_eq!(m["tx_packets"], 15);
+        assert_eq!(m["drops"], json!({"auth_failed": 1, "replayed": 2}));
+        let nic = &m["nics"][0];
+        assert_eq!(nic["id"], 0);
+        assert_eq!(nic["name"], "nic0");
+        assert_eq!(nic["open"], false);
+        assert_eq!(nic["tx_bytes"], 150);
+        assert_eq!(nic["link"]["srtt_us"], 40);
+        assert_eq!(nic["link"]["loss"], 0.02);
+    }
+
+    #[test]
+    fn each_worker_has_its_own_key_and_both_peers_derive_the_same() {
+        let psk = [9u8; 32];
+        assert_ne!(worker_key(&psk, 0), worker_key(&psk, 1));
+        assert_ne!(worker_key(&psk, 0), psk);
+        assert_eq!(worker_key(&psk, 1), worker_key(&[9u8; 32], 1));
+        assert_ne!(worker_key(&psk, 1), worker_key(&[8u8; 32], 1));
+    }
 }

@@ -92,8 +92,12 @@ enum Action {
 
 /// The vNIC MTU: as given, or the largest that fits one braid packet on a link.
 fn vnic_mtu(args: &UpArgs) -> u32 {
+    let overhead = match args.transport {
+        LinkTransport::Udp => BRAID_LINK_OVERHEAD,
+        LinkTransport::Ethernet => BRAID_ETHERNET_LINK_OVERHEAD,
+    };
     args.vnic_mtu
-        .unwrap_or_else(|| args.link_mtu.saturating_sub(BRAID_LINK_OVERHEAD).max(68))
+        .unwrap_or_else(|| args.link_mtu.saturating_sub(overhead).max(68))
 }
 
 /// The reorder hold floor of the testbed's daemons, ms (the default is 5): see `daemon_config`.
@@ -101,6 +105,19 @@ const TESTBED_MIN_HOLD_MS: u32 = 20;
 
 /// IPv4 + UDP (28) and the braid header with authentication (56).
 const BRAID_LINK_OVERHEAD: u32 = 28 + braid_wire::BRAID_MAX_OVERHEAD as u32;
+/// Raw Ethernet: the braid header with authentication (56) only; the Ethernet header is not
+/// part of the link MTU.
+const BRAID_ETHERNET_LINK_OVERHEAD: u32 = braid_wire::BRAID_MAX_OVERHEAD as u32;
+
+/// How the testbed's daemons carry braid packets over the links (`--transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LinkTransport {
+    /// UDP over IPv4, port 7700 (+ vNIC queue) on each link's addresses.
+    Udp,
+    /// Raw Ethernet frames with braid's EtherType (AF_PACKET) to the peer veth's MAC; one
+    /// vNIC queue.
+    Ethernet,
+}
 
 /// Options of `braid testbed up`.
 #[derive(Debug, clap::Args)]
@@ -111,21 +128,34 @@ struct UpArgs {
     links: Vec<LinkRate>,
     /// MTU of the vNIC. It may exceed the links' MTU (braid splits the packets across them);
     /// the default is the largest that fits one braid packet on a link: link MTU − 84 (IPv4
-    /// and UDP 28, braid header with authentication 56), 1416 on 1500-byte links.
+    /// and UDP 28, braid header with authentication 56), 1416 on 1500-byte links; with
+    /// `--transport ethernet` link MTU − 56, 1444.
     #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
     vnic_mtu: Option<u32>,
-    /// vNIC queues (multi-queue TUN).
+    /// vNIC queues (multi-queue TUN). Each queue gets its own data-path worker, engine and
+    /// UDP port (7700 + queue) on every link. On a 2-core machine that also runs the other
+    /// daemon and the traffic, more workers than cores only add contention: the default is 1
+    /// (and `--transport ethernet` supports only 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     queues: u16,
-    /// Encrypt braid packets (AES-256-GCM) instead of only authenticating them.
+    /// How braid packets cross the links: `udp`, or `ethernet` (raw frames with braid's
+    /// EtherType to the peer veth's MAC, read when the links are built).
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: LinkTransport,
+    /// Only authenticate braid packets (AES-GMAC), without encrypting them; by default they
+    /// are encrypted and authenticated with AES-256-GCM (faster here too).
     #[arg(long, conflicts_with = "no_auth")]
-    encrypt: bool,
+    mac_only: bool,
     /// No pre-shared key: braid packets are neither authenticated nor encrypted.
     #[arg(long)]
     no_auth: bool,
     /// MTU of the veth links.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(68..=65535))]
     link_mtu: u32,
+    /// Configure every NIC with `capacity = "auto"`: braid measures each link's rate (from
+    /// the veth's 10 Gbit/s on) instead of being told the TBF rate.
+    #[arg(long)]
+    auto_capacity: bool,
     /// The braid binary to run in the namespaces (default: this one).
     #[arg(long, value_name = "PATH")]
     braid: Option<PathBuf>,
@@ -600,6 +630,12 @@ fn up(tb: &Testbed, args: &UpArgs) -> Result<()> {
             braid_core::MAX_NICS
         );
     }
+    if args.transport == LinkTransport::Ethernet && args.queues > 1 {
+        bail!(
+            "--transport ethernet: needs --queues 1 (every AF_PACKET socket on a link sees every \
+             braid frame, so the workers of several vNIC queues cannot share the links)"
+        );
+    }
     let braid = match &args.braid {
         Some(path) => path.clone(),
         None => std::env::current_exe()
@@ -730,20 +766,46 @@ fn write_state(tb: &Testbed, args: &UpArgs) -> Result<()> {
         Some(tb.psk())
     };
     for side in Side::BOTH {
+        // Ethernet: each side sends to the MACs of the other side's veth ends.
+        let peer_macs = match args.transport {
+            LinkTransport::Udp => None,
+            LinkTransport::Ethernet => Some(link_macs(&tb.ns(side.other()), args.links.len())?),
+        };
         let text = daemon_config(&ConfigParams {
             side,
             links: &args.links,
+            peer_macs: peer_macs.as_deref(),
             vnic_mtu: vnic_mtu(args),
             queues: args.queues,
             link_mtu: args.link_mtu,
             key_file: key_file.as_deref(),
-            encrypt: args.encrypt,
+            encrypt: !args.mac_only && !args.no_auth,
             stats_file: &tb.file(side, "stats.json"),
+            auto_capacity: args.auto_capacity,
         });
         let path = tb.file(side, "toml");
         fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The MACs of `nic0..nic<links>` in namespace `ns` (`ip -j link show`).
+fn link_macs(ns: &str, links: usize) -> Result<Vec<String>> {
+    let out = run_cmd("ip", &["-n", ns, "-j", "link", "show"])?;
+    let list: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("parse `ip -j link show` in {ns}"))?;
+    (0..links)
+        .map(|i| {
+            let dev = nic(i);
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["ifname"].as_str() == Some(dev.as_str()))
+                .and_then(|l| l["address"].as_str())
+                .map(str::to_owned)
+                .with_context(|| format!("no MAC address for {dev} in {ns}"))
+        })
+        .collect()
 }
 
 /// Writes a fresh 32-byte key as 64 hex characters, readable by root only.
@@ -768,12 +830,17 @@ fn write_psk(path: &Path) -> Result<()> {
 struct ConfigParams<'a> {
     side: Side,
     links: &'a [LinkRate],
+    /// `Some`: raw Ethernet, to the peer's MAC on each link (`peer_macs[i]` for link i);
+    /// `None`: UDP.
+    peer_macs: Option<&'a [String]>,
     vnic_mtu: u32,
     queues: u16,
     link_mtu: u32,
     key_file: Option<&'a Path>,
     encrypt: bool,
     stats_file: &'a Path,
+    /// `capacity = "auto"` on every NIC, rate-limited or not.
+    auto_capacity: bool,
 }
 
 /// A TOML basic string.
@@ -812,12 +879,25 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
         let _ = writeln!(t, "\n[[nics]]");
         let _ = writeln!(t, "name = {}", toml_str(&format!("link{i}")));
         let _ = writeln!(t, "device = {}", toml_str(&nic(i)));
-        let _ = writeln!(t, "transport = \"udp\"");
-        let local = format!("{}:{LINK_PORT}", link_addr(i, side));
-        let peer = format!("{}:{LINK_PORT}", link_addr(i, side.other()));
-        let _ = writeln!(t, "local = {}", toml_str(&local));
-        let _ = writeln!(t, "peer = {}", toml_str(&peer));
-        let _ = writeln!(t, "capacity = {}", toml_str(&rate.capacity()));
+        match p.peer_macs.and_then(|macs| macs.get(i)) {
+            Some(mac) => {
+                let _ = writeln!(t, "transport = \"ethernet\"");
+                let _ = writeln!(t, "peer_mac = {}", toml_str(mac));
+            }
+            None => {
+                let _ = writeln!(t, "transport = \"udp\"");
+                let local = format!("{}:{LINK_PORT}", link_addr(i, side));
+                let peer = format!("{}:{LINK_PORT}", link_addr(i, side.other()));
+                let _ = writeln!(t, "local = {}", toml_str(&local));
+                let _ = writeln!(t, "peer = {}", toml_str(&peer));
+            }
+        }
+        let capacity = if p.auto_capacity {
+            "auto".to_owned()
+        } else {
+            rate.capacity()
+        };
+        let _ = writeln!(t, "capacity = {}", toml_str(&capacity));
         let _ = writeln!(t, "mtu = {}", p.link_mtu);
     }
     let _ = writeln!(t, "\n[[classes]]");
@@ -920,6 +1000,12 @@ fn print_usage(tb: &Testbed, args: &UpArgs, braid: &Path) {
             link_addr(i, Side::B),
             nic(i),
             args.link_mtu
+        );
+    }
+    if args.transport == LinkTransport::Ethernet {
+        println!(
+            "  transport: raw Ethernet, EtherType {:#06x}, to the peer veth's MAC on each link",
+            braid_io::packet::BRAID_ETHERTYPE
         );
     }
     println!("  state, configs and logs: {}", tb.dir.display());
@@ -1184,15 +1270,41 @@ mod tests {
         let text = daemon_config(&ConfigParams {
             side,
             links: &links,
+            peer_macs: None,
             vnic_mtu: 9000,
             queues: 2,
             link_mtu: 1500,
             key_file: key,
             encrypt,
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
+            auto_capacity: false,
         });
         text.parse::<toml::Table>()
             .unwrap_or_else(|e| panic!("generated config is not TOML: {e}\n{text}"))
+    }
+
+    #[test]
+    fn auto_capacity_writes_auto_on_every_nic() {
+        let links = [parse_rate("100mbit").unwrap(), parse_rate("none").unwrap()];
+        let text = daemon_config(&ConfigParams {
+            side: Side::A,
+            links: &links,
+            peer_macs: None,
+            vnic_mtu: 1416,
+            queues: 1,
+            link_mtu: 1500,
+            key_file: None,
+            encrypt: false,
+            stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
+            auto_capacity: true,
+        });
+        let c: toml::Table = text.parse().expect("TOML");
+        let nics = c["nics"].as_array().unwrap();
+        assert_eq!(nics.len(), 2);
+        for nic in nics {
+            assert_eq!(nic["capacity"].as_str(), Some("auto"), "{text}");
+        }
+        crate::config::Config::parse(&text).expect("the daemon accepts it");
     }
 
     #[test]
@@ -1272,6 +1384,7 @@ mod tests {
             for (key_file, encrypt) in [(Some(key), true), (Some(key), false), (None, false)] {
                 let text = daemon_config(&ConfigParams {
                     side,
+                    peer_macs: None,
                     links: &[
                         LinkRate(Some(100_000_000)),
                         LinkRate(None),
@@ -1283,12 +1396,74 @@ mod tests {
                     key_file,
                     encrypt,
                     stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
+                    auto_capacity: false,
                 });
                 if let Err(e) = crate::config::Config::parse(&text) {
                     panic!("braid run rejects the testbed's config: {e:#}\n{text}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn ethernet_configs_name_the_peer_macs_and_pass_the_daemons_checks() {
+        let macs = [
+            "02:00:00:00:00:0a".to_owned(),
+            "02:00:00:00:00:0b".to_owned(),
+        ];
+        let links = [LinkRate(Some(100_000_000)), LinkRate(None)];
+        let text = daemon_config(&ConfigParams {
+            side: Side::A,
+            links: &links,
+            peer_macs: Some(&macs),
+            vnic_mtu: 1444,
+            queues: 1,
+            link_mtu: 1500,
+            key_file: None,
+            encrypt: false,
+            stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
+            auto_capacity: false,
+        });
+        let c: toml::Table = text.parse().expect("TOML");
+        for (i, mac) in macs.iter().enumerate() {
+            let nic = &c["nics"][i];
+            assert_eq!(nic["transport"].as_str(), Some("ethernet"));
+            assert_eq!(nic["peer_mac"].as_str(), Some(mac.as_str()));
+            assert!(nic.get("local").is_none() && nic.get("peer").is_none());
+        }
+        let plan = crate::config::Config::parse(&text)
+            .unwrap_or_else(|e| panic!("braid run rejects it: {e:#}\n{text}"));
+        assert_eq!(
+            plan.nics[1].endpoint,
+            crate::config::Endpoint::Ethernet {
+                peer_mac: [2, 0, 0, 0, 0, 0x0b]
+            }
+        );
+        // The braid packet is the whole Ethernet payload; the header counts for pacing.
+        assert_eq!(plan.nics[0].transport_overhead(), 0);
+        assert_eq!(plan.nics[0].wire_overhead(), 14);
+    }
+
+    #[test]
+    fn ethernet_defaults_to_one_queue_and_a_larger_vnic_mtu() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            action: Action,
+        }
+        let up = |args: &[&str]| match Cli::try_parse_from(args).expect("parses").action {
+            Action::Up(a) => a,
+            other => panic!("{other:?}"),
+        };
+        let eth = up(&["t", "up", "--transport", "ethernet"]);
+        assert_eq!((eth.transport, eth.queues), (LinkTransport::Ethernet, 1));
+        assert_eq!(vnic_mtu(&eth), 1500 - 56);
+        let udp = up(&["t", "up"]);
+        assert_eq!(udp.transport, LinkTransport::Udp);
+        assert_eq!(vnic_mtu(&udp), 1500 - 84);
+        let explicit = up(&["t", "up", "--transport", "ethernet", "--queues", "2"]);
+        assert_eq!(explicit.queues, 2, "refused by `up` with a message");
     }
 
     #[test]

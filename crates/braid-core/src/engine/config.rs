@@ -13,6 +13,7 @@ use crate::auth::AuthConfig;
 use crate::controller::{ControllerConfig, OverflowPolicy};
 use crate::flow::{ClassifyConfig, FlowTableConfig};
 use crate::health::HealthConfig;
+use crate::health::capacity::CapacityConfig;
 use crate::reassembly::ReassemblyConfig;
 use crate::reorder::ReorderConfig;
 use crate::scheduler::SchedulerConfig;
@@ -25,8 +26,13 @@ pub struct NicSpec {
     pub id: NicId,
     /// A name for reports (`eth1`, `link0`).
     pub name: String,
-    /// Configured capacity in bit/s. The engine paces the NIC to this rate.
+    /// Configured capacity in bit/s. The engine paces the NIC to this rate; with
+    /// `capacity_auto` it is the initial guess the estimate starts from.
     pub capacity_bps: u64,
+    /// Estimate the capacity from the delivery rate the peer reports in its probe replies
+    /// ([`crate::health::capacity`]) instead of trusting `capacity_bps`: the estimate becomes
+    /// the NIC's capacity (flow placement, striping, pacing). Default false.
+    pub capacity_auto: bool,
     /// The largest braid packet (braid header + payload) the NIC carries, in bytes: the link
     /// MTU minus the transport's headers (1500 − 28 = 1472 for UDP over IPv4).
     pub mtu_bytes: u32,
@@ -40,13 +46,15 @@ pub const UDP_IPV4_OVERHEAD_BYTES: u32 = 28;
 
 impl NicSpec {
     /// A NIC that carries braid over UDP/IPv4 on a link with the given MTU (1500 for
-    /// Ethernet): braid packets up to `link_mtu − 28` bytes, 28 bytes of wire overhead each.
+    /// Ethernet): braid packets up to `link_mtu − 28` bytes, 28 bytes of wire overhead each,
+    /// the capacity as configured (not `auto`).
     #[must_use]
     pub fn udp_ipv4(id: NicId, name: &str, capacity_bps: u64, link_mtu: u32) -> Self {
         Self {
             id,
             name: name.into(),
             capacity_bps,
+            capacity_auto: false,
             mtu_bytes: link_mtu.saturating_sub(UDP_IPV4_OVERHEAD_BYTES),
             wire_overhead_bytes: UDP_IPV4_OVERHEAD_BYTES,
         }
@@ -181,6 +189,8 @@ pub struct EngineConfig {
     pub reorder: ReorderConfig,
     /// Probes and link state.
     pub health: HealthConfig,
+    /// The capacity estimator of the NICs with `capacity_auto`.
+    pub capacity: CapacityConfig,
     /// The per-packet cost model.
     pub scheduler: SchedulerConfig,
     /// NIC affinity: admission and rebalancing.
@@ -227,6 +237,7 @@ impl EngineConfig {
             reassembly: ReassemblyConfig::default(),
             reorder: ReorderConfig::default(),
             health: HealthConfig::default(),
+            capacity: CapacityConfig::default(),
             scheduler: SchedulerConfig::default(),
             controller: ControllerConfig::default(),
             store_bytes: 64 << 20,

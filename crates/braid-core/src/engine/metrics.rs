@@ -26,6 +26,12 @@ pub struct NicCounters {
     pub tx_rerouted_count: u64,
     /// Bytes waiting in this NIC's TX queue now.
     pub tx_queued_bytes: u64,
+    /// The NIC's capacity now, bit/s: as configured, or the current estimate when the NIC is
+    /// configured `auto` (a gauge; [`super::Engine::capacity_estimate`] has the details).
+    pub capacity_bps: u64,
+    /// The rate the NIC is paced at now, bit/s: the capacity, times the estimator's probing
+    /// gain for an `auto` NIC (a gauge).
+    pub pacing_bps: u64,
 }
 
 /// Engine-wide counters.

@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use braid_wire::{
     BRAID_FLAG_ENCRYPTED, BRAID_HEADER_LEN, BraidPacket, BraidRepr, IpSummary, PacketType,
-    ProbeReplyBody,
+    ProbeReplyBody, ProbeReplyCounters,
 };
 
 use super::config::{ClassPolicy, EngineConfig};
@@ -20,6 +20,7 @@ use crate::controller::{
     AssignOutcome, FlowController, FlowPolicy, NicConfig, NicState, OverflowPolicy,
 };
 use crate::flow::{FlowKey, FlowTable};
+use crate::health::capacity::{CapacityEstimator, CapacityStats};
 use crate::health::{HealthMonitor, LinkState, LinkStats};
 use crate::reassembly::{DatagramKey, FragOutcome, Reassembler};
 use crate::reorder::{Admit, ReorderBuffer, hold_from_spread};
@@ -138,8 +139,11 @@ struct NicRt {
     admin_up: bool,
     state: LinkState,
     queue: TxQueue,
-    /// When the NIC will have sent everything handed to it so far, at its capacity.
+    /// When the NIC will have sent everything handed to it so far, at its pacing rate.
     next_free: Instant,
+    /// The rate the NIC is paced at, bit/s: `spec.capacity_bps`, or for an `auto` NIC the
+    /// estimator's pacing rate (the estimate times its probing gain).
+    pacing_bps: u64,
 }
 
 /// A NIC's TX queue: two bands with strict priority. Latency-critical classes go in band 0
@@ -309,6 +313,9 @@ struct PendingReply {
     seq: u64,
     echo_ts: u64,
     rx_ts: u64,
+    /// This NIC's receive counters when the probe arrived (it included), for the prober's
+    /// capacity estimate.
+    rx_counters: ProbeReplyCounters,
 }
 
 /// braid's sans-IO engine. See the [module documentation](super) for the call protocol.
@@ -326,6 +333,8 @@ pub struct Engine {
     plan: Plan,
     views: Vec<LinkView>,
     health: HealthMonitor,
+    /// Capacity estimates of the NICs configured `auto`.
+    capacity: CapacityEstimator,
     reassembler: Reassembler,
     rx_flows: FlowTable<FlowId, RxFlow>,
     /// Flows with datagrams held in their reorder buffer (they need timer service).
@@ -406,6 +415,7 @@ impl Engine {
                 why: "is out of range",
             })?;
         let mut health = HealthMonitor::new(config.health);
+        let mut capacity = CapacityEstimator::new(config.capacity);
         for spec in &config.nics {
             nic_set.insert(spec.id);
             controller
@@ -415,12 +425,16 @@ impl Engine {
                 })
                 .map_err(|_| ConfigError::BadNicId(spec.id))?;
             health.add_link(now, spec.id);
+            if spec.capacity_auto {
+                capacity.add_link(now, spec.id, spec.capacity_bps);
+            }
             nics[spec.id.index()] = Some(NicRt {
                 spec: spec.clone(),
                 admin_up: true,
                 state: LinkState::Up,
                 queue: TxQueue::with_capacity(config.tx_queue_packets),
                 next_free: now,
+                pacing_bps: spec.capacity_bps,
             });
         }
         // Every queued piece may hold its own slot, in either band of any NIC.
@@ -439,7 +453,7 @@ impl Engine {
         tx_cfg.hash_seed ^= config.seed.rotate_left(17);
         let mut reasm_cfg = config.reassembly;
         reasm_cfg.hash_seed ^= config.seed.rotate_left(31);
-        Ok(Self {
+        let mut engine = Self {
             store: PacketStore::new(
                 config.store_bytes,
                 config.reassembly.max_datagram_bytes as usize,
@@ -480,7 +494,18 @@ impl Engine {
             nics,
             nic_set,
             config,
-        })
+            capacity,
+        };
+        // The gauges; an `auto` NIC starts pacing at the estimator's rate.
+        for n in engine.nics.iter().flatten() {
+            let c = &mut engine.stats.nics[n.spec.id.index()];
+            c.capacity_bps = n.spec.capacity_bps;
+            c.pacing_bps = n.pacing_bps;
+        }
+        for id in nic_set.iter() {
+            engine.sync_capacity(id);
+        }
+        Ok(engine)
     }
 
     // ------------------------------------------------------------------ getters
@@ -502,6 +527,13 @@ impl Engine {
     #[must_use]
     pub fn link(&self, nic: NicId) -> Option<&LinkStats> {
         self.health.link(nic)
+    }
+
+    /// The capacity estimate of a NIC configured `auto` (estimate, pacing rate, phase, last
+    /// sample); `None` for a NIC with a configured capacity.
+    #[must_use]
+    pub fn capacity_estimate(&self, nic: NicId) -> Option<&CapacityStats> {
+        self.capacity.stats(nic)
     }
 
     /// The configured NICs.
@@ -830,11 +862,11 @@ impl Engine {
         for n in self.nics.iter().flatten() {
             let link = self.health.link(n.spec.id);
             let ahead_ns = duration_nanos(n.next_free.saturating_duration_since(now));
-            let pacing_debt = ahead_ns.saturating_mul(n.spec.capacity_bps) / 8_000_000_000;
+            let pacing_debt = ahead_ns.saturating_mul(n.pacing_bps) / 8_000_000_000;
             self.views.push(LinkView {
                 nic: n.spec.id,
                 usable: n.admin_up && (n.state != LinkState::Down || last_resort),
-                rate_bps: n.spec.capacity_bps,
+                rate_bps: n.pacing_bps,
                 backlog_bytes: n.queue.bytes_ahead(urgent) as u64 + pacing_debt,
                 delay: link.map_or(Duration::ZERO, |l| l.owd),
                 loss: link.map_or(0.0, |l| l.loss),
@@ -849,13 +881,16 @@ impl Engine {
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(r) = self.replies.pop_front() {
-            let mut body = [0u8; ProbeReplyBody::LEN];
+            let mut body = [0u8; ProbeReplyCounters::REPLY_PAYLOAD_LEN];
             ProbeReplyBody {
                 echo_timestamp_ns: r.echo_ts,
                 rx_timestamp_ns: r.rx_ts,
             }
             .emit(&mut body)
-            .expect("invariant: the body buffer is ProbeReplyBody::LEN bytes");
+            .expect("invariant: the body buffer holds ProbeReplyBody::LEN bytes");
+            r.rx_counters.emit(&mut body).expect(
+                "invariant: the body buffer is ProbeReplyCounters::REPLY_PAYLOAD_LEN bytes",
+            );
             let repr = control_repr(PacketType::ProbeReply, r.nic, r.seq, now, body.len());
             match self.emit(now, r.nic, &repr, &body, buf) {
                 Ok(t) => {
@@ -875,6 +910,11 @@ impl Engine {
             match self.emit(now, p.nic, &repr, &[], buf) {
                 Ok(t) => {
                     self.stats.nics[p.nic.index()].tx_probe_count += 1;
+                    if self.capacity.contains(p.nic) {
+                        let sent = self.tx_wire_bytes(p.nic);
+                        self.capacity.on_probe_sent(now, p.nic, p.seq, sent);
+                        self.sync_capacity(p.nic);
+                    }
                     return Some(t);
                 }
                 Err(reason) => self.stats.drops.count(reason),
@@ -1010,7 +1050,7 @@ impl Engine {
         c.tx_bytes_count += len as u64;
         if let Some(n) = self.nics[nic.index()].as_mut() {
             let wire_bits = (len as u64 + u64::from(n.spec.wire_overhead_bytes)) * 8;
-            let ns = wire_bits.saturating_mul(1_000_000_000) / n.spec.capacity_bps.max(1);
+            let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
             n.next_free = n.next_free.max(now) + Duration::from_nanos(ns);
             c.tx_queued_bytes = n.queue.bytes() as u64;
         }
@@ -1115,11 +1155,16 @@ impl Engine {
                 if self.replies.len() >= REPLY_QUEUE {
                     return Err(DropReason::ProbeReplyQueueFull);
                 }
+                let c = &self.stats.nics[nic.index()];
                 self.replies.push_back(PendingReply {
                     nic,
                     seq: repr.seq,
                     echo_ts: repr.timestamp_ns,
                     rx_ts: now.as_nanos(),
+                    rx_counters: ProbeReplyCounters {
+                        rx_bytes: c.rx_bytes_count,
+                        rx_packets: c.rx_packets_count,
+                    },
                 });
                 Ok(())
             }
@@ -1133,6 +1178,24 @@ impl Engine {
                     Instant::from_nanos(body.echo_timestamp_ns),
                     Instant::from_nanos(body.rx_timestamp_ns),
                 );
+                // A peer without the counters (a 16-byte body) leaves the estimate alone.
+                if self.capacity.contains(nic)
+                    && let Some(c) = ProbeReplyCounters::parse(payload)
+                {
+                    let overhead = self.nics[nic.index()]
+                        .as_ref()
+                        .map_or(0, |n| u64::from(n.spec.wire_overhead_bytes));
+                    let delivered = c.rx_bytes.wrapping_add(c.rx_packets.wrapping_mul(overhead));
+                    self.capacity.on_probe_reply(
+                        now,
+                        nic,
+                        repr.seq,
+                        Instant::from_nanos(body.echo_timestamp_ns),
+                        Instant::from_nanos(body.rx_timestamp_ns),
+                        delivered,
+                    );
+                    self.sync_capacity(nic);
+                }
                 Ok(())
             }
             PacketType::Data => self.rx_data(now, nic, &repr, payload),
@@ -1461,6 +1524,7 @@ impl Engine {
             self.controller
                 .set_nic_state(now, ev.nic, controller_state(ev.to, admin_up));
             if ev.to == LinkState::Down {
+                self.capacity.on_link_down(ev.nic);
                 self.reroute_queue(now, ev.nic);
             }
             self.push_event(EngineEvent::Link(ev));
@@ -1558,14 +1622,13 @@ impl Engine {
                 if capacity_bps == 0 {
                     return Err(CommandError::InvalidValue("capacity_bps"));
                 }
-                let n = self.nics[nic.index() % MAX_NICS]
-                    .as_mut()
-                    .filter(|n| n.spec.id == nic)
-                    .ok_or(CommandError::UnknownNic(nic))?;
-                self.controller
-                    .set_capacity(nic, capacity_bps)
-                    .map_err(|_| CommandError::UnknownNic(nic))?;
-                n.spec.capacity_bps = capacity_bps;
+                if self.capacity.contains(nic) {
+                    // An `auto` NIC: a new guess the estimate restarts from.
+                    self.capacity.set_estimate(now, nic, capacity_bps);
+                    self.sync_capacity(nic);
+                } else {
+                    self.set_nic_capacity(nic, capacity_bps)?;
+                }
             }
             Command::SetClassNics { class, nics } => {
                 let nic_set = self.nic_set;
@@ -1581,6 +1644,64 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Set a NIC's capacity (bit/s, > 0): the flow controller's, the scheduler's and, for a
+    /// NIC without an estimator, the pacer's. `SetNicCapacity` and the estimator both land
+    /// here.
+    fn set_nic_capacity(&mut self, nic: NicId, capacity_bps: u64) -> Result<(), CommandError> {
+        let n = self.nics[nic.index() % MAX_NICS]
+            .as_mut()
+            .filter(|n| n.spec.id == nic)
+            .ok_or(CommandError::UnknownNic(nic))?;
+        self.controller
+            .set_capacity(nic, capacity_bps)
+            .map_err(|_| CommandError::UnknownNic(nic))?;
+        n.spec.capacity_bps = capacity_bps;
+        if !self.capacity.contains(nic) {
+            n.pacing_bps = capacity_bps;
+        }
+        let c = &mut self.stats.nics[nic.index()];
+        c.capacity_bps = capacity_bps;
+        c.pacing_bps = n.pacing_bps;
+        Ok(())
+    }
+
+    /// Apply an `auto` NIC's estimate after the estimator saw a probe or a reply: the pacing
+    /// rate at once (a field), the capacity when it moved by at least 1/32 (the flow
+    /// controller re-sums its flows on every change, so not for noise).
+    fn sync_capacity(&mut self, nic: NicId) {
+        let Some(&CapacityStats {
+            estimate_bps,
+            pacing_bps,
+            ..
+        }) = self.capacity.stats(nic)
+        else {
+            return;
+        };
+        let Some(n) = self.nics[nic.index() % MAX_NICS].as_mut() else {
+            return;
+        };
+        n.pacing_bps = pacing_bps;
+        self.stats.nics[nic.index()].pacing_bps = pacing_bps;
+        let current = n.spec.capacity_bps;
+        if estimate_bps != current && estimate_bps.abs_diff(current) >= current / 32 {
+            // The NIC exists (checked above) and the estimate is never 0.
+            let _ = self.set_nic_capacity(nic, estimate_bps);
+        }
+    }
+
+    /// The NIC's cumulative wire bytes sent: braid bytes plus the transport's overhead per
+    /// packet, the unit of pacing and of the capacity estimate.
+    fn tx_wire_bytes(&self, nic: NicId) -> u64 {
+        let overhead = self.nics[nic.index() % MAX_NICS]
+            .as_ref()
+            .map_or(0, |n| u64::from(n.spec.wire_overhead_bytes));
+        let c = &self.stats.nics[nic.index() % MAX_NICS];
+        c.tx_bytes_count
+            .wrapping_add(c.tx_packets_count.wrapping_mul(overhead))
     }
 }
 

@@ -790,3 +790,138 @@ fn with_protection_checks_its_inputs() {
     .unwrap();
     assert!(e.config().auth.is_some());
 }
+
+/// Probe replies carry the replier's receive counters of the link, read when the probe
+/// arrived (the probe included, later packets not).
+#[test]
+fn probe_replies_carry_the_receive_counters() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(1, 1472)));
+    let mut buf = vec![0u8; 2000];
+    let mut replies = Vec::new();
+    let mut data_len = 0;
+    for (k, now) in [Instant::from_millis(1), Instant::from_millis(7)]
+        .into_iter()
+        .enumerate()
+    {
+        // A sends its probe, then a data packet; B takes both and answers the probe.
+        assert_eq!(
+            a.handle_tx(now, &udp_packet(5000, k as u32, 500)),
+            TxVerdict::Queued
+        );
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            if k == 0 && t.len > braid_wire::BRAID_HEADER_LEN {
+                data_len = t.len as u64;
+            }
+            b.handle_rx(now, t.nic, &buf[..t.len]);
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            let packet = braid_wire::BraidPacket::new_checked(&buf[..t.len]).unwrap();
+            if BraidRepr::parse(&packet).unwrap().packet_type == PacketType::ProbeReply {
+                replies.push(braid_wire::ProbeReplyCounters::parse(packet.payload()).unwrap());
+            }
+        }
+    }
+    let probe = braid_wire::BRAID_HEADER_LEN as u64;
+    assert_eq!(replies.len(), 2);
+    assert_eq!((replies[0].rx_packets, replies[0].rx_bytes), (1, probe));
+    // The second probe counts the first round's data packet and itself.
+    assert_eq!(
+        (replies[1].rx_packets, replies[1].rx_bytes),
+        (3, 2 * probe + data_len)
+    );
+    assert_eq!(b.nic_stats(NicId(0)).unwrap().rx_packets_count, 4);
+}
+
+/// An `auto` NIC's capacity follows the estimator: over a wire that delivers everything, a
+/// greedy sender's estimate doubles per round from a low guess, and the capacity gauge, the
+/// flow controller and the pacing rate follow. A configured NIC keeps its capacity.
+#[test]
+fn an_auto_nics_capacity_follows_the_measured_delivery() {
+    let mut specs = nics(2, 1472);
+    specs[0].capacity_bps = 10_000_000;
+    specs[0].capacity_auto = true;
+    let mut cfg = EngineConfig::new(specs);
+    cfg.classes = vec![FlowClass {
+        nics: NicSet::single(NicId(0)),
+        ..FlowClass::new("bulk", ClassMatch::udp_dst_port(5000), ClassPolicy::Stripe)
+    }];
+    let (mut a, mut b) = pair(cfg);
+    assert_eq!(a.nic_stats(NicId(0)).unwrap().capacity_bps, 10_000_000);
+    assert_eq!(
+        a.nic_stats(NicId(0)).unwrap().pacing_bps,
+        20_000_000,
+        "startup gain 2"
+    );
+    assert!(a.capacity_estimate(NicId(1)).is_none());
+    let mut buf = vec![0u8; 2000];
+    let mut seq = 0;
+    // The engines wake when they ask to (the pacer's next send, a probe), as a data path does.
+    let mut now = Instant::ZERO;
+    while now < Instant::from_millis(1000) {
+        while a.tx_queued_bytes() < 64 * 1024 {
+            assert_eq!(
+                a.handle_tx(now, &udp_packet(5000, seq, 1372)),
+                TxVerdict::Queued
+            );
+            seq += 1;
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            b.handle_rx(now, t.nic, &buf[..t.len]);
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            a.handle_rx(now, t.nic, &buf[..t.len]);
+        }
+        while b.poll_deliver(now, &mut buf).is_some() {}
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        now = next
+            .map_or(now, |t| t.max(now))
+            .max(now + Duration::from_micros(1));
+    }
+    let est = *a.capacity_estimate(NicId(0)).unwrap();
+    assert!(est.samples >= 5, "{est:?}");
+    assert!(est.estimate_bps >= 160_000_000, "{est:?}");
+    let c = a.nic_stats(NicId(0)).unwrap();
+    assert_eq!(c.pacing_bps, est.pacing_bps);
+    assert!(
+        c.capacity_bps.abs_diff(est.estimate_bps) <= c.capacity_bps / 32,
+        "{c:?}"
+    );
+    let placed = a.controller().nic(NicId(0)).unwrap().config.capacity_bps;
+    assert_eq!(placed, c.capacity_bps);
+    assert_eq!(a.nic_stats(NicId(1)).unwrap().capacity_bps, 1_000_000_000);
+    // B carried no load: its guess stands.
+    assert_eq!(
+        b.capacity_estimate(NicId(0)).unwrap().estimate_bps,
+        10_000_000
+    );
+
+    // SetNicCapacity on an auto NIC is a new guess; on a configured one, the capacity.
+    let now = Instant::from_millis(1500);
+    a.apply(
+        now,
+        Command::SetNicCapacity {
+            nic: NicId(0),
+            capacity_bps: 50_000_000,
+        },
+    )
+    .unwrap();
+    let est = a.capacity_estimate(NicId(0)).unwrap();
+    assert_eq!(est.estimate_bps, 50_000_000);
+    assert_eq!(est.phase, crate::health::capacity::CapacityPhase::Startup);
+    assert_eq!(a.nic_stats(NicId(0)).unwrap().capacity_bps, 50_000_000);
+    a.apply(
+        now,
+        Command::SetNicCapacity {
+            nic: NicId(1),
+            capacity_bps: 70_000_000,
+        },
+    )
+    .unwrap();
+    let c = a.nic_stats(NicId(1)).unwrap();
+    assert_eq!((c.capacity_bps, c.pacing_bps), (70_000_000, 70_000_000));
+}

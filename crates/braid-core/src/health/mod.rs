@@ -5,7 +5,8 @@
 //! packets (braid-wire's `Probe` and `ProbeReply` headers carry the fields; the engine copies
 //! them in and out), does not reply to the peer's probes (the engine does, at once, with the
 //! probe's timestamp echoed and its own receive time), and does not move flows (the flow
-//! controller reacts to the [`LinkEvent`]s).
+//! controller reacts to the [`LinkEvent`]s). Its submodule [`capacity`] turns the delivery
+//! counters that probe replies carry into a capacity estimate for the NICs configured `auto`.
 //!
 //! # Call protocol
 //!
@@ -88,6 +89,7 @@
 //! [RFC 6298]: https://www.rfc-editor.org/rfc/rfc6298
 //! [RFC 3550]: https://www.rfc-editor.org/rfc/rfc3550
 
+pub mod capacity;
 mod link;
 
 use alloc::boxed::Box;

@@ -43,7 +43,9 @@ use rustix::event::{EventfdFlags, epoll};
 
 use crate::transport::{NicTransport, QueueError, RxBatch, TransportStats};
 
+pub mod share;
 pub mod steer;
+pub use share::{CapacityShares, ShareChange, SharedNic};
 pub use steer::{MAX_WORKERS, SteerError, SteerStats, Steering};
 
 /// How often the worker publishes its counters.
@@ -147,7 +149,8 @@ pub struct Stopped {
 }
 
 enum Control {
-    Apply(Command, mpsc::SyncSender<Result<(), CommandError>>),
+    /// A command, its answer channel, and whether to log it (routine ones are not).
+    Apply(Command, mpsc::SyncSender<Result<(), CommandError>>, bool),
 }
 
 /// The other threads' handle on a running worker: stop it, send it commands, read its
@@ -163,7 +166,7 @@ pub struct DataplaneHandle {
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Apply(c, _) => write!(f, "Apply({c:?})"),
+            Self::Apply(c, _, _) => write!(f, "Apply({c:?})"),
         }
     }
 }
@@ -181,8 +184,21 @@ impl DataplaneHandle {
     /// The engine's refusal, or `None` if the worker did not answer within a second (it is
     /// stopped or stuck).
     pub fn apply(&self, cmd: Command) -> Option<Result<(), CommandError>> {
+        self.send(cmd, true)
+    }
+
+    /// As [`DataplaneHandle::apply`], logged only at debug level: for routine commands, such
+    /// as the capacity shares of several workers ([`CapacityShares`]), five times a second.
+    ///
+    /// # Errors
+    /// As [`DataplaneHandle::apply`].
+    pub fn apply_quiet(&self, cmd: Command) -> Option<Result<(), CommandError>> {
+        self.send(cmd, false)
+    }
+
+    fn send(&self, cmd: Command, log: bool) -> Option<Result<(), CommandError>> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.control.try_send(Control::Apply(cmd, tx)).ok()?;
+        self.control.try_send(Control::Apply(cmd, tx, log)).ok()?;
         self.wake();
         rx.recv_timeout(Duration::from_secs(1)).ok()
     }
@@ -415,6 +431,7 @@ impl Dataplane {
             self.sleep(next_snapshot.min(next_maintain), &mut events)?;
         }
         let t = now();
+        self.read_steered();
         self.drain(t);
         self.publish(t);
         Ok(Stopped {
@@ -547,11 +564,19 @@ impl Dataplane {
 
     /// Deliver with several workers: the engine writes each packet into a pool buffer, which
     /// goes to this worker's queue or, by handle, to the worker whose queue RSS picks.
+    ///
+    /// A full lane keeps its packet in the worker's one-packet stash and stops the drain
+    /// until the next turn (the rest waits in the engine, in order): writing it to another
+    /// queue instead would overtake the packets of its flow still in the lane.
     fn drain_deliver_steered(&mut self, now: Instant) {
         let Some(steer) = self.steer.as_mut() else {
             return;
         };
         let own = steer.worker;
+        if !steer.retry_stash() {
+            steer.wake_peers();
+            return;
+        }
         loop {
             let mut buf = steer.pool.alloc();
             let out = match &mut buf {
@@ -575,17 +600,18 @@ impl Dataplane {
                     }
                     let q = IpSummary::parse_l3(b.bytes())
                         .map_or(own, |s| usize::from(self.rss.queue_for(&s)));
-                    if q == own {
+                    if q == own || q >= steer.workers() {
                         Some(b)
+                    } else if steer.hand_off(q, b) {
+                        continue;
                     } else {
-                        match steer.hand_off(q, b) {
-                            Ok(()) => continue,
-                            // Full lane (counted): this worker's queue instead.
-                            Err(b) => Some(b),
-                        }
+                        // Full lane: the packet is stashed; the owner is woken now.
+                        break;
                     }
                 }
                 None => {
+                    // Cannot happen while the pool covers every lane (see `steer`); if it
+                    // does, the packet goes to this worker's queue (counted).
                     steer.stats.pool_exhausted += 1;
                     None
                 }
@@ -613,24 +639,27 @@ impl Dataplane {
         let Some(steer) = self.steer.as_mut() else {
             return;
         };
-        let n = steer.mesh.recv_batch(&mut steer.inbox, steer::INBOX);
-        if n == 0 {
-            return;
-        }
-        steer.stats.steered_in += n as u64;
         let port = &mut self.vnic[0];
-        // Taken out and put back (no allocation) so buffers can be released while draining
-        // it in order.
-        let mut inbox = std::mem::take(&mut steer.inbox);
-        for b in inbox.drain(..) {
-            if let Err(QueueError::Full) = port.queue(b.bytes())
-                && !make_room(port.as_mut(), b.bytes(), &mut self.wait_budget)
-            {
-                self.deliver_unqueued += 1;
+        // Up to INBOX_TURNS inboxes a turn; what is left makes `sleep` return at once.
+        for _ in 0..steer::INBOX_TURNS {
+            let n = steer.mesh.recv_batch(&mut steer.inbox, steer::INBOX);
+            if n == 0 {
+                break;
             }
-            steer.release(b);
+            steer.stats.steered_in += n as u64;
+            // Taken out and put back (no allocation) so buffers can be released while
+            // draining it in order.
+            let mut inbox = std::mem::take(&mut steer.inbox);
+            for b in inbox.drain(..) {
+                if let Err(QueueError::Full) = port.queue(b.bytes())
+                    && !make_room(port.as_mut(), b.bytes(), &mut self.wait_budget)
+                {
+                    self.deliver_unqueued += 1;
+                }
+                steer.release(b);
+            }
+            steer.inbox = inbox;
         }
-        steer.inbox = inbox;
         if port.has_backlog()
             && let Err(e) = port.flush()
         {
@@ -641,9 +670,13 @@ impl Dataplane {
     fn control(&mut self, now: Instant) {
         while let Ok(msg) = self.control.try_recv() {
             match msg {
-                Control::Apply(cmd, reply) => {
+                Control::Apply(cmd, reply, log) => {
                     let result = self.engine.apply(now, cmd.clone());
-                    tracing::info!(command = ?cmd, result = ?result, "control command");
+                    if log || result.is_err() {
+                        tracing::info!(command = ?cmd, result = ?result, "control command");
+                    } else {
+                        tracing::debug!(command = ?cmd, "control command");
+                    }
                     let _ = reply.try_send(result);
                 }
             }
@@ -666,6 +699,11 @@ impl Dataplane {
         let mut until = housekeeping;
         if let Some(timer) = self.engine.poll_timeout() {
             until = until.min(timer);
+        }
+        if self.steer.as_mut().is_some_and(Steering::has_work) {
+            // Handles still in the lanes (more than one turn takes), or a packet waiting for
+            // room in a lane: the eventfd was already read, so do not wait on it.
+            return Ok(());
         }
         let backlog = self.nics.iter().any(|n| n.transport.has_backlog())
             || self.vnic.iter().any(|q| q.has_backlog());
@@ -836,3 +874,6 @@ fn log_event(nics: &[NicPort], ev: EngineEvent) {
         _ => tracing::info!(event = ?ev, "engine event"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,13 +18,17 @@
 //! [`ReturnLane`]. The packet bytes are written once (by the engine) and never copied
 //! between workers.
 //!
-//! Bounds and counters ([`SteerStats`]): a full lane or an exhausted pool never loses a packet
-//! silently: a full lane counts `lane_full` and the packet is written to the worker's own
-//! queue instead (it reaches the application, on another queue), and an exhausted pool
-//! counts `pool_exhausted` and does the same through the worker's scratch buffer.
+//! Bounds and counters ([`SteerStats`]): a full lane never loses or reorders a packet. The
+//! packet waits in the worker's one-packet stash, the worker stops delivering (the rest
+//! stays in order in its engine) and wakes the owner, and the stash goes first on the next
+//! turn (`lane_full` counts these stalls). The pool holds enough buffers for every lane to
+//! be full, so it cannot run dry; if it did, the packet would go to the worker's own queue
+//! through its scratch buffer (`pool_exhausted`).
 //!
-//! Wake-ups: a worker that handed packets to another writes that worker's eventfd once per
-//! batch (never per packet), so a sleeping owner wakes up.
+//! Wake-ups: a worker that handed packets to another writes that worker's eventfd at the end
+//! of the batch, or after a quarter of a lane, never per packet. A worker does not sleep
+//! while handles wait in its lanes: it writes up to 4 × 256 a turn and comes straight back
+//! for the rest.
 //!
 //! Not owned here: the loop ([`super::Dataplane`]), the ports, which queue RSS picks
 //! ([`braid_core::rss`]).
@@ -37,7 +41,7 @@ use crate::channel::{
 };
 
 /// Handles per lane between two workers.
-const LANE_CAPACITY: usize = 1024;
+pub(super) const LANE_CAPACITY: usize = 1024;
 
 /// Buffers in each worker's pool: a full lane's worth for every other worker, plus one
 /// batch in the worker's own hands.
@@ -45,8 +49,15 @@ fn pool_buffers(workers: usize) -> usize {
     LANE_CAPACITY * (workers - 1) + 256
 }
 
-/// Handles taken from the lanes per loop turn.
+/// Handles taken from the lanes per batch.
 pub(super) const INBOX: usize = 256;
+
+/// Batches of [`INBOX`] handles written per loop turn, at most; a worker with more waiting
+/// does not sleep before its next turn.
+pub(super) const INBOX_TURNS: usize = 4;
+
+/// Handles sent to one worker before it is woken, even mid-drain: a quarter of a lane.
+const WAKE_EVERY: u32 = (LANE_CAPACITY / 4) as u32;
 
 /// Counters of one worker's steering.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,10 +66,11 @@ pub struct SteerStats {
     pub steered_out: u64,
     /// Packets received from other workers and written to this worker's queue.
     pub steered_in: u64,
-    /// Handoffs refused by a full lane; those packets went to this worker's own queue.
+    /// Handoffs that found the lane full: the packet waited in the worker's stash (and the
+    /// worker stopped delivering) until the owner made room. Nothing is lost or reordered.
     pub lane_full: u64,
-    /// Delivered packets for which the pool had no buffer; they went to this worker's own
-    /// queue through its scratch buffer.
+    /// Delivered packets for which the pool had no buffer (cannot happen while the pool
+    /// covers every lane); they went to this worker's own queue through its scratch buffer.
     pub pool_exhausted: u64,
 }
 
@@ -76,6 +88,11 @@ pub struct Steering {
     pub(super) wakes: Vec<Option<Arc<OwnedFd>>>,
     /// Workers handed a packet since the last [`Steering::wake_peers`], one bit each.
     pending_wake: u128,
+    /// Hand-offs to each worker since it was last woken.
+    since_wake: Vec<u32>,
+    /// A packet whose lane was full, with its owner: sent first next time, before any
+    /// other delivery.
+    stash: Option<(usize, PacketBuf)>,
     pub(super) inbox: Vec<PacketBuf>,
     pub(super) stats: SteerStats,
 }
@@ -138,6 +155,8 @@ impl Steering {
                 homes,
                 wakes: (0..workers).map(|_| None).collect(),
                 pending_wake: 0,
+                since_wake: vec![0; workers],
+                stash: None,
                 inbox: Vec::with_capacity(INBOX),
                 stats: SteerStats::default(),
             })
@@ -162,19 +181,56 @@ impl Steering {
         self.stats
     }
 
-    /// Hand `buf` to worker `to`. On a full lane the packet comes back (counted).
-    pub(super) fn hand_off(&mut self, to: usize, buf: PacketBuf) -> Result<(), PacketBuf> {
+    /// Hand `buf` to worker `to`. `false` if the lane was full: the packet is then kept in
+    /// the stash (counted), the owner is woken, and the caller must stop delivering until
+    /// [`Steering::retry_stash`] succeeds.
+    pub(super) fn hand_off(&mut self, to: usize, buf: PacketBuf) -> bool {
         match self.mesh.try_send_to(to, buf) {
             Ok(()) => {
                 self.stats.steered_out += 1;
                 self.pending_wake |= 1u128 << to;
-                Ok(())
+                if let Some(n) = self.since_wake.get_mut(to) {
+                    *n += 1;
+                    if *n >= WAKE_EVERY {
+                        self.wake_peers();
+                    }
+                }
+                true
             }
             Err(buf) => {
                 self.stats.lane_full += 1;
-                Err(buf)
+                self.stash = Some((to, buf));
+                self.wake_peers();
+                false
             }
         }
+    }
+
+    /// Send the stashed packet, if any. `true` if the stash is empty now.
+    pub(super) fn retry_stash(&mut self) -> bool {
+        let Some((to, buf)) = self.stash.take() else {
+            return true;
+        };
+        match self.mesh.try_send_to(to, buf) {
+            Ok(()) => {
+                self.stats.steered_out += 1;
+                self.pending_wake |= 1u128 << to;
+                true
+            }
+            Err(buf) => {
+                self.stash = Some((to, buf));
+                false
+            }
+        }
+    }
+
+    /// `true` if the worker must not sleep: handles wait in its lanes, or a packet in its
+    /// stash.
+    pub(super) fn has_work(&mut self) -> bool {
+        if self.stash.is_some() {
+            return true;
+        }
+        (0..self.mesh.workers()).any(|j| self.mesh.receiver(j).is_some_and(|r| r.pending() > 0))
     }
 
     /// Give a buffer back to the pool it came from. A buffer that no pool takes (a bug: a
@@ -193,6 +249,9 @@ impl Steering {
         while self.pending_wake != 0 {
             let to = self.pending_wake.trailing_zeros() as usize;
             self.pending_wake &= self.pending_wake - 1;
+            if let Some(n) = self.since_wake.get_mut(to) {
+                *n = 0;
+            }
             if let Some(Some(fd)) = self.wakes.get(to) {
                 // Fails only if the counter would overflow: the peer has wake-ups pending.
                 let _ = rustix::io::write(&**fd, &1u64.to_ne_bytes());

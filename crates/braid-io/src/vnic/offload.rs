@@ -163,14 +163,24 @@ pub(crate) fn complete_checksum(hdr: &RxVnetHdr, packet: &mut [u8]) -> Result<()
 /// The 16-bit one's complement sum of `data` (big-endian words, an odd last byte padded with
 /// zero) plus `initial`, folded.
 pub(super) fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
+    // 32-bit words into a 64-bit sum (RFC 1071 §2: the sum can be taken over larger words
+    // and folded at the end, since 2^16 ≡ 1 modulo 2^16 − 1); half the additions of 16-bit
+    // words, and the compiler vectorises the loop. A packet checksum is the receive path's
+    // largest cost after the AEAD when packets are coalesced.
     let mut sum = u64::from(initial);
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let mut pairs = words.remainder().chunks_exact(2);
+    for c in &mut pairs {
         sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         sum += u64::from(*last) << 8;
     }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -430,6 +440,43 @@ mod tests {
 
         let short = RxVnetHdr::parse(&raw_hdr(1, GSO_NONE, 0, 20, 60));
         assert_eq!(complete_checksum(&short, &mut p), Err(VnetDrop::Malformed));
+    }
+
+    #[test]
+    fn ones_complement_sum_equals_the_16_bit_definition() {
+        fn by_16_bits(data: &[u8], initial: u32) -> u16 {
+            let mut sum = u64::from(initial);
+            let mut chunks = data.chunks_exact(2);
+            for c in &mut chunks {
+                sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            if let [last] = chunks.remainder() {
+                sum += u64::from(*last) << 8;
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            u16::try_from(sum).expect("folded")
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data = vec![0u8; 9_001];
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        for len in (0..64).chain([1499, 1500, 8999, 9000, 9001]) {
+            for initial in [0, 0xffff, 0x1_2345, u32::MAX >> 1] {
+                assert_eq!(
+                    ones_complement_sum(&data[..len], initial),
+                    by_16_bits(&data[..len], initial),
+                    "len {len} initial {initial:#x}"
+                );
+            }
+        }
+        // All ones: the sum must fold to 0xffff, never 0.
+        assert_eq!(ones_complement_sum(&[0xff; 1500], 0), 0xffff);
     }
 
     #[test]

@@ -86,9 +86,14 @@ pub struct LinkSpec {
     pub name: String,
     /// Line rate in Mbit/s.
     pub rate_mbps: f64,
-    /// The capacity braid is told, in Mbit/s (default: `rate_mbps`).
+    /// The capacity braid is told, in Mbit/s (default: `rate_mbps`); with `capacity_auto`,
+    /// the initial guess of braid's estimate.
     #[serde(default)]
     pub capacity_mbps: Option<f64>,
+    /// braid estimates the link's capacity from measured delivery (`capacity = "auto"` in the
+    /// daemon) instead of trusting `capacity_mbps`. Default false.
+    #[serde(default)]
+    pub capacity_auto: bool,
     /// One-way propagation delay in milliseconds.
     #[serde(default)]
     pub delay_ms: f64,
@@ -437,7 +442,10 @@ impl Scenario {
             .map(|(i, l)| {
                 let id = NicId(u8::try_from(i).unwrap_or(u8::MAX));
                 let capacity = mbps(l.capacity_mbps.unwrap_or(l.rate_mbps));
-                NicSpec::udp_ipv4(id, &l.name, capacity, l.mtu)
+                NicSpec {
+                    capacity_auto: l.capacity_auto,
+                    ..NicSpec::udp_ipv4(id, &l.name, capacity, l.mtu)
+                }
             })
             .collect();
         let mut cfg = EngineConfig::new(nics);

@@ -24,6 +24,23 @@
 //! [16-byte authentication tag, only with AUTH]
 //! ```
 //!
+//! A probe reply's payload is a [`ProbeReplyBody`] (16 bytes), optionally followed by the
+//! replier's [`ProbeReplyCounters`] (16 more bytes):
+//!
+//! ```text
+//!  0..8   echo timestamp: the probe's send timestamp (prober's clock, ns)
+//!  8..16  rx timestamp: when the replier received the probe (replier's clock, ns)
+//! [16..24 rx bytes (u64): braid bytes the replier received on this link, up to and including
+//!         the probe (header, payload and tag; the transport's headers not included)
+//!  24..32 rx packets (u64): braid packets the replier received on this link, ditto]
+//! ```
+//!
+//! The counters let the prober measure the link's delivery rate (bytes delivered between two
+//! probes' arrivals) and loss (bytes it sent between them, minus those delivered): the
+//! capacity estimator of braid-core uses them. A 16-byte reply (a peer without the counters)
+//! still parses; the counters are then absent. Extra bytes after either form are padding, as
+//! before, so a receiver that knows only the 16-byte body reads a 32-byte reply correctly.
+//!
 //! # Why these choices
 //!
 //! - **A 64-bit sequence.** A 16-bit IP id wraps in 79 ms at 10 Gbit/s (RFC 4963 §2.2), which
@@ -540,6 +557,65 @@ impl ProbeReplyBody {
     }
 }
 
+/// The delivery counters a probe reply may carry after its [`ProbeReplyBody`]: payload bytes
+/// [`ProbeReplyCounters::OFFSET`]`..+`[`ProbeReplyCounters::LEN`].
+///
+/// The replier copies its own cumulative counters of the link the probe arrived on (link id =
+/// NIC id, the same on both peers), read when the probe arrived and counting the probe. Both
+/// count only packets that passed the header checks and authentication. They start at zero
+/// when the replier's engine starts and never wrap in practice (u64); a prober uses
+/// differences between two replies, and treats a counter that went backwards as a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ProbeReplyCounters {
+    /// Braid bytes received on the link (headers, payload and tags of every packet type).
+    pub rx_bytes: u64,
+    /// Braid packets received on the link.
+    pub rx_packets: u64,
+}
+
+impl ProbeReplyCounters {
+    /// Where the counters start in a probe reply's payload: right after the body.
+    pub const OFFSET: usize = ProbeReplyBody::LEN;
+    /// Length in bytes of the counters on the wire.
+    pub const LEN: usize = 16;
+    /// Length of a probe reply payload that carries body and counters.
+    pub const REPLY_PAYLOAD_LEN: usize = Self::OFFSET + Self::LEN;
+
+    /// Reads the counters from a probe reply's payload: `None` if the payload is too short to
+    /// hold them (a 16-byte reply carries only the body). Never panics.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let c = payload.get(Self::OFFSET..Self::REPLY_PAYLOAD_LEN)?;
+        Some(Self {
+            rx_bytes: read_u64(c, 0..8),
+            rx_packets: read_u64(c, 8..16),
+        })
+    }
+
+    /// Writes the counters at [`Self::OFFSET`] of a probe reply's payload (the body goes in
+    /// front of them with [`ProbeReplyBody::emit`]).
+    ///
+    /// # Errors
+    /// [`ParseError::Truncated`] if `payload` is shorter than [`Self::REPLY_PAYLOAD_LEN`].
+    pub fn emit(&self, payload: &mut [u8]) -> Result<(), ParseError> {
+        let Some(c) = payload.get_mut(Self::OFFSET..Self::REPLY_PAYLOAD_LEN) else {
+            return Err(ParseError::Truncated);
+        };
+        c[..8].copy_from_slice(&self.rx_bytes.to_be_bytes());
+        c[8..].copy_from_slice(&self.rx_packets.to_be_bytes());
+        Ok(())
+    }
+}
+
+impl fmt::Display for ProbeReplyCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "probe-reply counters rx_bytes={} rx_packets={}",
+            self.rx_bytes, self.rx_packets
+        )
+    }
+}
+
 impl fmt::Display for ProbeReplyBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -560,7 +636,8 @@ impl fmt::Display for ProbeReplyBody {
 ///   A whole datagram has `frag_offset == 0` and `total_len == payload_len`
 ///   ([`Repr::is_fragment`] is then `false`).
 /// - **Probe**: any payload length (padding, for MTU and capacity probing).
-/// - **ProbeReply**: a payload of at least [`ProbeReplyBody::LEN`] bytes.
+/// - **ProbeReply**: a payload of at least [`ProbeReplyBody::LEN`] bytes (the body; the
+///   optional [`ProbeReplyCounters`] follow it).
 /// - **Control**: a payload of at least one byte, the subtype.
 /// - Non-data packets have `frag_offset == 0` and `total_len == 0`; DUPLICATE is allowed on
 ///   data and control packets only (a probe measures one link).

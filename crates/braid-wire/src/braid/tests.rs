@@ -479,6 +479,56 @@ fn probe_reply_body() {
     assert_eq!(body.emit(&mut [0; 15]), Err(ParseError::Truncated));
 }
 
+/// A 32-byte probe reply payload: the body of PROBE_REPLY, then 1 500 000 bytes and 1000
+/// packets received on the link.
+const PROBE_REPLY_COUNTERS: [u8; 32] = [
+    0x00, 0x00, 0x00, 0x00, 0x3b, 0x9a, 0xca, 0x00, // echo: 1 s
+    0x00, 0x00, 0x00, 0x00, 0x77, 0x35, 0x94, 0x00, // rx: 2 s
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x16, 0xe3, 0x60, // rx bytes 1_500_000
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xe8, // rx packets 1000
+];
+
+#[test]
+fn probe_reply_counters_deconstruct_construct() {
+    let counters = ProbeReplyCounters::parse(&PROBE_REPLY_COUNTERS).unwrap();
+    assert_eq!(
+        counters,
+        ProbeReplyCounters {
+            rx_bytes: 1_500_000,
+            rx_packets: 1000,
+        }
+    );
+    // The body in front reads as before.
+    let body = ProbeReplyBody::parse(&PROBE_REPLY_COUNTERS).unwrap();
+    assert_eq!(body.rx_timestamp_ns, 2_000_000_000);
+    let mut out = [0xffu8; 36];
+    body.emit(&mut out).unwrap();
+    counters.emit(&mut out).unwrap();
+    assert_eq!(&out[..32], &PROBE_REPLY_COUNTERS[..]);
+    assert_eq!(&out[32..], &[0xff; 4], "emit writes only the counters");
+}
+
+#[test]
+fn probe_reply_counters_truncated_or_absent() {
+    // A 16-byte reply (a peer without counters) has none; so has any payload cut inside them.
+    for len in 0..ProbeReplyCounters::REPLY_PAYLOAD_LEN {
+        assert_eq!(
+            ProbeReplyCounters::parse(&PROBE_REPLY_COUNTERS[..len]),
+            None,
+            "{len}"
+        );
+    }
+    assert_eq!(ProbeReplyCounters::parse(&PROBE_REPLY[32..]), None);
+    let c = ProbeReplyCounters::default();
+    assert_eq!(c.emit(&mut [0; 31]), Err(ParseError::Truncated));
+    // A whole packet with the counters parses as a probe reply with a 32-byte payload.
+    let mut packet = PROBE_REPLY[..32].to_vec();
+    packet.extend_from_slice(&PROBE_REPLY_COUNTERS);
+    let repr = parse(&packet).unwrap();
+    assert_eq!(repr.packet_type, PacketType::ProbeReply);
+    assert_eq!(repr.payload_len, ProbeReplyCounters::REPLY_PAYLOAD_LEN);
+}
+
 #[test]
 fn control_subtype() {
     let packet = Packet::new_checked(&CONTROL[..]).unwrap();
