@@ -244,6 +244,15 @@ else
   result agg.braid_q2_mbps failed; note "iperf3 through braid (2 queues) failed: see $OUT/agg-braid-q2.*"
 fi
 tb_down agg-braid-q2
+# Raw Ethernet links (AF_PACKET): no IPv4+UDP header per packet, so a larger vNIC MTU.
+tb_up agg-braid-eth --links 100mbit,200mbit,300mbit --transport ethernet
+if run_iperf agg-braid-eth 10.99.0.2; then
+  result agg.braid_eth_mbps "$(calc "$(mbps_of agg-braid-eth)" 1)"
+  echo "  braid over raw Ethernet links, one TCP stream: ${R[agg.braid_eth_mbps]} Mbit/s"
+else
+  result agg.braid_eth_mbps failed; note "iperf3 through braid (ethernet) failed: see $OUT/agg-braid-eth.*"
+fi
+tb_down agg-braid-eth
 
 tb_up agg-plain --links 100mbit,200mbit,300mbit --no-start
 sum=0
@@ -462,6 +471,7 @@ row "  sum" "$(v agg.sum_mbps) Mbit/s"
 row "MPTCP over the 3 links" "$(v agg.mptcp_mbps) Mbit/s ($(v agg.mptcp_links_used) links used)"
 row "braid, one TCP stream over the 3 links" "$(v agg.braid_mbps) Mbit/s"
 row "braid, 2 vNIC queues (2 workers), one TCP stream" "$(v agg.braid_q2_mbps) Mbit/s"
+row "braid over raw Ethernet links, one TCP stream" "$(v agg.braid_eth_mbps) Mbit/s"
 row "  braid / sum of plain TCP" "$(v agg.braid_vs_sum_pct) %" "≥ 95 %: $(met "$(v agg.braid_vs_sum_pct)" '>=' 95)"
 row "  braid / MPTCP" "$(v agg.braid_vs_mptcp_pct) %" "> 100 %: $(met "$(v agg.braid_vs_mptcp_pct)" '>' 100)"
 row "direct veth TCP, no limit" "$(v tput.direct.gbps) Gbit/s"

@@ -206,6 +206,12 @@ pub struct EngineConfig {
     pub tx_queue_packets: usize,
     /// How far ahead of its pacing schedule a NIC may send, as a burst (default 100 µs).
     pub pacing_burst: Duration,
+    /// How much sending time a NIC may make up after the engine fell behind its schedule
+    /// (default 1 ms): a worker that was late by up to this much (preempted, or waking late)
+    /// sends the backlog at once instead of losing that link time for good. A link's shaper
+    /// or queue absorbs such a burst, since the link was idle for as long (a TBF's bucket
+    /// filled meanwhile). Zero restores strict pacing from the moment of sending.
+    pub pacing_credit: Duration,
     /// Packets waiting for the virtual NIC (default 8192).
     pub deliver_queue_packets: usize,
     /// Events waiting for [`super::Engine::poll_event`] (default 1024).
@@ -244,6 +250,7 @@ impl EngineConfig {
             tx_queue_bytes: 4 << 20,
             tx_queue_packets: 8192,
             pacing_burst: Duration::from_micros(100),
+            pacing_credit: Duration::from_millis(1),
             deliver_queue_packets: 8192,
             event_queue: 1024,
             auth: None,

@@ -1043,15 +1043,18 @@ impl Engine {
         }
     }
 
-    /// Count a sent packet and advance the NIC's pacing clock by its time on the wire.
+    /// Count a sent packet and advance the NIC's pacing clock by its time on the wire. A
+    /// clock that fell behind `now` keeps up to `pacing_credit` of the lost time, so a late
+    /// worker can catch up.
     fn account_tx(&mut self, now: Instant, nic: NicId, len: usize) {
+        let credit = self.config.pacing_credit;
         let c = &mut self.stats.nics[nic.index()];
         c.tx_packets_count += 1;
         c.tx_bytes_count += len as u64;
         if let Some(n) = self.nics[nic.index()].as_mut() {
             let wire_bits = (len as u64 + u64::from(n.spec.wire_overhead_bytes)) * 8;
             let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
-            n.next_free = n.next_free.max(now) + Duration::from_nanos(ns);
+            n.next_free = n.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
             c.tx_queued_bytes = n.queue.bytes() as u64;
         }
     }

@@ -925,3 +925,46 @@ fn an_auto_nics_capacity_follows_the_measured_delivery() {
     let c = a.nic_stats(NicId(1)).unwrap();
     assert_eq!((c.capacity_bps, c.pacing_bps), (70_000_000, 70_000_000));
 }
+
+/// A worker that falls behind its pacing schedule (preempted for 2 ms) makes up to
+/// `pacing_credit` of the lost link time at once, instead of losing it for good; with no
+/// credit it sends only the usual `pacing_burst` ahead.
+#[test]
+fn a_late_engine_catches_up_on_its_pacing_schedule_within_the_credit() {
+    let sent_after_stall = |credit: Duration| {
+        let mut specs = nics(1, 1472);
+        specs[0].capacity_bps = 100_000_000; // a 1000-byte packet takes about 85 µs
+        let mut cfg = EngineConfig::new(specs);
+        cfg.pacing_credit = credit;
+        let (mut a, _b) = pair(cfg);
+        let t0 = Instant::from_millis(1);
+        for seq in 0..200 {
+            assert_eq!(
+                a.handle_tx(t0, &udp_packet(5000, seq, 1000)),
+                TxVerdict::Queued
+            );
+        }
+        let mut buf = vec![0u8; 2048];
+        let mut data = |a: &mut Engine, now| {
+            let mut n = 0;
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                if t.len > 1000 {
+                    n += 1;
+                }
+            }
+            n
+        };
+        let first = data(&mut a, t0);
+        assert!(first >= 1, "the schedule starts at once");
+        // The worker is away for 2 ms, then comes back.
+        data(&mut a, t0 + Duration::from_millis(2))
+    };
+    let with_credit = sent_after_stall(Duration::from_millis(1));
+    let without = sent_after_stall(Duration::ZERO);
+    // 1 ms of credit + 100 µs of burst at ~85 µs a packet: about 12; without: about 2.
+    assert!(
+        (11..=14).contains(&with_credit),
+        "with credit: {with_credit}"
+    );
+    assert!(without <= 3, "without credit: {without}");
+}
