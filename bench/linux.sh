@@ -293,6 +293,12 @@ tb_down agg-plain
 if [[ ${R[agg.braid_mbps]} =~ ^[0-9.]+$ && $sum =~ ^[0-9.]+$ ]]; then
   result agg.braid_vs_sum_pct "$(calc "100 * ${R[agg.braid_mbps]} / $sum" 1)"
 fi
+if [[ ${R[agg.braid_eth_mbps]:-} =~ ^[0-9.]+$ && $sum =~ ^[0-9.]+$ ]]; then
+  result agg.braid_eth_vs_sum_pct "$(calc "100 * ${R[agg.braid_eth_mbps]} / $sum" 1)"
+fi
+if [[ ${R[agg.braid_eth_mbps]:-} =~ ^[0-9.]+$ && ${R[agg.mptcp_mbps]:-} =~ ^[0-9.]+$ ]]; then
+  result agg.braid_eth_vs_mptcp_pct "$(calc "100 * ${R[agg.braid_eth_mbps]} / ${R[agg.mptcp_mbps]}" 1)"
+fi
 if [[ ${R[agg.braid_mbps]} =~ ^[0-9.]+$ && ${R[agg.mptcp_mbps]} =~ ^[0-9.]+$ ]]; then
   result agg.braid_vs_mptcp_pct "$(calc "100 * ${R[agg.braid_mbps]} / ${R[agg.mptcp_mbps]}" 1)"
 fi
@@ -474,6 +480,8 @@ row "braid, 2 vNIC queues (2 workers), one TCP stream" "$(v agg.braid_q2_mbps) M
 row "braid over raw Ethernet links, one TCP stream" "$(v agg.braid_eth_mbps) Mbit/s"
 row "  braid / sum of plain TCP" "$(v agg.braid_vs_sum_pct) %" "≥ 95 %: $(met "$(v agg.braid_vs_sum_pct)" '>=' 95)"
 row "  braid / MPTCP" "$(v agg.braid_vs_mptcp_pct) %" "> 100 %: $(met "$(v agg.braid_vs_mptcp_pct)" '>' 100)"
+row "  braid over raw Ethernet / sum of plain TCP" "$(v agg.braid_eth_vs_sum_pct) %" "≥ 95 %: $(met "$(v agg.braid_eth_vs_sum_pct)" '>=' 95)"
+row "  braid over raw Ethernet / MPTCP" "$(v agg.braid_eth_vs_mptcp_pct) %" "> 100 %: $(met "$(v agg.braid_eth_vs_mptcp_pct)" '>' 100)"
 row "direct veth TCP, no limit" "$(v tput.direct.gbps) Gbit/s"
 for label in 2links 3links 2links-mtu9000 3links-mtu9000; do
   row "braid, $label, no limit" "$(v "tput.braid-$label.gbps") Gbit/s ($(v "tput.braid-$label.vs_direct")×)" \
