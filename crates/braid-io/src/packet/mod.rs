@@ -807,7 +807,8 @@ fn open_socket(cfg: &PacketConfig) -> Result<Opened, PacketError> {
         });
     }
     let socket = Socket::from(fd);
-    let buffers = set_buffers(&socket, cfg.socket_buffer_bytes)?;
+    let buffers = crate::udp::set_buffers(&socket, cfg.socket_buffer_bytes)
+        .map_err(|(option, source)| PacketError::SocketOption { option, source })?;
     sys::bind(socket.as_fd(), ifindex, cfg.ethertype).map_err(|source| {
         match source.raw_os_error() {
             Some(libc::ENODEV) => PacketError::NoSuchDevice {
@@ -836,34 +837,5 @@ fn open_socket(cfg: &PacketConfig) -> Result<Opened, PacketError> {
         ifindex,
         mac: bound.mac,
         buffers,
-    })
-}
-
-/// Ask for `bytes` of receive and send buffer: forced past the sysctl caps if the process may
-/// (`CAP_NET_ADMIN`), else as much as the caps allow. Reads back what the kernel granted.
-fn set_buffers(socket: &Socket, bytes: usize) -> Result<SocketBuffers, PacketError> {
-    let opt = |option| move |source| PacketError::SocketOption { option, source };
-    let forced_recv =
-        rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes).is_ok();
-    if !forced_recv {
-        socket
-            .set_recv_buffer_size(bytes)
-            .map_err(opt("SO_RCVBUF"))?;
-    }
-    let forced_send =
-        rustix::net::sockopt::set_socket_send_buffer_size_force(socket, bytes).is_ok();
-    if !forced_send {
-        socket
-            .set_send_buffer_size(bytes)
-            .map_err(opt("SO_SNDBUF"))?;
-    }
-    // socket(7): the kernel doubles the value set, and getsockopt returns the doubled value.
-    let recv = socket.recv_buffer_size().map_err(opt("SO_RCVBUF"))? / 2;
-    let send = socket.send_buffer_size().map_err(opt("SO_SNDBUF"))? / 2;
-    Ok(SocketBuffers {
-        requested_bytes: bytes,
-        recv_bytes: recv,
-        send_bytes: send,
-        forced: forced_recv && forced_send,
     })
 }

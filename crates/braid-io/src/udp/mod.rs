@@ -834,7 +834,8 @@ fn open_socket(cfg: &UdpConfig, local: SocketAddr) -> Result<(Socket, SocketBuff
                 },
             })?;
     }
-    let buffers = set_buffers(&socket, cfg.socket_buffer_bytes)?;
+    let buffers = set_buffers(&socket, cfg.socket_buffer_bytes)
+        .map_err(|(option, source)| UdpError::SocketOption { option, source })?;
     socket
         .bind(&SockAddr::from(local))
         .map_err(|source| match source.raw_os_error() {
@@ -847,8 +848,12 @@ fn open_socket(cfg: &UdpConfig, local: SocketAddr) -> Result<(Socket, SocketBuff
 
 /// Ask for `bytes` of receive and send buffer: forced past the sysctl caps if the process may
 /// (`CAP_NET_ADMIN`), else as much as the caps allow. Reads back what the kernel granted.
-fn set_buffers(socket: &Socket, bytes: usize) -> Result<SocketBuffers, UdpError> {
-    let opt = |option| move |source| UdpError::SocketOption { option, source };
+/// Shared with the AF_PACKET transport. The error names the socket option that failed.
+pub(crate) fn set_buffers(
+    socket: &Socket,
+    bytes: usize,
+) -> Result<SocketBuffers, (&'static str, io::Error)> {
+    let opt = |option| move |source| (option, source);
     let forced_recv =
         rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes).is_ok();
     if !forced_recv {
