@@ -24,7 +24,7 @@ mod tests {
     };
     use braid_io::pipe::PipePort;
     use braid_io::transport::NicTransport;
-    use braid_io::udp::{UdpConfig, UdpTransport};
+    use braid_io::udp::{UdpConfig, UdpError, UdpTransport};
 
     /// The tests run one at a time: each runs several busy workers, and two cores shared by
     /// more of them than that starve the probes (links flap) and the reorder holds.
@@ -96,13 +96,9 @@ mod tests {
         let mut a_links = Vec::new();
         let mut b_links = Vec::new();
         for _ in 0..LINKS {
-            let (pa, pb) = (free_port(), free_port());
-            let open = |local: SocketAddr, peer: SocketAddr| {
-                UdpTransport::open(UdpConfig::new(local, peer, LINK_MTU as usize - 28))
-                    .expect("udp on loopback")
-            };
-            a_links.push(open(pa, pb));
-            b_links.push(open(pb, pa));
+            let (a, b) = link();
+            a_links.push(a);
+            b_links.push(b);
         }
         (start(Role::A, a_links), start(Role::B, b_links))
     }
@@ -111,6 +107,24 @@ mod tests {
     fn free_port() -> SocketAddr {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         s.local_addr().expect("addr")
+    }
+
+    /// One link: two UDP transports on loopback, each the other's peer. A port from
+    /// [`free_port`] can be taken by another process before it is bound again: on
+    /// `AddrInUse` the link is tried again on new ports (a few times).
+    fn link() -> (UdpTransport, UdpTransport) {
+        let open = |local: SocketAddr, peer: SocketAddr| {
+            UdpTransport::open(UdpConfig::new(local, peer, LINK_MTU as usize - 28))
+        };
+        for _ in 0..10 {
+            let (pa, pb) = (free_port(), free_port());
+            match (open(pa, pb), open(pb, pa)) {
+                (Ok(a), Ok(b)) => return (a, b),
+                (Err(UdpError::AddrInUse { .. }), _) | (_, Err(UdpError::AddrInUse { .. })) => {}
+                (a, b) => panic!("udp on loopback: a {:?}, b {:?}", a.err(), b.err()),
+            }
+        }
+        panic!("no free pair of loopback ports in 10 tries");
     }
 
     /// A UDP/IPv4 packet of `len` bytes whose payload starts with `seq` and is filled from it.
@@ -336,13 +350,9 @@ mod tests {
         for _ in 0..WORKERS {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for _ in 0..LINKS {
-                let (pa, pb) = (free_port(), free_port());
-                let open = |local: SocketAddr, peer: SocketAddr| {
-                    UdpTransport::open(UdpConfig::new(local, peer, LINK_MTU as usize - 28))
-                        .expect("udp on loopback")
-                };
-                a.push(open(pa, pb));
-                b.push(open(pb, pa));
+                let (ta, tb) = link();
+                a.push(ta);
+                b.push(tb);
             }
             links[0].push(a);
             links[1].push(b);

@@ -16,14 +16,22 @@ fn free_local() -> SocketAddr {
 }
 
 /// Two transports on loopback, each the other's peer; `tweak(a, b)` edits the configs.
-fn pair(tweak: impl FnOnce(&mut UdpConfig, &mut UdpConfig)) -> (UdpTransport, UdpTransport) {
-    let (la, lb) = (free_local(), free_local());
-    let mut ca = UdpConfig::new(la, lb, MTU);
-    let mut cb = UdpConfig::new(lb, la, MTU);
-    tweak(&mut ca, &mut cb);
-    let a = UdpTransport::open(ca).expect("open a");
-    let b = UdpTransport::open(cb).expect("open b");
-    (a, b)
+///
+/// A port from [`free_local`] is free only until another test, running in parallel, binds
+/// an ephemeral port: on `AddrInUse` the pair is tried again on new ports (a few times).
+fn pair(tweak: impl Fn(&mut UdpConfig, &mut UdpConfig)) -> (UdpTransport, UdpTransport) {
+    for _ in 0..10 {
+        let (la, lb) = (free_local(), free_local());
+        let mut ca = UdpConfig::new(la, lb, MTU);
+        let mut cb = UdpConfig::new(lb, la, MTU);
+        tweak(&mut ca, &mut cb);
+        match (UdpTransport::open(ca), UdpTransport::open(cb)) {
+            (Ok(a), Ok(b)) => return (a, b),
+            (Err(UdpError::AddrInUse { .. }), _) | (_, Err(UdpError::AddrInUse { .. })) => {}
+            (a, b) => panic!("open: a {:?}, b {:?}", a.err(), b.err()),
+        }
+    }
+    panic!("no free pair of loopback ports in 10 tries");
 }
 
 /// A packet of `len` bytes whose content depends on `tag`.
