@@ -440,6 +440,10 @@ tb_up lat --links none,none,none
 [ "$HAVE_SOCKPERF" = 1 ] && latency braid 10.99.0.2
 tb_down lat
 result lat.braid.drops "\"$(braid_drops lat)\""
+# The same with the workers polling 50 µs after each busy turn before they sleep.
+tb_up lat-bp --links none,none,none --busy-poll-us 50
+[ "$HAVE_SOCKPERF" = 1 ] && latency braid-busypoll 10.99.0.2
+tb_down lat-bp
 tb_up pps --links none,none,none
 pktrate braid 10.99.0.2
 pktrate braid-150k 10.99.0.2 150000
@@ -457,6 +461,8 @@ done
 for p in p50 p99 p999; do
   b=${R[lat.braid.${p}_us]:-n/a}; d=${R[lat.direct.${p}_us]:-n/a}
   if [[ $b =~ ^[0-9.]+$ && $d =~ ^[0-9.]+$ ]]; then result "lat.added_${p}_us" "$(calc "$b - $d" 1)"; fi
+  b=${R[lat.braid-busypoll.${p}_us]:-n/a}
+  if [[ $b =~ ^[0-9.]+$ && $d =~ ^[0-9.]+$ ]]; then result "lat.busypoll_added_${p}_us" "$(calc "$b - $d" 1)"; fi
 done
 result load_after "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 result wall_secs "$((SECONDS - START))"
@@ -497,6 +503,9 @@ row "RTT braid p50/p99/p99.9" "$(v lat.braid.p50_us) / $(v lat.braid.p99_us) / $
 row "  added p50" "$(v lat.added_p50_us) µs" "≤ 20 µs: $(met "$(v lat.added_p50_us)" '<=' 20)"
 row "  added p99" "$(v lat.added_p99_us) µs" "≤ 50 µs: $(met "$(v lat.added_p99_us)" '<=' 50)"
 row "  added p99.9" "$(v lat.added_p999_us) µs"
+row "RTT braid, busy poll 50 µs, p50/p99/p99.9" "$(v lat.braid-busypoll.p50_us) / $(v lat.braid-busypoll.p99_us) / $(v lat.braid-busypoll.p999_us) µs"
+row "  added p50 (busy poll)" "$(v lat.busypoll_added_p50_us) µs" "≤ 20 µs: $(met "$(v lat.busypoll_added_p50_us)" '<=' 20)"
+row "  added p99 (busy poll)" "$(v lat.busypoll_added_p99_us) µs" "≤ 50 µs: $(met "$(v lat.busypoll_added_p99_us)" '<=' 50)"
 row "64 B UDP direct (braid traffic): rx/s, loss" "$(v pps.direct.rx_pps) /s, $(v pps.direct.loss_pct) %"
 row "64 B UDP braid  (braid traffic): rx/s, loss" "$(v pps.braid.rx_pps) /s, $(v pps.braid.loss_pct) %"
 row "64 B UDP direct (iperf3): rx/s, loss" "$(v pps.direct.iperf3_rx_pps) /s, $(v pps.direct.iperf3_loss_pct) %"

@@ -121,7 +121,10 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             ports,
             vec![Box::new(queue) as Box<dyn NicTransport>],
             rss.clone(),
-            DataplaneConfig::default(),
+            DataplaneConfig {
+                busy_poll: Duration::from_micros(u64::from(plan.file.daemon.busy_poll_us)),
+                ..DataplaneConfig::default()
+            },
         )
         .context("cannot start the data path")?;
         let dp = match steering.get_mut(k).and_then(Option::take) {

@@ -433,7 +433,21 @@ mod tests {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tb = Testbed::up("j", &["--links", "none,none,none", "--vnic-mtu", "9000"]);
+        // With busy polling (`daemon.busy_poll_us`): the workers spin 20 µs after a busy
+        // turn; every byte must still arrive.
+        let tb = Testbed::up(
+            "j",
+            &[
+                "--links",
+                "none,none,none",
+                "--vnic-mtu",
+                "9000",
+                "--busy-poll-us",
+                "20",
+            ],
+        );
+        let config = std::fs::read_to_string(tb.dir().join("a.toml")).expect("a.toml");
+        assert!(config.contains("busy_poll_us = 20"), "{config}");
         tb.wait_links_up(3);
         let (client, server) = tcp_transfer(&tb, "50M", 5201, || {});
         assert_eq!(client["blake3"], server["blake3"]);

@@ -228,6 +228,10 @@ pub struct DataplaneConfig {
     pub nic_slot_bytes: usize,
     /// Bytes of one receive slot on the vNIC (its MTU, or 65 535 with offloads).
     pub vnic_slot_bytes: usize,
+    /// After a turn that moved packets, poll the descriptors without sleeping for up to this
+    /// long before blocking in `epoll_wait` (default zero: never). It saves the wake-up of a
+    /// sleeping thread on the next packet, at the price of a core kept busy meanwhile.
+    pub busy_poll: Duration,
 }
 
 impl Default for DataplaneConfig {
@@ -236,6 +240,7 @@ impl Default for DataplaneConfig {
             batch: 64,
             nic_slot_bytes: 65_535,
             vnic_slot_bytes: 65_535,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -283,6 +288,10 @@ pub struct Dataplane {
     wait_budget: Duration,
     /// This worker's place among several (one per vNIC queue), if there are several.
     steer: Option<Steering>,
+    /// [`DataplaneConfig::busy_poll`].
+    busy_poll: Duration,
+    /// Packets the ports have moved, at the end of the last turn (to see if a turn did work).
+    moved: u64,
 }
 
 impl Dataplane {
@@ -336,6 +345,8 @@ impl Dataplane {
             turns: 0,
             wait_budget: BACKPRESSURE_WAIT,
             steer: None,
+            busy_poll: config.busy_poll,
+            moved: 0,
         };
         for i in 0..me.vnic.len() {
             me.register(TOKEN_VNIC + i as u64, PortRef::Vnic(i))?;
@@ -716,23 +727,63 @@ impl Dataplane {
         if wait.is_zero() {
             return Ok(());
         }
+        // Busy polling: after a turn that moved packets, look again without sleeping for up
+        // to `busy_poll` (never past the wait), so the next packet finds the thread awake.
+        let moved = self.packets_moved();
+        let active = moved != self.moved;
+        self.moved = moved;
+        if active && !self.busy_poll.is_zero() {
+            let spin_until = now() + self.busy_poll.min(wait);
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            loop {
+                match epoll::wait(&self.epoll, &mut *events, Some(&zero)) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.drain_wake(&events[..n]);
+                        return Ok(());
+                    }
+                    Err(rustix::io::Errno::INTR) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                if now() >= spin_until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
         let ts = rustix::time::Timespec {
             tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(wait.subsec_nanos()),
         };
         match epoll::wait(&self.epoll, &mut *events, Some(&ts)) {
             Ok(n) => {
-                for ev in &events[..n] {
-                    if ev.data.u64() == TOKEN_WAKE {
-                        let mut buf = [0u8; 8];
-                        let _ = rustix::io::read(&*self.wake, &mut buf);
-                    }
-                }
+                self.drain_wake(&events[..n]);
                 Ok(())
             }
             Err(rustix::io::Errno::INTR) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Reset the wake-up eventfd if it is among the ready descriptors.
+    fn drain_wake(&self, ready: &[epoll::Event]) {
+        if ready.iter().any(|ev| ev.data.u64() == TOKEN_WAKE) {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&*self.wake, &mut buf);
+        }
+    }
+
+    /// Packets received and sent by every port so far (to tell a busy turn from an idle one).
+    fn packets_moved(&self) -> u64 {
+        let sum = |t: TransportStats| t.rx_packets + t.tx_packets;
+        self.nics
+            .iter()
+            .map(|n| sum(n.transport.stats()))
+            .sum::<u64>()
+            + self.vnic.iter().map(|q| sum(q.stats())).sum::<u64>()
     }
 
     fn publish(&mut self, now: Instant) {
