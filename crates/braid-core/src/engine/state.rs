@@ -341,6 +341,9 @@ pub struct Engine {
     waiting: Vec<FlowId>,
     /// Where the next `handle_timeout` starts in `waiting`.
     waiting_cursor: usize,
+    /// When a link last came back from Down: a flow refused before that is placed again at
+    /// once, not after the rest of its [`ADMISSION_RETRY`].
+    last_link_up: Instant,
     next_reorder_deadline: Option<Instant>,
     deliver: VecDeque<Delivery>,
     replies: VecDeque<PendingReply>,
@@ -474,6 +477,7 @@ impl Engine {
             waiting: Vec::with_capacity(config.rx_flows.capacity),
             waiting_cursor: 0,
             next_reorder_deadline: None,
+            last_link_up: Instant::ZERO,
             deliver: VecDeque::with_capacity(config.deliver_queue_packets),
             replies: VecDeque::with_capacity(REPLY_QUEUE),
             events: VecDeque::with_capacity(config.event_queue),
@@ -722,7 +726,9 @@ impl Engine {
         if self.controller.is_queued(flow.id) {
             return DropReason::FlowQueued;
         }
-        if now < flow.retry_at {
+        // Refused less than ADMISSION_RETRY ago, and no link has come back since.
+        if now < flow.retry_at && flow.retry_at.saturating_sub(ADMISSION_RETRY) >= self.last_link_up
+        {
             return DropReason::FlowRejected;
         }
         let (outcome, retry_at) = self.place(now, &flow);
@@ -1529,6 +1535,9 @@ impl Engine {
             if ev.to == LinkState::Down {
                 self.capacity.on_link_down(ev.nic);
                 self.reroute_queue(now, ev.nic);
+            } else if ev.from == LinkState::Down {
+                // Flows refused while it was down need not wait out their retry delay.
+                self.last_link_up = now;
             }
             self.push_event(EngineEvent::Link(ev));
         }

@@ -968,3 +968,47 @@ fn a_late_engine_catches_up_on_its_pacing_schedule_within_the_credit() {
     );
     assert!(without <= 3, "without credit: {without}");
 }
+
+/// A flow refused while every link was down is placed again as soon as a link comes back,
+/// not only after the rest of its admission retry delay (100 ms): a peer that starts a few
+/// ms late must not cost the first flow 100 ms of drops.
+#[test]
+fn a_flow_refused_while_links_were_down_is_placed_when_one_comes_back() {
+    let (mut a, mut b) = pair(EngineConfig::new(nics(2, 1472)));
+    // Nothing answers at first: both links go down.
+    let mut now = Instant::ZERO;
+    for step in 0..200u64 {
+        now = Instant::from_micros(step * 250);
+        pump(&mut a, &mut b, now, NicSet::ALL);
+    }
+    for nic in [NicId(0), NicId(1)] {
+        assert_eq!(a.link(nic).unwrap().state, crate::health::LinkState::Down);
+    }
+    // A new flow now has nowhere to go.
+    assert_eq!(
+        a.handle_tx(now, &udp_packet(9000, 0, 500)),
+        TxVerdict::Drop(DropReason::FlowRejected)
+    );
+    let refused_at = now;
+    // The peer answers: the links come back within a few ms.
+    let mut up_at = None;
+    for step in 1..200u64 {
+        now = refused_at + Duration::from_micros(step * 250);
+        pump(&mut a, &mut b, now, NicSet::EMPTY);
+        if a.link(NicId(0)).unwrap().state == crate::health::LinkState::Up {
+            up_at = Some(now);
+            break;
+        }
+    }
+    let up_at = up_at.expect("link 0 back up");
+    assert!(up_at < refused_at + Duration::from_millis(50), "{up_at:?}");
+    // The flow is placed again at once: this packet is still dropped (it was planned before
+    // the flow had NICs), the next one goes.
+    let _ = a.handle_tx(now, &udp_packet(9000, 1, 500));
+    assert_eq!(
+        a.handle_tx(now, &udp_packet(9000, 2, 500)),
+        TxVerdict::Queued,
+        "placed {:?} after the refusal, within the 100 ms retry delay",
+        now.saturating_duration_since(refused_at)
+    );
+}
