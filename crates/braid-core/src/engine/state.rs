@@ -1641,6 +1641,10 @@ impl Engine {
                 } else {
                     self.set_nic_capacity(nic, capacity_bps)?;
                 }
+                // The configuration in force says so too (for an `auto` NIC, the guess).
+                if let Some(spec) = self.config.nics.iter_mut().find(|s| s.id == nic) {
+                    spec.capacity_bps = capacity_bps;
+                }
             }
             Command::SetClassNics { class, nics } => {
                 let nic_set = self.nic_set;

@@ -924,6 +924,16 @@ fn an_auto_nics_capacity_follows_the_measured_delivery() {
     .unwrap();
     let c = a.nic_stats(NicId(1)).unwrap();
     assert_eq!((c.capacity_bps, c.pacing_bps), (70_000_000, 70_000_000));
+    // The configuration in force follows both commands (for the auto NIC: its new guess).
+    let spec = |id| {
+        a.config()
+            .nics
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .capacity_bps
+    };
+    assert_eq!((spec(NicId(0)), spec(NicId(1))), (50_000_000, 70_000_000));
 }
 
 /// A worker that falls behind its pacing schedule (preempted for 2 ms) makes up to
