@@ -43,10 +43,11 @@ use crate::channel::{
 /// Handles per lane between two workers.
 pub(super) const LANE_CAPACITY: usize = 1024;
 
-/// Buffers in each worker's pool: a full lane's worth for every other worker, plus one
-/// batch in the worker's own hands.
+/// Buffers in each worker's pool: enough for every lane out of it to be full while each
+/// other worker holds a whole inbox of them, plus the stash and the one being filled. So
+/// `alloc` cannot fail while the workers follow the protocol.
 fn pool_buffers(workers: usize) -> usize {
-    LANE_CAPACITY * (workers - 1) + 256
+    (LANE_CAPACITY + INBOX) * (workers - 1) + 64
 }
 
 /// Handles taken from the lanes per batch.
