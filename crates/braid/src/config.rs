@@ -533,11 +533,12 @@ impl Config {
                             at("transport")
                         );
                     }
-                    if self.vnic.queues > 1 {
-                        // Every AF_PACKET socket on a device sees every frame: the workers
-                        // would each get all of them. Needs a fanout by worker first.
+                    if self.vnic.queues > 2 {
+                        // Each worker needs an EtherType of its own, and IEEE 802 sets
+                        // aside two for local use (0x88B5, 0x88B6).
                         bail!(
-                            "{}: \"ethernet\" supports vnic.queues = 1 only (it is {})",
+                            "{}: \"ethernet\" supports vnic.queues = 1 or 2, one EtherType \
+                             per worker (0x88B5, 0x88B6); it is {}",
                             at("transport"),
                             self.vnic.queues
                         );

@@ -248,22 +248,27 @@ fn open_transport(n: &NicPlan, mtu: u32, worker: usize) -> Result<Box<dyn NicTra
             )
         }
         Endpoint::Ethernet { peer_mac } => {
-            // Every AF_PACKET socket bound to a device sees every braid frame on it, so a
-            // second worker would get the first one's frames too (config.rs refuses
-            // vnic.queues > 1 with this transport).
-            if worker > 0 {
-                bail!(
-                    "nics[{}].transport: \"ethernet\" carries one worker only (vnic.queues = 1)",
+            // Every AF_PACKET socket bound to one EtherType on a device sees every frame of
+            // that type, so each worker has an EtherType of its own, as each has a UDP port:
+            // worker 0 braid's (0x88B5), worker 1 the other local experimental one (0x88B6).
+            // config.rs refuses more than two workers with this transport.
+            let ethertype = match worker {
+                0 => braid_io::packet::BRAID_ETHERTYPE,
+                1 => braid_io::packet::BRAID_ETHERTYPE_ALT,
+                _ => bail!(
+                    "nics[{}].transport: \"ethernet\" carries two workers at most \
+                     (vnic.queues <= 2)",
                     n.id.0
-                );
-            }
+                ),
+            };
             // The braid packet is the whole Ethernet payload: transport_overhead is 0 and
             // the 14-byte header counts in wire_overhead (pacing) only.
-            let cfg = braid_io::packet::PacketConfig::new(
+            let mut cfg = braid_io::packet::PacketConfig::new(
                 n.device.clone(),
                 *peer_mac,
                 (mtu - n.transport_overhead()) as usize,
             );
+            cfg.ethertype = ethertype;
             Box::new(
                 braid_io::packet::PacketTransport::open(cfg)
                     .with_context(|| format!("nics[{}] ({}): cannot open", n.id.0, n.name))?,

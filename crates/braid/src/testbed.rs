@@ -114,8 +114,8 @@ const BRAID_ETHERNET_LINK_OVERHEAD: u32 = braid_wire::BRAID_MAX_OVERHEAD as u32;
 enum LinkTransport {
     /// UDP over IPv4, port 7700 (+ vNIC queue) on each link's addresses.
     Udp,
-    /// Raw Ethernet frames with braid's EtherType (AF_PACKET) to the peer veth's MAC; one
-    /// vNIC queue.
+    /// Raw Ethernet frames with braid's EtherType (AF_PACKET) to the peer veth's MAC; one or
+    /// two vNIC queues (0x88B5, 0x88B6: one EtherType per worker).
     Ethernet,
 }
 
@@ -135,7 +135,7 @@ struct UpArgs {
     /// vNIC queues (multi-queue TUN). Each queue gets its own data-path worker, engine and
     /// UDP port (7700 + queue) on every link. On a 2-core machine that also runs the other
     /// daemon and the traffic, more workers than cores only add contention: the default is 1
-    /// (and `--transport ethernet` supports only 1).
+    /// (`--transport ethernet` supports 1 or 2).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     queues: u16,
     /// How braid packets cross the links: `udp`, or `ethernet` (raw frames with braid's
@@ -634,10 +634,10 @@ fn up(tb: &Testbed, args: &UpArgs) -> Result<()> {
             braid_core::MAX_NICS
         );
     }
-    if args.transport == LinkTransport::Ethernet && args.queues > 1 {
+    if args.transport == LinkTransport::Ethernet && args.queues > 2 {
         bail!(
-            "--transport ethernet: needs --queues 1 (every AF_PACKET socket on a link sees every \
-             braid frame, so the workers of several vNIC queues cannot share the links)"
+            "--transport ethernet: needs --queues 1 or 2 (each worker has an EtherType of its \
+             own, and there are two local experimental ones)"
         );
     }
     let braid = match &args.braid {
@@ -1476,8 +1476,8 @@ mod tests {
         let udp = up(&["t", "up"]);
         assert_eq!(udp.transport, LinkTransport::Udp);
         assert_eq!(vnic_mtu(&udp), 1500 - 84);
-        let explicit = up(&["t", "up", "--transport", "ethernet", "--queues", "2"]);
-        assert_eq!(explicit.queues, 2, "refused by `up` with a message");
+        let explicit = up(&["t", "up", "--transport", "ethernet", "--queues", "3"]);
+        assert_eq!(explicit.queues, 3, "refused by `up` with a message");
     }
 
     #[test]

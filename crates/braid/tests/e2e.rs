@@ -363,8 +363,8 @@ mod tests {
         }
     }
 
-    /// The raw Ethernet transport (AF_PACKET, braid's EtherType): `--transport ethernet`
-    /// makes each NIC send raw frames to the peer veth's MAC. A TCP stream crosses the vNICs
+    /// The raw Ethernet transport (AF_PACKET, braid's EtherTypes), with two workers per side:
+    /// `--transport ethernet` makes each NIC send raw frames to the peer veth's MAC. A TCP stream crosses the vNICs
     /// byte-exact, striped over every link, and nothing is dropped by the transport's
     /// filters.
     #[test]
@@ -380,6 +380,8 @@ mod tests {
                 "ethernet",
                 "--links",
                 "200mbit,200mbit,200mbit",
+                "--queues",
+                "2",
             ],
         );
         let config = std::fs::read_to_string(tb.dir().join("a.toml")).expect("a.toml");
@@ -389,6 +391,8 @@ mod tests {
             "{config}"
         );
         assert_eq!(config.matches("peer_mac = ").count(), 3, "{config}");
+        // Two workers, one EtherType each (0x88B5, 0x88B6).
+        assert!(config.contains("queues = 2"), "{config}");
         tb.wait_links_up(3);
         let (client, server) = tcp_transfer(&tb, "64M", 5201, || {});
         assert_eq!(client["bytes"], 64u64 << 20);
@@ -402,6 +406,10 @@ mod tests {
         // The stats files are rewritten every second.
         std::thread::sleep(Duration::from_millis(1200));
         let (a, b) = (tb.stats('a'), tb.stats('b'));
+        for (side, s) in [('a', &a), ('b', &b)] {
+            let workers = s["workers"].as_array().map_or(0, Vec::len);
+            assert_eq!(workers, 2, "side {side}: two workers");
+        }
         for i in 0..3 {
             let (na, nb) = (&a["nics"][i], &b["nics"][i]);
             let (ta, tb_) = (&na["transport"], &nb["transport"]);
