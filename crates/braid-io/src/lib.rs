@@ -37,6 +37,9 @@ pub mod transport;
 pub mod udp;
 pub mod vnic;
 
+#[cfg(test)]
+mod test_support;
+
 // The only module allowed `unsafe` (each block with a `// SAFETY:` comment).
 #[allow(unsafe_code)]
 mod sys;

@@ -63,9 +63,9 @@ mod tests {
         app: UnixDatagram,
     }
 
-    fn start(role: Role, links: Vec<UdpTransport>) -> Side {
-        let (vnic, app) = PipePort::pair(9000, 256).expect("socket pair");
-        let nics = links
+    /// The links as the worker's NIC ports: link i is NIC i.
+    fn ports(links: Vec<UdpTransport>) -> Vec<NicPort> {
+        links
             .into_iter()
             .enumerate()
             .map(|(i, p)| NicPort {
@@ -73,7 +73,12 @@ mod tests {
                 name: format!("link{i}"),
                 transport: Box::new(p) as Box<dyn NicTransport>,
             })
-            .collect();
+            .collect()
+    }
+
+    fn start(role: Role, links: Vec<UdpTransport>) -> Side {
+        let (vnic, app) = PipePort::pair(9000, 256).expect("socket pair");
+        let nics = ports(links);
         let vnic: Vec<Box<dyn NicTransport>> = vec![Box::new(vnic)];
         let dp = Dataplane::new(
             engine(role),
@@ -363,15 +368,7 @@ mod tests {
             let mut apps = Vec::new();
             for (k, (nic_links, st)) in side_links.into_iter().zip(steering).enumerate() {
                 let (vnic, app) = PipePort::pair(9000, 256).expect("socket pair");
-                let nics = nic_links
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, p)| NicPort {
-                        id: NicId(u8::try_from(i).expect("few links")),
-                        name: format!("link{i}"),
-                        transport: Box::new(p) as Box<dyn NicTransport>,
-                    })
-                    .collect();
+                let nics = ports(nic_links);
                 // Each worker pair has its own key, as the daemon derives them.
                 let key = [7 + u8::try_from(k).expect("few workers"); 32];
                 let dp = Dataplane::new(

@@ -1191,10 +1191,7 @@ impl Engine {
                 if self.capacity.contains(nic)
                     && let Some(c) = ProbeReplyCounters::parse(payload)
                 {
-                    let overhead = self.nics[nic.index()]
-                        .as_ref()
-                        .map_or(0, |n| u64::from(n.spec.wire_overhead_bytes));
-                    let delivered = c.rx_bytes.wrapping_add(c.rx_packets.wrapping_mul(overhead));
+                    let delivered = self.wire_bytes(nic, c.rx_bytes, c.rx_packets);
                     self.capacity.on_probe_reply(
                         now,
                         nic,
@@ -1712,12 +1709,17 @@ impl Engine {
     /// The NIC's cumulative wire bytes sent: braid bytes plus the transport's overhead per
     /// packet, the unit of pacing and of the capacity estimate.
     fn tx_wire_bytes(&self, nic: NicId) -> u64 {
+        let c = &self.stats.nics[nic.index() % MAX_NICS];
+        self.wire_bytes(nic, c.tx_bytes_count, c.tx_packets_count)
+    }
+
+    /// `bytes` of braid packets, `packets` of them, on the wire of `nic`: plus the
+    /// transport's overhead per packet.
+    fn wire_bytes(&self, nic: NicId, bytes: u64, packets: u64) -> u64 {
         let overhead = self.nics[nic.index() % MAX_NICS]
             .as_ref()
             .map_or(0, |n| u64::from(n.spec.wire_overhead_bytes));
-        let c = &self.stats.nics[nic.index() % MAX_NICS];
-        c.tx_bytes_count
-            .wrapping_add(c.tx_packets_count.wrapping_mul(overhead))
+        bytes.wrapping_add(packets.wrapping_mul(overhead))
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::sys::netns::NetNs;
+use crate::test_support::{assert_silent, pkt, recv_n, send_all};
 
 const MTU: usize = 1500;
 /// The veth ends: `DEV_A` in namespace a, `DEV_B` in namespace b.
@@ -107,42 +108,6 @@ impl Pair {
         assert_eq!(b.own_mac(), mac_b);
         (a, b)
     }
-}
-
-/// A packet of `len` bytes whose content depends on `tag`.
-fn pkt(len: usize, tag: u32) -> Vec<u8> {
-    (0..len)
-        .map(|i| (tag as usize * 31 + i * 7) as u8 ^ (tag >> 8) as u8)
-        .collect()
-}
-
-/// Receive until `n` packets arrived or 2 s passed.
-fn recv_n(t: &mut PacketTransport, batch: &mut RxBatch, n: usize) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        let k = t.recv_batch(batch).expect("recv");
-        assert_eq!(k, batch.len());
-        out.extend(batch.iter().map(<[u8]>::to_vec));
-        if k == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    out
-}
-
-/// Nothing more arrives within 50 ms.
-fn assert_silent(t: &mut PacketTransport, batch: &mut RxBatch) {
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(t.recv_batch(batch).expect("recv"), 0, "no extra packet");
-}
-
-fn send_all(t: &mut PacketTransport, packets: &[Vec<u8>]) {
-    for p in packets {
-        t.queue(p).expect("room in the queue");
-    }
-    t.flush().expect("flush");
-    assert!(!t.has_backlog(), "veth takes a batch at once");
 }
 
 /// A raw frame sent through `t`'s socket as is (any source, destination, EtherType).

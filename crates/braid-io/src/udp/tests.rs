@@ -2,9 +2,9 @@
 //! device binding and of a device that disappears, inside a private network namespace.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
 
 use super::*;
+use crate::test_support::{assert_silent, pkt, recv_n, send_all};
 
 const MTU: usize = 1472;
 
@@ -32,42 +32,6 @@ fn pair(tweak: impl Fn(&mut UdpConfig, &mut UdpConfig)) -> (UdpTransport, UdpTra
         }
     }
     panic!("no free pair of loopback ports in 10 tries");
-}
-
-/// A packet of `len` bytes whose content depends on `tag`.
-fn pkt(len: usize, tag: u32) -> Vec<u8> {
-    (0..len)
-        .map(|i| (tag as usize * 31 + i * 7) as u8 ^ (tag >> 8) as u8)
-        .collect()
-}
-
-/// Receive until `n` packets arrived or 2 s passed.
-fn recv_n(t: &mut UdpTransport, batch: &mut RxBatch, n: usize) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        let k = t.recv_batch(batch).expect("recv");
-        assert_eq!(k, batch.len());
-        out.extend(batch.iter().map(<[u8]>::to_vec));
-        if k == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    out
-}
-
-/// Nothing more arrives within 50 ms.
-fn assert_silent(t: &mut UdpTransport, batch: &mut RxBatch) {
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(t.recv_batch(batch).expect("recv"), 0, "no extra packet");
-}
-
-fn send_all(t: &mut UdpTransport, packets: &[Vec<u8>]) {
-    for p in packets {
-        t.queue(p).expect("room in the queue");
-    }
-    t.flush().expect("flush");
-    assert!(!t.has_backlog(), "loopback takes everything");
 }
 
 #[test]
