@@ -244,6 +244,16 @@ else
   result agg.braid_q2_mbps failed; note "iperf3 through braid (2 queues) failed: see $OUT/agg-braid-q2.*"
 fi
 tb_down agg-braid-q2
+# Two workers with one reader per link (`--receive per-nic`): the packets of the other
+# worker's session cross the inter-NIC channel (crates/braid-io/src/dataplane/steer.rs).
+tb_up agg-braid-q2n --links 100mbit,200mbit,300mbit --queues 2 --receive per-nic
+if run_iperf agg-braid-q2n 10.99.0.2; then
+  result agg.braid_q2_per_nic_mbps "$(calc "$(mbps_of agg-braid-q2n)" 1)"
+  echo "  braid with 2 workers, one reader per link, one TCP stream: ${R[agg.braid_q2_per_nic_mbps]} Mbit/s"
+else
+  result agg.braid_q2_per_nic_mbps failed; note "iperf3 through braid (2 queues, per-nic) failed: see $OUT/agg-braid-q2n.*"
+fi
+tb_down agg-braid-q2n
 # Raw Ethernet links (AF_PACKET): no IPv4+UDP header per packet, so a larger vNIC MTU.
 tb_up agg-braid-eth --links 100mbit,200mbit,300mbit --transport ethernet
 if run_iperf agg-braid-eth 10.99.0.2; then
@@ -483,6 +493,7 @@ row "  sum" "$(v agg.sum_mbps) Mbit/s"
 row "MPTCP over the 3 links" "$(v agg.mptcp_mbps) Mbit/s ($(v agg.mptcp_links_used) links used)"
 row "braid, one TCP stream over the 3 links" "$(v agg.braid_mbps) Mbit/s"
 row "braid, 2 vNIC queues (2 workers), one TCP stream" "$(v agg.braid_q2_mbps) Mbit/s"
+row "braid, 2 workers, one reader per link (--receive per-nic)" "$(v agg.braid_q2_per_nic_mbps) Mbit/s"
 row "braid over raw Ethernet links, one TCP stream" "$(v agg.braid_eth_mbps) Mbit/s"
 row "  braid / sum of plain TCP" "$(v agg.braid_vs_sum_pct) %" "≥ 95 %: $(met "$(v agg.braid_vs_sum_pct)" '>=' 95)"
 row "  braid / MPTCP" "$(v agg.braid_vs_mptcp_pct) %" "> 100 %: $(met "$(v agg.braid_vs_mptcp_pct)" '>' 100)"

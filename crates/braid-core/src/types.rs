@@ -245,6 +245,9 @@ drop_reasons! {
     /// TX: the packet protection refused to seal (its nonce would repeat); the packet was not
     /// sent. Never expected: the engine's counter only goes up.
     SealRefused = "seal_refused",
+    /// RX: the packet's lane (the sender's worker) is not this engine's: the peers disagree
+    /// on `vnic.queues` or on how NICs are read (`daemon.receive`).
+    WrongLane = "wrong_lane",
 }
 
 impl fmt::Display for DropReason {

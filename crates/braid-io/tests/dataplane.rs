@@ -46,6 +46,11 @@ mod tests {
     }
 
     fn engine_with_key(role: Role, key: [u8; 32]) -> Engine {
+        engine_on_lane(role, key, 0)
+    }
+
+    /// The engine of worker `lane` (each worker's packets carry its lane, as in the daemon).
+    fn engine_on_lane(role: Role, key: [u8; 32], lane: u8) -> Engine {
         let nics = (0..LINKS)
             .map(|i| NicSpec::udp_ipv4(NicId(i), &format!("link{i}"), LINK_BPS, LINK_MTU))
             .collect();
@@ -54,6 +59,7 @@ mod tests {
         // Three busy threads share two cores here: a worker can be preempted for milliseconds
         // between flushing one link and the next, which the reorder hold must cover.
         cfg.reorder.min_hold = Duration::from_millis(HOLD_MS);
+        cfg.lane = lane;
         Engine::new(cfg, now()).expect("valid config")
     }
 
@@ -332,6 +338,59 @@ mod tests {
     /// through the channel.
     #[test]
     fn two_workers_per_side_steer_deliveries_to_the_rss_queue() {
+        two_workers_per_side(false);
+    }
+
+    /// As above with `per-nic` receive (`daemon.receive = "per-nic"`): NIC n is read by
+    /// worker n mod 2 only, and a braid packet of the other worker's session (its lane) —
+    /// data fragments and probes alike — reaches that worker's engine through the channel.
+    #[test]
+    fn one_reader_per_nic_hands_packets_to_the_session_owner() {
+        two_workers_per_side(true);
+    }
+
+    /// The links of both sides, `[side][worker][nic]`. Per worker (`per_nic` false): worker
+    /// k's socket on NIC n talks to the peer's worker k. Per NIC: every worker sends NIC n's
+    /// traffic to the peer's reader of NIC n (worker n mod 2), which accepts any port.
+    fn worker_links(workers: usize, per_nic: bool) -> [Vec<Vec<UdpTransport>>; 2] {
+        'attempt: for _ in 0..10 {
+            let ports: Vec<Vec<Vec<SocketAddr>>> = (0..2)
+                .map(|_| {
+                    (0..workers)
+                        .map(|_| (0..LINKS).map(|_| free_port()).collect())
+                        .collect()
+                })
+                .collect();
+            let mut out: [Vec<Vec<UdpTransport>>; 2] = [Vec::new(), Vec::new()];
+            for (side, links) in out.iter_mut().enumerate() {
+                for k in 0..workers {
+                    let mut nics = Vec::new();
+                    for (n, &local) in ports[side][k].iter().enumerate() {
+                        let reader = n % workers;
+                        let peer_worker = if per_nic { reader } else { k };
+                        let mut cfg = UdpConfig::new(
+                            local,
+                            ports[1 - side][peer_worker][n],
+                            LINK_MTU as usize - 28,
+                        );
+                        if per_nic && k == reader {
+                            cfg.peer_ports = Some(1..=u16::MAX);
+                        }
+                        match UdpTransport::open(cfg) {
+                            Ok(t) => nics.push(t),
+                            Err(UdpError::AddrInUse { .. }) => continue 'attempt,
+                            Err(e) => panic!("udp on loopback: {e}"),
+                        }
+                    }
+                    links.push(nics);
+                }
+            }
+            return out;
+        }
+        panic!("no free set of loopback ports in 10 tries");
+    }
+
+    fn two_workers_per_side(per_nic: bool) {
         let _serial = serial();
         const WORKERS: usize = 2;
         let rss = Rss::new(ToeplitzKey::MICROSOFT, WORKERS as u16).expect("rss");
@@ -351,19 +410,10 @@ mod tests {
 
         let mut sides: Vec<Vec<Side>> = Vec::new();
         let mut built = Vec::new();
-        let mut links: [Vec<Vec<UdpTransport>>; 2] = [Vec::new(), Vec::new()];
-        for _ in 0..WORKERS {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            for _ in 0..LINKS {
-                let (ta, tb) = link();
-                a.push(ta);
-                b.push(tb);
-            }
-            links[0].push(a);
-            links[1].push(b);
-        }
+        let links = worker_links(WORKERS, per_nic);
         for (role, side_links) in [Role::A, Role::B].into_iter().zip(links) {
-            let steering = Steering::build(WORKERS, 9216).expect("steering");
+            let rx_bytes = per_nic.then_some(LINK_MTU as usize);
+            let steering = Steering::build(WORKERS, 9216, rx_bytes).expect("steering");
             let mut workers = Vec::new();
             let mut apps = Vec::new();
             for (k, (nic_links, st)) in side_links.into_iter().zip(steering).enumerate() {
@@ -371,8 +421,9 @@ mod tests {
                 let nics = ports(nic_links);
                 // Each worker pair has its own key, as the daemon derives them.
                 let key = [7 + u8::try_from(k).expect("few workers"); 32];
+                let lane = u8::try_from(k).expect("few workers");
                 let dp = Dataplane::new(
-                    engine_with_key(role, key),
+                    engine_on_lane(role, key, lane),
                     nics,
                     vec![Box::new(vnic) as Box<dyn NicTransport>],
                     rss.clone(),
@@ -482,6 +533,27 @@ mod tests {
         assert_eq!(st1.steered_in, u64::from(N), "{st1:?}");
         assert_eq!(st0.lane_full + st0.pool_exhausted, 0, "{st0:?}");
         assert_eq!(b_snaps[0].deliver_unqueued + b_snaps[1].deliver_unqueued, 0);
+        let rx_drops = |st: &braid_io::dataplane::SteerStats| {
+            st.rx_lane_full + st.rx_pool_exhausted + st.rx_too_big
+        };
+        if per_nic {
+            // Worker 1 of b reads NIC 1, where a's worker 0 sent about a third of both flows:
+            // handed to worker 0. Worker 0 reads NICs 0 and 2, where a's worker 1 sent its
+            // probes: handed to worker 1.
+            assert!(st1.rx_handed_out >= u64::from(N) / 2, "{st1:?}");
+            assert!(st0.rx_handed_in >= st1.rx_handed_out * 9 / 10, "{st0:?}");
+            assert!(
+                st0.rx_handed_out > 0 && st1.rx_handed_in > 0,
+                "{st0:?} {st1:?}"
+            );
+            assert_eq!(rx_drops(&st0) + rx_drops(&st1), 0, "{st0:?} {st1:?}");
+            // Worker 1's sockets on NICs 0 and 2 never receive: only the readers do.
+            for n in [0, 2] {
+                assert_eq!(b_snaps[1].nics[n].transport.rx_packets, 0, "nic {n}");
+            }
+        } else {
+            assert_eq!(st0.rx_handed_out + st1.rx_handed_out, 0);
+        }
         for s in a_side.into_iter().chain(b_side) {
             let stopped = stop(s);
             assert_eq!(stopped.engine.stats().drops.total(), 0);

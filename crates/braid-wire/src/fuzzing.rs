@@ -116,14 +116,16 @@ fn braid_packet(data: &[u8]) {
     let header_len = repr.emit_into(&mut buf).expect("a parsed repr emits");
     assert_eq!(header_len, repr.header_len());
     buf[header_len..header_len + repr.payload_len].copy_from_slice(payload);
-    // ENCRYPTED is the one header bit a repr does not carry: the TX path sets it after emit.
-    assert!(!Packet::new_unchecked(&buf[..repr.buffer_len()]).encrypted());
-    if packet.encrypted() {
-        Packet::new_unchecked(&mut buf[..repr.buffer_len()]).set_encrypted(true);
-    }
+    // ENCRYPTED and the lane are the header bits a repr does not carry: the TX path sets
+    // them after emit.
+    let emitted = Packet::new_unchecked(&buf[..repr.buffer_len()]);
+    assert!(!emitted.encrypted() && emitted.lane() == 0);
+    let mut view = Packet::new_unchecked(&mut buf[..repr.buffer_len()]);
+    view.set_encrypted(packet.encrypted());
+    view.set_lane(packet.lane());
     let out = &buf[..repr.buffer_len()];
-    // Every header bit is either in the repr, the ENCRYPTED flag or fixed by version 1: the
-    // bytes match.
+    // Every header bit is either in the repr, the ENCRYPTED flag, the lane or fixed by
+    // version 1: the bytes match.
     assert_eq!(&out[..header_len], &data[..header_len]);
     let reparsed = Repr::parse(&Packet::new_unchecked(out));
     assert_eq!(reparsed, Ok(repr), "parse(emit(repr)) != repr");

@@ -44,8 +44,8 @@ pub mod fuzzing;
 pub use braid::{
     AUTH_COUNTER_LEN as BRAID_AUTH_COUNTER_LEN, AUTH_TAG_LEN as BRAID_AUTH_TAG_LEN,
     FLAG_ENCRYPTED as BRAID_FLAG_ENCRYPTED, HEADER_LEN as BRAID_HEADER_LEN,
-    MAX_OVERHEAD as BRAID_MAX_OVERHEAD, Packet as BraidPacket, PacketType, ProbeReplyBody,
-    ProbeReplyCounters, Repr as BraidRepr, VERSION as BRAID_VERSION,
+    MAX_LANES as BRAID_MAX_LANES, MAX_OVERHEAD as BRAID_MAX_OVERHEAD, Packet as BraidPacket,
+    PacketType, ProbeReplyBody, ProbeReplyCounters, Repr as BraidRepr, VERSION as BRAID_VERSION,
 };
 pub use error::ParseError;
 pub use ip::IpSummary;

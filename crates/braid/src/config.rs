@@ -282,6 +282,34 @@ pub(crate) struct DaemonSection {
     /// cost of a busy core.
     #[serde(default)]
     pub busy_poll_us: u32,
+    /// Who reads each NIC with several workers: `"per-worker"` (the default: every worker
+    /// its own socket on every NIC, sorted by the kernel) or `"per-nic"` (NIC n read by
+    /// worker n mod vnic.queues, which hands other workers' packets over the channel).
+    #[serde(default)]
+    pub receive: ReceiveMode,
+}
+
+/// `daemon.receive`: how the workers share the NICs' receive side.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ReceiveMode {
+    /// Every worker has its own socket (port base + k, or its own EtherType) on every NIC,
+    /// and the kernel's socket lookup hands each braid packet to the worker of its session.
+    #[default]
+    PerWorker,
+    /// NIC n is read by worker n mod K only; a packet of another worker's session (the lane
+    /// in its header) reaches that worker through the inter-NIC channel.
+    PerNic,
+}
+
+impl ReceiveMode {
+    /// The worker that reads NIC `nic` for worker `worker`'s session, with `workers` workers.
+    pub(crate) fn reader(self, nic: usize, worker: usize, workers: usize) -> usize {
+        match self {
+            Self::PerWorker => worker,
+            Self::PerNic => nic % workers.max(1),
+        }
+    }
 }
 
 fn default_vnic_mtu() -> u32 {
@@ -447,6 +475,16 @@ impl Config {
             }
         }
 
+        if self.daemon.receive == ReceiveMode::PerNic
+            && self.vnic.queues > u16::from(braid_wire::BRAID_MAX_LANES)
+        {
+            bail!(
+                "daemon.receive: \"per-nic\" supports vnic.queues up to {} (the lane in the \
+                 braid header has 4 bits); it is {}",
+                braid_wire::BRAID_MAX_LANES,
+                self.vnic.queues
+            );
+        }
         if self.daemon.busy_poll_us > 1_000 {
             bail!(
                 "daemon.busy_poll_us: {} is above 1000 (1 ms); a few tens of µs cover a round \
@@ -870,6 +908,16 @@ stats_file = "/tmp/a.json"
             let e = err(&GOOD.replacen(from, to, 1));
             assert!(e.contains(want), "{to}: {e}");
         }
+        // `per-nic` receive names workers by a 4-bit lane.
+        let per_nic = GOOD.replacen("[daemon]", "[daemon]\nreceive = \"per-nic\"", 1);
+        let plan = Config::parse(&per_nic).unwrap();
+        assert_eq!(plan.file.daemon.receive, ReceiveMode::PerNic);
+        let e = err(&per_nic.replacen("queues = 2", "queues = 17", 1));
+        assert!(e.contains("daemon.receive") && e.contains("16"), "{e}");
+        let e = err(&GOOD.replacen("[daemon]", "[daemon]\nreceive = \"per-cpu\"", 1));
+        assert!(e.contains("per-nic"), "{e}");
+        assert_eq!(ReceiveMode::PerNic.reader(5, 0, 2), 1);
+        assert_eq!(ReceiveMode::PerWorker.reader(5, 0, 2), 0);
     }
 
     #[test]

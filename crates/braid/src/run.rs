@@ -23,7 +23,7 @@ use braid_io::dataplane::{Dataplane, DataplaneConfig, NicPort, Snapshot};
 use braid_io::transport::NicTransport;
 use serde_json::json;
 
-use crate::config::{Capacity, Config, Endpoint, NicPlan, Plan, RoleName};
+use crate::config::{Capacity, Config, Endpoint, NicPlan, Plan, ReceiveMode, RoleName};
 
 /// Capacity assumed for `capacity = "auto"` when the device reports no speed.
 const AUTO_FALLBACK_BPS: u64 = 1_000_000_000;
@@ -95,9 +95,13 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
         .collect();
 
     let rss = vnic.rss().clone();
+    let receive = plan.file.daemon.receive;
     let mut steering = if workers > 1 {
         let buf_bytes = usize::try_from(plan.file.vnic.mtu).unwrap_or(usize::MAX);
-        braid_io::dataplane::Steering::build(workers, buf_bytes)
+        // `per-nic` receive: lanes for received braid packets too, each at most a link MTU.
+        let rx_bytes = (receive == ReceiveMode::PerNic)
+            .then(|| link_mtu.iter().max().map_or(1500, |m| *m as usize));
+        braid_io::dataplane::Steering::build(workers, buf_bytes, rx_bytes)
             .context("vnic.queues: cannot set up the workers' channel")?
             .into_iter()
             .map(Some)
@@ -112,7 +116,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             ports.push(NicPort {
                 id: n.id,
                 name: n.name.clone(),
-                transport: open_transport(n, *mtu, k)?,
+                transport: open_transport(n, *mtu, k, workers, receive)?,
             });
         }
         let engine = build_engine(&plan, psk.as_ref(), k, &link_mtu, &share)?;
@@ -224,21 +228,36 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Open NIC `n`'s transport for worker `worker` (UDP: ports base + worker at both ends).
-fn open_transport(n: &NicPlan, mtu: u32, worker: usize) -> Result<Box<dyn NicTransport>> {
+/// Open NIC `n`'s transport for worker `worker` of `workers` (UDP: local port base +
+/// worker). It sends to the peer's worker that reads this NIC for `worker`'s session: the
+/// same worker, or with `per-nic` receive the NIC's reader (NIC i: worker i mod `workers`),
+/// whose own socket then accepts every peer worker's port.
+fn open_transport(
+    n: &NicPlan,
+    mtu: u32,
+    worker: usize,
+    workers: usize,
+    receive: ReceiveMode,
+) -> Result<Box<dyn NicTransport>> {
+    let reader = receive.reader(usize::from(n.id.0), worker, workers);
     let transport: Box<dyn NicTransport> = match &n.endpoint {
         Endpoint::Udp { local, peer } => {
-            let offset = u16::try_from(worker).context("too many workers")?;
-            let at_offset = |a: &std::net::SocketAddr| {
+            let offset = |k: usize| u16::try_from(k).context("too many workers");
+            let at_offset = |a: &std::net::SocketAddr, k: u16| {
                 let mut a = *a;
-                a.set_port(a.port() + offset);
+                a.set_port(a.port() + k);
                 a
             };
             let mut cfg = braid_io::udp::UdpConfig::new(
-                at_offset(local),
-                at_offset(peer),
+                at_offset(local, offset(worker)?),
+                at_offset(peer, offset(reader)?),
                 (mtu - n.transport_overhead()) as usize,
             );
+            if receive == ReceiveMode::PerNic && reader == worker && workers > 1 {
+                // config.rs checked that base + vnic.queues - 1 is a port.
+                let last = peer.port() + offset(workers - 1)?;
+                cfg.peer_ports = Some(peer.port()..=last);
+            }
             cfg.device = Some(n.device.clone());
             cfg.gso = n.gso;
             cfg.gro = n.gro;
@@ -252,14 +271,14 @@ fn open_transport(n: &NicPlan, mtu: u32, worker: usize) -> Result<Box<dyn NicTra
             // that type, so each worker has an EtherType of its own, as each has a UDP port:
             // worker 0 braid's (0x88B5), worker 1 the other local experimental one (0x88B6).
             // config.rs refuses more than two workers with this transport.
-            let ethertype = match worker {
-                0 => braid_io::packet::BRAID_ETHERTYPE,
-                1 => braid_io::packet::BRAID_ETHERTYPE_ALT,
-                _ => bail!(
+            let ethertype = |k: usize| match k {
+                0 => Ok(braid_io::packet::BRAID_ETHERTYPE),
+                1 => Ok(braid_io::packet::BRAID_ETHERTYPE_ALT),
+                _ => Err(anyhow::anyhow!(
                     "nics[{}].transport: \"ethernet\" carries two workers at most \
                      (vnic.queues <= 2)",
                     n.id.0
-                ),
+                )),
             };
             // The braid packet is the whole Ethernet payload: transport_overhead is 0 and
             // the 14-byte header counts in wire_overhead (pacing) only.
@@ -268,7 +287,9 @@ fn open_transport(n: &NicPlan, mtu: u32, worker: usize) -> Result<Box<dyn NicTra
                 *peer_mac,
                 (mtu - n.transport_overhead()) as usize,
             );
-            cfg.ethertype = ethertype;
+            // Received on the worker's own EtherType; sent to the reader's.
+            cfg.ethertype = ethertype(worker)?;
+            cfg.tx_ethertype = Some(ethertype(reader)?);
             Box::new(
                 braid_io::packet::PacketTransport::open(cfg)
                     .with_context(|| format!("nics[{}] ({}): cannot open", n.id.0, n.name))?,
@@ -290,6 +311,11 @@ fn build_engine(
 ) -> Result<braid_core::engine::Engine> {
     let mut engine_cfg = plan.engine_config(link_mtu, capacity);
     engine_cfg.seed = random_seed();
+    // The worker's lane goes in every packet it sends: with `per-nic` receive, the peer's
+    // NIC readers hand packets over by it (config.rs keeps the workers within 16 lanes
+    // then; otherwise two workers on one lane are on different ports anyway).
+    engine_cfg.lane = u8::try_from(worker % usize::from(braid_wire::BRAID_MAX_LANES))
+        .expect("invariant: below 16");
     if let Some(psk) = psk {
         let role = match plan.file.peer.role {
             RoleName::A => Role::A,
@@ -540,6 +566,11 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
             "steered_in": st.steered_in,
             "lane_full": st.lane_full,
             "pool_exhausted": st.pool_exhausted,
+            "rx_handed_out": st.rx_handed_out,
+            "rx_handed_in": st.rx_handed_in,
+            "rx_lane_full": st.rx_lane_full,
+            "rx_pool_exhausted": st.rx_pool_exhausted,
+            "rx_too_big": st.rx_too_big,
         })),
     })
 }

@@ -160,6 +160,11 @@ struct UpArgs {
     /// sleep (`daemon.busy_poll_us`; 0: never). Lower latency, a busier CPU.
     #[arg(long, default_value_t = 0)]
     busy_poll_us: u32,
+    /// With several queues, who reads each link (`daemon.receive`): `per-worker` (every
+    /// worker its own socket on every link) or `per-nic` (link i read by worker i mod
+    /// queues, which hands the other workers' packets over the inter-NIC channel).
+    #[arg(long, value_enum, default_value = "per-worker")]
+    receive: ReceiveArg,
     /// The braid binary to run in the namespaces (default: this one).
     #[arg(long, value_name = "PATH")]
     braid: Option<PathBuf>,
@@ -787,6 +792,7 @@ fn write_state(tb: &Testbed, args: &UpArgs) -> Result<()> {
             stats_file: &tb.file(side, "stats.json"),
             auto_capacity: args.auto_capacity,
             busy_poll_us: args.busy_poll_us,
+            per_nic: args.receive == ReceiveArg::PerNic,
         });
         let path = tb.file(side, "toml");
         fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
@@ -848,6 +854,17 @@ struct ConfigParams<'a> {
     auto_capacity: bool,
     /// `daemon.busy_poll_us` (0: left out).
     busy_poll_us: u32,
+    /// `daemon.receive = "per-nic"` (else left out: per worker).
+    per_nic: bool,
+}
+
+/// `--receive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReceiveArg {
+    /// Every worker reads its own socket on every link.
+    PerWorker,
+    /// One worker reads each link and hands packets over the channel.
+    PerNic,
 }
 
 /// A TOML basic string.
@@ -932,6 +949,9 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
     );
     if p.busy_poll_us > 0 {
         let _ = writeln!(t, "busy_poll_us = {}", p.busy_poll_us);
+    }
+    if p.per_nic {
+        let _ = writeln!(t, "receive = \"per-nic\"");
     }
     t
 }
@@ -1289,6 +1309,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: false,
             busy_poll_us: 0,
+            per_nic: false,
         });
         text.parse::<toml::Table>()
             .unwrap_or_else(|e| panic!("generated config is not TOML: {e}\n{text}"))
@@ -1309,6 +1330,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: true,
             busy_poll_us: 0,
+            per_nic: false,
         });
         let c: toml::Table = text.parse().expect("TOML");
         let nics = c["nics"].as_array().unwrap();
@@ -1410,9 +1432,15 @@ mod tests {
                     stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
                     auto_capacity: false,
                     busy_poll_us: 0,
+                    per_nic: encrypt,
                 });
-                if let Err(e) = crate::config::Config::parse(&text) {
-                    panic!("braid run rejects the testbed's config: {e:#}\n{text}");
+                match crate::config::Config::parse(&text) {
+                    Ok(plan) => assert_eq!(
+                        plan.file.daemon.receive == crate::config::ReceiveMode::PerNic,
+                        encrypt,
+                        "--receive per-nic reaches the config\n{text}"
+                    ),
+                    Err(e) => panic!("braid run rejects the testbed's config: {e:#}\n{text}"),
                 }
             }
         }
@@ -1437,6 +1465,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: false,
             busy_poll_us: 0,
+            per_nic: false,
         });
         let c: toml::Table = text.parse().expect("TOML");
         for (i, mac) in macs.iter().enumerate() {

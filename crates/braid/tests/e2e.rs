@@ -363,8 +363,11 @@ mod tests {
         }
     }
 
-    /// The raw Ethernet transport (AF_PACKET, braid's EtherTypes), with two workers per side:
-    /// `--transport ethernet` makes each NIC send raw frames to the peer veth's MAC. A TCP stream crosses the vNICs
+    /// The raw Ethernet transport (AF_PACKET, braid's EtherTypes), with two workers per side
+    /// and one reader per NIC (`--receive per-nic`): `--transport ethernet` makes each NIC
+    /// send raw frames to the peer veth's MAC, every worker sends a link's frames to the
+    /// EtherType of the peer worker that reads that link, and the reader hands the other
+    /// worker's packets over the inter-NIC channel. A TCP stream crosses the vNICs
     /// byte-exact, striped over every link, and nothing is dropped by the transport's
     /// filters.
     #[test]
@@ -382,6 +385,8 @@ mod tests {
                 "200mbit,200mbit,200mbit",
                 "--queues",
                 "2",
+                "--receive",
+                "per-nic",
             ],
         );
         let config = std::fs::read_to_string(tb.dir().join("a.toml")).expect("a.toml");
@@ -391,8 +396,9 @@ mod tests {
             "{config}"
         );
         assert_eq!(config.matches("peer_mac = ").count(), 3, "{config}");
-        // Two workers, one EtherType each (0x88B5, 0x88B6).
+        // Two workers, one EtherType each (0x88B5, 0x88B6), one reader per link.
         assert!(config.contains("queues = 2"), "{config}");
+        assert!(config.contains("receive = \"per-nic\""), "{config}");
         tb.wait_links_up(3);
         let (client, server) = tcp_transfer(&tb, "64M", 5201, || {});
         assert_eq!(client["bytes"], 64u64 << 20);
@@ -409,6 +415,26 @@ mod tests {
         for (side, s) in [('a', &a), ('b', &b)] {
             let workers = s["workers"].as_array().map_or(0, Vec::len);
             assert_eq!(workers, 2, "side {side}: two workers");
+            eprintln!("side {side}: steering {}", s["steering"]);
+        }
+        // Whichever worker carried the stream, part of it arrived on a link that the other
+        // worker of b reads (worker 1 reads link 1, worker 0 links 0 and 2): handed over.
+        let st = &b["steering"];
+        let handed = st["rx_handed_in"].as_u64().unwrap_or(0);
+        assert!(handed > 3_000, "b handed packets to their owner: {st}");
+        // Every handed packet was read by a link's reader (the workers publish their counters
+        // at slightly different moments, hence the slack).
+        let out = st["rx_handed_out"].as_u64().unwrap_or(0);
+        assert!(out.abs_diff(handed) <= handed / 100, "{st}");
+        // Only the readers' sockets receive: worker 1 does not read links 0 and 2.
+        for i in [0, 2] {
+            let rx = b["workers"][1]["nics"][i]["transport"]["rx_packets"].as_u64();
+            assert_eq!(
+                rx,
+                Some(0),
+                "b worker 1, link {i}: {}",
+                b["workers"][1]["nics"][i]
+            );
         }
         for i in 0..3 {
             let (na, nb) = (&a["nics"][i], &b["nics"][i]);

@@ -223,6 +223,11 @@ pub struct EngineConfig {
     /// Seed for hash tables (flood resistance) and for the first flow id (so a restarted
     /// sender uses new ids). Take it from the OS in the daemon.
     pub seed: u64,
+    /// This engine's lane (`0..16`, default 0): which worker of the daemon it is. Every
+    /// packet it sends carries it, and it accepts only packets that carry it
+    /// ([`DropReason::WrongLane`](crate::DropReason::WrongLane)), so a NIC read by one
+    /// worker for several can hand each packet to the engine whose session it belongs to.
+    pub lane: u8,
 }
 
 impl EngineConfig {
@@ -255,6 +260,7 @@ impl EngineConfig {
             event_queue: 1024,
             auth: None,
             seed: 0x0b5a_1d00_5eed,
+            lane: 0,
         }
     }
 
@@ -337,6 +343,12 @@ impl EngineConfig {
             return Err(invalid(
                 "store_bytes".into(),
                 "must hold at least four vNIC-MTU packets",
+            ));
+        }
+        if self.lane >= braid_wire::BRAID_MAX_LANES {
+            return Err(invalid(
+                "lane".into(),
+                "must be below 16 (4 bits of the header)",
             ));
         }
         if self

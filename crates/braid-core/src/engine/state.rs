@@ -971,7 +971,13 @@ impl Engine {
                     .as_ref()
                     .expect("invariant: a queued piece's slot holds its packet");
                 let data = &self.store.get(stored)[p.offset as usize..(p.offset + p.len) as usize];
-                emit_packet(&repr, data, buf, self.auth.as_mut().map(|a| &mut *a.tx))
+                emit_packet(
+                    &repr,
+                    self.config.lane,
+                    data,
+                    buf,
+                    self.auth.as_mut().map(|a| &mut *a.tx),
+                )
             };
             self.release_piece(p.slot);
             match sent {
@@ -1011,7 +1017,13 @@ impl Engine {
             auth: self.next_auth_counter()?,
             ..*repr
         };
-        let len = emit_packet(&repr, payload, buf, self.auth.as_mut().map(|a| &mut *a.tx))?;
+        let len = emit_packet(
+            &repr,
+            self.config.lane,
+            payload,
+            buf,
+            self.auth.as_mut().map(|a| &mut *a.tx),
+        )?;
         self.account_tx(now, nic, len);
         Ok(Transmit { nic, len })
     }
@@ -1116,6 +1128,9 @@ impl Engine {
             let view = BraidPacket::new_checked(packet.bytes())
                 .map_err(|_| DropReason::MalformedHeader)?;
             let repr = BraidRepr::parse(&view).map_err(|_| DropReason::MalformedHeader)?;
+            if view.lane() != self.config.lane {
+                return Err(DropReason::WrongLane);
+            }
             (repr, view.encrypted())
         };
         if let Some(a) = self.auth.as_mut() {
@@ -1752,12 +1767,14 @@ fn control_repr(
     }
 }
 
-/// Header, payload and (with a replay counter and a protection) the tag into `buf`, the
-/// payload encrypted in place and the ENCRYPTED flag set if the protection encrypts. Returns
+/// Header (with `lane`), payload and (with a replay counter and a protection) the tag into
+/// `buf`, the payload encrypted in place and the ENCRYPTED flag set if the protection
+/// encrypts. Returns
 /// the packet's length; [`DropReason::TooBig`] if it does not fit,
 /// [`DropReason::SealRefused`] if the protection refuses.
 fn emit_packet(
     repr: &BraidRepr,
+    lane: u8,
     payload: &[u8],
     buf: &mut [u8],
     protection: Option<&mut (dyn PacketProtection + 'static)>,
@@ -1767,6 +1784,10 @@ fn emit_packet(
     buf.get_mut(hlen..end)
         .ok_or(DropReason::TooBig)?
         .copy_from_slice(payload);
+    if lane != 0 {
+        // Before sealing: the tag covers the lane.
+        BraidPacket::new_unchecked(&mut buf[..end]).set_lane(lane);
+    }
     let (Some(protection), Some(counter)) = (protection, repr.auth) else {
         return Ok(end);
     };

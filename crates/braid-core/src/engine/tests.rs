@@ -1022,3 +1022,66 @@ fn a_flow_refused_while_links_were_down_is_placed_when_one_comes_back() {
         now.saturating_duration_since(refused_at)
     );
 }
+
+/// Every packet carries the engine's lane (data and probes, authenticated: the tag covers
+/// it), a pair on lane 3 talks as on lane 0, and an engine on another lane drops each packet
+/// as `wrong_lane` before any key is used.
+#[test]
+fn packets_carry_the_lane_and_another_lane_drops_them() {
+    let mut cfg = EngineConfig::new(nics(2, 1472));
+    cfg.lane = 3;
+    let (mut a, mut b) = auth_pair(&cfg, 1);
+    let mut now = Instant::from_millis(1);
+    let sent: Vec<Vec<u8>> = (0..20).map(|i| udp_packet(5000, i, 1200)).collect();
+    let mut got = Vec::new();
+    for p in &sent {
+        assert_eq!(a.handle_tx(now, p), TxVerdict::Queued);
+        let (d, t) = pump(&mut a, &mut b, now, NicSet::EMPTY);
+        got.extend(d);
+        now = t;
+    }
+    assert_same(&got, &sent);
+    assert_eq!(b.stats().drops.total(), 0, "{:?}", b.stats().drops);
+    // A probe and a data packet, captured: both carry lane 3.
+    let mut wire = vec![0u8; 2000];
+    now += Duration::from_secs(1);
+    a.handle_timeout(now);
+    assert_eq!(a.handle_tx(now, &sent[0]), TxVerdict::Queued);
+    let mut captured = Vec::new();
+    while let Some(t) = a.poll_transmit(now, &mut wire) {
+        let view = braid_wire::BraidPacket::new_checked(&wire[..t.len]).unwrap();
+        assert_eq!(view.lane(), 3, "{view}");
+        captured.push((t.nic, wire[..t.len].to_vec()));
+    }
+    let types: Vec<_> = captured
+        .iter()
+        .map(|(_, p)| {
+            braid_wire::BraidPacket::new_checked(&p[..])
+                .unwrap()
+                .packet_type()
+        })
+        .collect();
+    assert!(
+        types.contains(&Ok(braid_wire::PacketType::Probe)),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&Ok(braid_wire::PacketType::Data)),
+        "{types:?}"
+    );
+    // The same bytes at an engine of lane 0 (same key): every one dropped as wrong_lane.
+    let mut other = cfg.clone();
+    other.lane = 0;
+    let (_, mut c) = auth_pair(&other, 1);
+    for (nic, p) in &captured {
+        c.handle_rx(now, *nic, p);
+    }
+    assert_eq!(
+        c.stats().drops.get(DropReason::WrongLane),
+        captured.len() as u64
+    );
+    assert_eq!(c.stats().rx_delivered_count, 0);
+    // Lane 16 does not fit the header.
+    cfg.lane = 16;
+    assert!(Engine::new(cfg, Instant::ZERO).is_err());
+}

@@ -422,7 +422,7 @@ impl Dataplane {
             let t = now();
             self.read_steered();
             self.read_vnic(t);
-            let drained = self.read_nics(t);
+            let drained = self.read_nics(t) & self.read_handed(t);
             // Timers run once every NIC has been read dry, or at least every
             // TIMERS_AT_LEAST so a flood on one NIC cannot stop them.
             if drained || t.saturating_duration_since(last_timers) >= TIMERS_AT_LEAST {
@@ -492,9 +492,20 @@ impl Dataplane {
                     Ok(_) => {
                         for k in 0..self.nic_rx.len() {
                             // In place: an encrypted packet is decrypted where it lies.
-                            if let Some(pkt) = self.nic_rx.get_mut(k) {
-                                self.engine.handle_rx_mut(now, nic.id, pkt);
+                            let Some(pkt) = self.nic_rx.get_mut(k) else {
+                                continue;
+                            };
+                            // `per-nic` receive: another worker's session goes to it.
+                            if let Some(steer) = self.steer.as_mut()
+                                && let Some(owner) = steer.rx_owner(pkt)
+                            {
+                                steer.hand_off_rx(owner, nic.id, pkt);
+                                continue;
                             }
+                            self.engine.handle_rx_mut(now, nic.id, pkt);
+                        }
+                        if let Some(steer) = self.steer.as_mut() {
+                            steer.wake_peers();
                         }
                         self.drain_deliver(now);
                     }
@@ -508,6 +519,38 @@ impl Dataplane {
             drained &= emptied;
         }
         drained
+    }
+
+    /// Give this worker's engine the braid packets other workers read from their NICs for
+    /// it (`per-nic` receive), and send their buffers home. Returns `true` if the lanes were
+    /// emptied (as [`Dataplane::read_nics`], for the timers).
+    fn read_handed(&mut self, now: Instant) -> bool {
+        for _ in 0..steer::INBOX_TURNS {
+            let Some(steer) = self.steer.as_mut() else {
+                return true;
+            };
+            let Some(rx) = steer.rx.as_mut() else {
+                return true;
+            };
+            let n = rx.mesh.recv_batch(&mut rx.inbox, steer::INBOX);
+            if n == 0 {
+                return true;
+            }
+            steer.stats.rx_handed_in += n as u64;
+            // Taken out and put back (no allocation) so buffers can be released while
+            // draining it in order.
+            let mut inbox = std::mem::take(&mut rx.inbox);
+            for mut b in inbox.drain(..) {
+                let nic = b.meta.nic;
+                self.engine.handle_rx_mut(now, nic, b.bytes_mut());
+                steer.release_rx(b);
+            }
+            if let Some(rx) = steer.rx.as_mut() {
+                rx.inbox = inbox;
+            }
+            self.drain_deliver(now);
+        }
+        false
     }
 
     fn drain(&mut self, now: Instant) {

@@ -30,14 +30,35 @@
 //! while handles wait in its lanes: it writes up to 4 × 256 a turn and comes straight back
 //! for the rest.
 //!
+//! # Receiving: per worker, or one worker per NIC
+//!
+//! By default (`daemon.receive = "per-worker"`) the kernel's socket lookup sorts the braid
+//! packets, as above. With `daemon.receive = "per-nic"` one worker reads each NIC for all of
+//! them (NIC `n` by worker `n mod K`): the peer's workers all send NIC `n`'s traffic to that
+//! worker's port (or EtherType), and it reads the lane in each packet's clear header (the
+//! sender's worker, [`braid_wire::BraidPacket::lane`]) and hands every packet of another
+//! worker's session to that worker through a second set of lanes ([`RxLanes`]): a fragment
+//! that arrives on one NIC reaches the engine that owns its flow and holds its reassembly
+//! state, without a lock. The receiving engine checks the lane again once the packet is
+//! authenticated, so a forged lane only moves a packet to a worker that drops it.
+//!
+//! The hand-off copies the packet once, from the NIC's receive batch into a buffer of the
+//! reading worker's receive pool (the batch is reused at the next `recvmmsg`); the handle
+//! then moves, and the buffer goes home through a return lane. A full lane or an empty pool
+//! drops the packet (counted: `rx_lane_full`, `rx_pool_exhausted`), as a full socket buffer
+//! would: the owner is behind, and stalling the NIC's reader would stall the other workers'
+//! traffic on that NIC too.
+//!
 //! Not owned here: the loop ([`super::Dataplane`]), the ports, which queue RSS picks
 //! ([`braid_core::rss`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use braid_core::NicId;
+
 use crate::channel::{
-    BufferPool, ChannelError, Mesh, MeshPort, PacketBuf, PoolConfig, PoolId, ReturnLane,
+    BufferPool, ChannelError, Mesh, MeshPort, PacketBuf, PacketMeta, PoolConfig, PoolId, ReturnLane,
 };
 
 /// Handles per lane between two workers.
@@ -73,6 +94,28 @@ pub struct SteerStats {
     /// Delivered packets for which the pool had no buffer (cannot happen while the pool
     /// covers every lane); they went to this worker's own queue through its scratch buffer.
     pub pool_exhausted: u64,
+    /// `per-nic` receive: braid packets this worker read from a NIC and handed to the
+    /// worker whose lane they carry.
+    pub rx_handed_out: u64,
+    /// `per-nic` receive: braid packets other workers read and handed to this one.
+    pub rx_handed_in: u64,
+    /// `per-nic` receive: packets dropped because the owner's lane was full.
+    pub rx_lane_full: u64,
+    /// `per-nic` receive: packets dropped because the receive pool had no buffer.
+    pub rx_pool_exhausted: u64,
+    /// `per-nic` receive: packets dropped because they exceed a receive pool buffer (larger
+    /// than every NIC's MTU: never expected).
+    pub rx_too_big: u64,
+}
+
+/// The receive side of the channel (`per-nic` receive): lanes of braid packets from the
+/// worker that read them to the worker whose session they belong to.
+#[derive(Debug)]
+pub(super) struct RxLanes {
+    pub(super) mesh: MeshPort,
+    pub(super) pool: BufferPool,
+    homes: Vec<Option<ReturnLane>>,
+    pub(super) inbox: Vec<PacketBuf>,
 }
 
 /// One worker's end of the steering: its index, its pool, its lanes to and from the other
@@ -96,6 +139,8 @@ pub struct Steering {
     stash: Option<(usize, PacketBuf)>,
     pub(super) inbox: Vec<PacketBuf>,
     pub(super) stats: SteerStats,
+    /// With `per-nic` receive, the lanes of received braid packets.
+    pub(super) rx: Option<RxLanes>,
 }
 
 /// The most workers (vNIC queues) that steering supports: one bit each in a `u128`.
@@ -114,36 +159,44 @@ pub enum SteerError {
 
 impl Steering {
     /// One [`Steering`] per worker, in worker order. `buf_bytes` must hold the largest
-    /// delivered packet (the vNIC MTU). Allocates every buffer and ring now; nothing after.
+    /// delivered packet (the vNIC MTU). With `rx_buf_bytes` (the largest braid packet any
+    /// NIC carries), the workers also get lanes for received braid packets (`per-nic`
+    /// receive). Allocates every buffer and ring now; nothing after.
     ///
     /// # Errors
     /// [`SteerError`] for a bad worker count or buffer size.
-    pub fn build(workers: usize, buf_bytes: usize) -> Result<Vec<Self>, SteerError> {
+    pub fn build(
+        workers: usize,
+        buf_bytes: usize,
+        rx_buf_bytes: Option<usize>,
+    ) -> Result<Vec<Self>, SteerError> {
         if !(2..=MAX_WORKERS).contains(&workers) {
             return Err(SteerError::Workers(workers));
         }
-        let cfg = PoolConfig {
-            buf_count: pool_buffers(workers),
-            buf_bytes,
-        };
-        let mut pools = (0..workers)
-            .map(|k| {
-                let id = PoolId(u16::try_from(k).expect("invariant: workers <= MAX_WORKERS"));
-                BufferPool::new(id, &cfg)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // homes[q][k]: worker q's return lane into pool k.
-        let mut homes: Vec<Vec<Option<ReturnLane>>> = (0..workers)
-            .map(|_| (0..workers).map(|_| None).collect())
-            .collect();
-        for (k, pool) in pools.iter_mut().enumerate() {
-            for (q, h) in homes.iter_mut().enumerate() {
-                if q != k {
-                    h[k] = Some(pool.return_lane());
-                }
-            }
-        }
+        let (pools, homes) = pools_and_homes(workers, buf_bytes, 0)?;
         let meshes = Mesh::build(workers, LANE_CAPACITY)?;
+        let mut rx: Vec<Option<RxLanes>> = match rx_buf_bytes {
+            Some(bytes) => {
+                // Pool ids after the delivery pools', so a stray buffer is never taken for
+                // the other kind.
+                let first = u16::try_from(MAX_WORKERS).expect("invariant: MAX_WORKERS fits");
+                let (pools, homes) = pools_and_homes(workers, bytes, first)?;
+                Mesh::build(workers, LANE_CAPACITY)?
+                    .into_iter()
+                    .zip(pools)
+                    .zip(homes)
+                    .map(|((mesh, pool), homes)| {
+                        Some(RxLanes {
+                            mesh,
+                            pool,
+                            homes,
+                            inbox: Vec::with_capacity(INBOX),
+                        })
+                    })
+                    .collect()
+            }
+            None => (0..workers).map(|_| None).collect(),
+        };
         Ok(meshes
             .into_iter()
             .zip(pools)
@@ -160,6 +213,7 @@ impl Steering {
                 stash: None,
                 inbox: Vec::with_capacity(INBOX),
                 stats: SteerStats::default(),
+                rx: rx[worker].take(),
             })
             .collect())
     }
@@ -231,7 +285,11 @@ impl Steering {
         if self.stash.is_some() {
             return true;
         }
-        (0..self.mesh.workers()).any(|j| self.mesh.receiver(j).is_some_and(|r| r.pending() > 0))
+        let workers = self.mesh.workers();
+        (0..workers).any(|j| self.mesh.receiver(j).is_some_and(|r| r.pending() > 0))
+            || self.rx.as_mut().is_some_and(|rx| {
+                (0..workers).any(|j| rx.mesh.receiver(j).is_some_and(|r| r.pending() > 0))
+            })
     }
 
     /// Give a buffer back to the pool it came from. A buffer that no pool takes (a bug: a
@@ -241,6 +299,59 @@ impl Steering {
         if home == self.worker {
             let _ = self.pool.free(buf);
         } else if let Some(Some(lane)) = self.homes.get_mut(home) {
+            let _ = lane.free(buf);
+        }
+    }
+
+    /// The worker a braid packet read from a NIC belongs to, if not this one: the lane in
+    /// its header, with `per-nic` receive. `None`: this worker's engine takes it (its own
+    /// lane, a lane no worker has, or too short to say: the engine counts those).
+    pub(super) fn rx_owner(&self, packet: &[u8]) -> Option<usize> {
+        self.rx.as_ref()?;
+        let lane = usize::from(*packet.get(1)? >> 4);
+        (lane != self.worker && lane < self.workers()).then_some(lane)
+    }
+
+    /// Hand a braid packet read from NIC `nic` to worker `to`: copied into a buffer of the
+    /// receive pool, whose handle goes through the lane. Dropped and counted if the lane is
+    /// full or the pool empty.
+    pub(super) fn hand_off_rx(&mut self, to: usize, nic: NicId, packet: &[u8]) {
+        let Some(rx) = self.rx.as_mut() else {
+            return;
+        };
+        let Some(mut buf) = rx.pool.alloc() else {
+            self.stats.rx_pool_exhausted += 1;
+            return;
+        };
+        if buf.fill_from(packet).is_err() {
+            self.stats.rx_too_big += 1;
+            let _ = rx.pool.free(buf);
+            return;
+        }
+        buf.meta = PacketMeta { nic, flow_hash: 0 };
+        match rx.mesh.try_send_to(to, buf) {
+            Ok(()) => {
+                self.stats.rx_handed_out += 1;
+                self.pending_wake |= 1u128 << to;
+            }
+            Err(buf) => {
+                self.stats.rx_lane_full += 1;
+                let _ = rx.pool.free(buf);
+                self.pending_wake |= 1u128 << to;
+            }
+        }
+    }
+
+    /// Give a received packet's buffer back to the receive pool it came from (pool id
+    /// [`MAX_WORKERS`] + its worker).
+    pub(super) fn release_rx(&mut self, buf: PacketBuf) {
+        let Some(rx) = self.rx.as_mut() else {
+            return;
+        };
+        let home = usize::from(buf.pool().0).wrapping_sub(MAX_WORKERS);
+        if home == self.worker {
+            let _ = rx.pool.free(buf);
+        } else if let Some(Some(lane)) = rx.homes.get_mut(home) {
             let _ = lane.free(buf);
         }
     }
@@ -259,4 +370,35 @@ impl Steering {
             }
         }
     }
+}
+
+/// One pool per worker (ids `first_id + k`), and for each worker the return lanes into the
+/// other workers' pools (`homes[q][k]`: worker q's lane into pool k).
+#[allow(clippy::type_complexity)]
+fn pools_and_homes(
+    workers: usize,
+    buf_bytes: usize,
+    first_id: u16,
+) -> Result<(Vec<BufferPool>, Vec<Vec<Option<ReturnLane>>>), SteerError> {
+    let cfg = PoolConfig {
+        buf_count: pool_buffers(workers),
+        buf_bytes,
+    };
+    let mut pools = (0..workers)
+        .map(|k| {
+            let k = u16::try_from(k).expect("invariant: workers <= MAX_WORKERS");
+            BufferPool::new(PoolId(first_id + k), &cfg)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut homes: Vec<Vec<Option<ReturnLane>>> = (0..workers)
+        .map(|_| (0..workers).map(|_| None).collect())
+        .collect();
+    for (k, pool) in pools.iter_mut().enumerate() {
+        for (q, h) in homes.iter_mut().enumerate() {
+            if q != k {
+                h[k] = Some(pool.return_lane());
+            }
+        }
+    }
+    Ok((pools, homes))
 }

@@ -30,7 +30,7 @@ fn worker(st: Steering) -> (Dataplane, UnixDatagram) {
 }
 
 fn pair() -> ((Dataplane, UnixDatagram), (Dataplane, UnixDatagram)) {
-    let mut st = Steering::build(2, 2048).expect("build");
+    let mut st = Steering::build(2, 2048, Some(2048)).expect("build");
     let s1 = st.pop().expect("two");
     let s0 = st.pop().expect("two");
     (worker(s0), worker(s1))
@@ -113,4 +113,122 @@ fn a_full_lane_stashes_the_packet_and_nothing_overtakes_it() {
     w1.read_steered();
     let got = received(&app1);
     assert_eq!(got, (0..=i + 1).collect::<Vec<_>>(), "in order, none lost");
+}
+
+/// A worker whose engine is on `lane` (its packets carry it; it accepts only it).
+fn worker_on_lane(st: Steering, lane: u8) -> (Dataplane, UnixDatagram) {
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+    cfg.lane = lane;
+    let engine = Engine::new(cfg, now()).expect("engine");
+    let (vnic, app) = PipePort::pair(9000, 4096).expect("pair");
+    app.set_nonblocking(true).expect("nonblocking");
+    let dp = Dataplane::new(
+        engine,
+        Vec::new(),
+        vec![Box::new(vnic) as Box<dyn NicTransport>],
+        Rss::new(ToeplitzKey::MICROSOFT, 2).expect("rss"),
+        DataplaneConfig::default(),
+    )
+    .expect("dataplane")
+    .with_steering(st)
+    .expect("one queue");
+    (dp, app)
+}
+
+/// A UDP/IPv4 packet of 28 + `payload` bytes from 10.0.0.1:`sport` to 10.0.0.2:9 (the
+/// engine does not verify checksums).
+fn udp_v4(sport: u16, payload: usize) -> Vec<u8> {
+    let total = u16::try_from(28 + payload).expect("small");
+    let mut p = vec![0u8; usize::from(total)];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&9u16.to_be_bytes());
+    p[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+    for (i, b) in p[28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
+}
+
+/// `per-nic` receive without threads: the reader of a NIC hands a packet of the other lane
+/// (one fragment of a split datagram, the other fragment arriving at the owner itself) to
+/// the worker whose engine owns the session; that engine reassembles it. Its own lane, an
+/// unknown lane and a runt stay with the reader's engine; a full lane is a counted drop.
+#[test]
+fn per_nic_receive_hands_another_lanes_packets_to_their_engine() {
+    let mut st = Steering::build(2, 9216, Some(2048)).expect("build");
+    let s1 = st.pop().expect("two");
+    let s0 = st.pop().expect("two");
+    let (mut w0, app0) = worker_on_lane(s0, 0);
+    let (mut w1, app1) = worker_on_lane(s1, 1);
+    // The peer's worker 1 sends a datagram larger than the link: two fragments.
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+    cfg.lane = 1;
+    let mut peer = Engine::new(cfg, now()).expect("peer");
+    let t = now();
+    let datagram = udp_v4(40_000, 2500);
+    let _ = peer.handle_tx(t, &datagram);
+    let mut wire = vec![0u8; 2048];
+    let mut fragments = Vec::new();
+    while let Some(tx) = peer.poll_transmit(t, &mut wire) {
+        let view = braid_wire::BraidPacket::new_checked(&wire[..tx.len]).expect("braid");
+        if view.packet_type() == Ok(braid_wire::PacketType::Data) {
+            fragments.push(wire[..tx.len].to_vec());
+        }
+    }
+    assert!(fragments.len() >= 2, "split: {}", fragments.len());
+    // Worker 0 reads the first fragment and hands it over; worker 1 gets the rest itself.
+    let s0 = w0.steer.as_mut().expect("steered");
+    assert_eq!(s0.rx_owner(&fragments[0]), Some(1));
+    s0.hand_off_rx(1, NicId(0), &fragments[0]);
+    assert_eq!(s0.stats.rx_handed_out, 1);
+    let s1 = w1.steer.as_mut().expect("steered");
+    assert_eq!(s1.rx_owner(&fragments[1]), None, "its own lane");
+    assert!(s1.has_work(), "a handed packet keeps the owner awake");
+    for f in &mut fragments[1..] {
+        w1.engine.handle_rx_mut(t, NicId(0), f);
+    }
+    assert!(w1.read_handed(t), "lanes emptied");
+    w0.read_steered();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 9000];
+    for app in [&app0, &app1] {
+        while let Ok(n) = app.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert_eq!(got, vec![datagram], "reassembled once, byte-exact");
+    assert_eq!(w1.steer.as_ref().expect("steered").stats.rx_handed_in, 1);
+    assert_eq!(w1.engine.stats().drops.total(), 0);
+    assert_eq!(w0.engine.stats().rx_delivered_count, 0);
+
+    // Lanes no worker has, and runts, stay with the reader (its engine counts them).
+    let s0 = w0.steer.as_mut().expect("steered");
+    let mut lane5 = fragments[0].clone();
+    braid_wire::BraidPacket::new_unchecked(&mut lane5[..]).set_lane(5);
+    assert_eq!(s0.rx_owner(&lane5), None);
+    assert_eq!(s0.rx_owner(&[0x10]), None);
+    let mut lane0 = fragments[0].clone();
+    braid_wire::BraidPacket::new_unchecked(&mut lane0[..]).set_lane(0);
+    assert_eq!(s0.rx_owner(&lane0), None);
+    // A full lane drops (counted) rather than stall the NIC's reader.
+    for _ in 0..steer::LANE_CAPACITY {
+        s0.hand_off_rx(1, NicId(0), &fragments[0]);
+    }
+    assert_eq!(s0.stats.rx_lane_full, 0);
+    s0.hand_off_rx(1, NicId(0), &fragments[0]);
+    assert_eq!(s0.stats.rx_lane_full, 1);
+    s0.hand_off_rx(1, NicId(0), &[0u8; 4096]);
+    assert_eq!(s0.stats.rx_too_big, 1);
+    // The owner drains them (duplicates of a finished datagram: dropped by its engine) and
+    // sends every buffer home.
+    while !w1.read_handed(t) {}
+    let s0 = w0.steer.as_mut().expect("steered");
+    s0.rx.as_mut().expect("rx lanes").pool.reclaim();
+    assert_eq!(s0.rx.as_ref().expect("rx lanes").pool.in_flight(), 0);
 }

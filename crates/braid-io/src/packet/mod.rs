@@ -149,6 +149,10 @@ pub struct PacketConfig {
     /// EtherType of braid frames (host order). Default [`BRAID_ETHERTYPE`]; both peers must
     /// agree. At least `0x0600` (smaller values are 802.3 lengths).
     pub ethertype: u16,
+    /// EtherType of the frames sent, when not [`PacketConfig::ethertype`] (which is then the
+    /// one received): a worker that does not read this NIC sends to the EtherType of the
+    /// peer's worker that does. `None` (the default): the same as `ethertype`.
+    pub tx_ethertype: Option<u16>,
     /// Requested size of each socket buffer (receive and send), bytes. Default 8 MiB, tuned
     /// for a few Gbit/s with millisecond-scale scheduling hiccups.
     pub socket_buffer_bytes: usize,
@@ -171,6 +175,7 @@ impl PacketConfig {
             peer_mac,
             mtu,
             ethertype: BRAID_ETHERTYPE,
+            tx_ethertype: None,
             socket_buffer_bytes: Self::DEFAULT_SOCKET_BUFFER_BYTES,
             batch: Self::DEFAULT_BATCH,
         }
@@ -197,6 +202,9 @@ impl PacketConfig {
         }
         if self.ethertype < MIN_ETHERTYPE {
             return invalid("ethertype must be at least 0x0600 (smaller values are lengths)");
+        }
+        if self.tx_ethertype.is_some_and(|t| t < MIN_ETHERTYPE) {
+            return invalid("tx_ethertype must be at least 0x0600 (smaller values are lengths)");
         }
         if self.batch == 0 || self.batch > MAX_BATCH {
             return invalid("batch must be 1 to 1024 frames");
@@ -505,7 +513,8 @@ impl PacketTransport {
         self.own_mac = mac;
         self.header[0..6].copy_from_slice(&self.cfg.peer_mac);
         self.header[6..12].copy_from_slice(&mac);
-        self.header[12..14].copy_from_slice(&self.cfg.ethertype.to_be_bytes());
+        let ethertype = self.cfg.tx_ethertype.unwrap_or(self.cfg.ethertype);
+        self.header[12..14].copy_from_slice(&ethertype.to_be_bytes());
     }
 
     /// The device is gone: drop the socket and the queue.

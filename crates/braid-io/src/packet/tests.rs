@@ -203,6 +203,13 @@ fn invalid_configs_are_refused_with_the_reason() {
         ),
         (
             PacketConfig {
+                tx_ethertype: Some(0x05ff),
+                ..ok.clone()
+            },
+            "tx_ethertype",
+        ),
+        (
+            PacketConfig {
                 batch: 0,
                 ..ok.clone()
             },
@@ -409,7 +416,21 @@ fn frames_of_another_ethertype_are_ignored() {
     send_all(&mut a, &[pkt(500, 11)]);
     assert_eq!(recv_n(&mut b, &mut rx, 1), vec![pkt(500, 11)]);
     assert_silent(&mut witness, &mut rx_w);
-    drop((a, b, witness));
+    // A sender with tx_ethertype: its frames carry that EtherType, so they reach the
+    // witness and not b (a worker sending to the peer worker that reads the NIC).
+    let cross_cfg = PacketConfig {
+        ethertype: BRAID_ETHERTYPE_ALT,
+        tx_ethertype: Some(BRAID_ETHERTYPE_ALT),
+        ..a.config().clone()
+    };
+    let mut cross = pair
+        .a
+        .run(|| PacketTransport::open(cross_cfg))
+        .expect("open cross sender");
+    send_all(&mut cross, &[pkt(600, 12)]);
+    assert_eq!(recv_n(&mut witness, &mut rx_w, 1), vec![pkt(600, 12)]);
+    assert_silent(&mut b, &mut rx);
+    drop((a, b, witness, cross));
     drop(pair);
 }
 

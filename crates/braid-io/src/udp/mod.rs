@@ -73,6 +73,7 @@ mod tests;
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
@@ -110,8 +111,12 @@ pub struct UdpConfig {
     /// Local address and port to bind (port 0: the kernel picks one, kept across reopens).
     pub local: SocketAddr,
     /// The peer's braid transport on this NIC: packets go there, and only its packets are
-    /// accepted.
+    /// accepted (but see [`UdpConfig::peer_ports`]).
     pub peer: SocketAddr,
+    /// Source ports accepted from the peer's address, when more than [`UdpConfig::peer`]'s
+    /// own: a socket that one worker reads for all the workers of a daemon receives from
+    /// each of the peer's workers, at `base + k`. `None` (the default): the peer's port only.
+    pub peer_ports: Option<RangeInclusive<u16>>,
     /// Largest braid packet in bytes: the link MTU − 28 (IPv4 + UDP) or − 48 (IPv6 + UDP).
     /// 1472 on a 1500-byte Ethernet link over IPv4.
     pub mtu: usize,
@@ -140,6 +145,7 @@ impl UdpConfig {
             device: None,
             local,
             peer,
+            peer_ports: None,
             mtu,
             gso: true,
             gro: true,
@@ -156,6 +162,11 @@ impl UdpConfig {
         }
         if self.peer.port() == 0 || self.peer.ip().is_unspecified() {
             return invalid("the peer address needs a specific ip and a non-zero port");
+        }
+        if let Some(r) = &self.peer_ports
+            && (r.is_empty() || *r.start() == 0)
+        {
+            return invalid("peer_ports must be a non-empty range of non-zero ports");
         }
         if self.mtu == 0 {
             return invalid("mtu is 0");
@@ -576,7 +587,7 @@ impl NicTransport for UdpTransport {
                         delivered += accept(
                             &mut self.stats,
                             &mut self.udp_stats,
-                            self.cfg.peer,
+                            &self.cfg,
                             batch,
                             (next_slot + i) * slot_bytes,
                             meta,
@@ -738,7 +749,7 @@ impl NicTransport for UdpTransport {
 fn accept(
     stats: &mut TransportStats,
     udp_stats: &mut UdpStats,
-    peer: SocketAddr,
+    cfg: &UdpConfig,
     batch: &mut RxBatch,
     slot_start: usize,
     meta: &RecvMeta,
@@ -755,7 +766,7 @@ fn accept(
     } else {
         len.div_ceil(stride) as u64
     };
-    if !same_endpoint(meta.addr, peer) {
+    if !from_peer(meta.addr, cfg) {
         stats.rx_drop_foreign += segments;
         return 0;
     }
@@ -785,9 +796,14 @@ fn accept(
     delivered
 }
 
-/// Same ip (IPv4-mapped IPv6 compared as IPv4) and port; flow info and scope are ignored.
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+/// `src` is the peer's ip (IPv4-mapped IPv6 compared as IPv4) and its port or one of
+/// [`UdpConfig::peer_ports`]; flow info and scope are ignored.
+fn from_peer(src: SocketAddr, cfg: &UdpConfig) -> bool {
+    let port_ok = match &cfg.peer_ports {
+        Some(r) => r.contains(&src.port()),
+        None => src.port() == cfg.peer.port(),
+    };
+    port_ok && src.ip().to_canonical() == cfg.peer.ip().to_canonical()
 }
 
 /// Largest UDP payload for the address family of `addr`.

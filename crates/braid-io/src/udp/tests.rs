@@ -185,6 +185,43 @@ fn foreign_sources_are_dropped_and_counted() {
     assert_eq!(b.stats().rx_packets, 2);
 }
 
+/// With `peer_ports`, datagrams from the peer's address on any port of the range are
+/// accepted (one socket read for several peer workers); ports outside it stay foreign.
+#[test]
+fn peer_ports_widen_the_accepted_sources() {
+    let (_, mut b) = pair(|_, cb| {
+        cb.peer_ports = Some(1..=u16::MAX);
+    });
+    let other = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    other.send_to(&pkt(200, 1), b.local_addr()).expect("send");
+    let mut rx = b.rx_batch();
+    assert_eq!(recv_n(&mut b, &mut rx, 1), vec![pkt(200, 1)]);
+    // A range that excludes the sender's port: foreign again.
+    let port = other.local_addr().expect("addr").port();
+    let (_, mut c) = pair(|_, cc| {
+        cc.peer_ports = Some(if port > 1 { 1..=port - 1 } else { 2..=3 });
+    });
+    other.send_to(&pkt(201, 2), c.local_addr()).expect("send");
+    let mut rx = c.rx_batch();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while c.stats().rx_drop_foreign == 0 && std::time::Instant::now() < deadline {
+        let _ = c.recv_batch(&mut rx);
+    }
+    assert_eq!(c.stats().rx_drop_foreign, 1);
+    assert_eq!(c.stats().rx_packets, 0);
+    // An empty range or port 0 is refused.
+    let a = free_local();
+    let (five, four) = (5, 4);
+    for bad in [Some(five..=four), Some(0..=10)] {
+        let cfg = UdpConfig {
+            peer_ports: bad,
+            ..UdpConfig::new(a, a, MTU)
+        };
+        let err = UdpTransport::open(cfg).expect_err("invalid");
+        assert!(err.to_string().contains("peer_ports"), "{err}");
+    }
+}
+
 #[test]
 fn datagram_filling_its_slot_is_dropped_as_truncated() {
     // a may send up to 2000 bytes, b expects at most 1000 (GRO off: 1001-byte slots).

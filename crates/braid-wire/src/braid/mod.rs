@@ -11,7 +11,7 @@
 //! ```text
 //!  0      version (high 4 bits, = 1) | packet type (low 4 bits)
 //!  1      flags: bit0 AUTH, bit1 DUPLICATE, bit2 ENCRYPTED (only with AUTH),
-//!         bits 3..7 reserved (zero)
+//!         bit3 reserved (zero), bits 4..7 lane (the sender's worker, 0..15)
 //!  2      link id: the NIC the sender put the packet on
 //!  3      header length in 4-byte words: 8 without AUTH, 10 with AUTH
 //!  4..8   flow id (u32)
@@ -126,8 +126,15 @@ pub const FLAG_DUPLICATE: u8 = 0x02;
 /// Flag bit: the payload is AEAD cipher text (the tag is the AEAD's); only valid with
 /// [`FLAG_AUTH`].
 pub const FLAG_ENCRYPTED: u8 = 0x04;
+/// The flag bits that hold the lane (bits 4..7): which of the sender's workers, and so which
+/// of the receiver's, the packet's session belongs to.
+pub const FLAGS_LANE: u8 = 0xf0;
+/// The lane's shift within the flags byte.
+const LANE_SHIFT: u32 = 4;
+/// Number of lanes the header can name (`0..MAX_LANES`).
+pub const MAX_LANES: u8 = 16;
 /// The flag bits version 1 does not define; they must be zero.
-pub const FLAGS_RESERVED: u8 = !(FLAG_AUTH | FLAG_DUPLICATE | FLAG_ENCRYPTED);
+pub const FLAGS_RESERVED: u8 = !(FLAG_AUTH | FLAG_DUPLICATE | FLAG_ENCRYPTED | FLAGS_LANE);
 
 /// Byte offsets of the header fields.
 mod field {
@@ -314,6 +321,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.flags() & FLAG_ENCRYPTED != 0
     }
 
+    /// The lane (`0..MAX_LANES`): the sender's worker, whose peer worker owns the session.
+    pub fn lane(&self) -> u8 {
+        (self.flags() & FLAGS_LANE) >> LANE_SHIFT
+    }
+
     /// The link (NIC) id the sender put the packet on.
     pub fn link_id(&self) -> u8 {
         self.buffer.as_ref()[field::LINK_ID]
@@ -438,6 +450,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         });
     }
 
+    /// Sets the lane (its low 4 bits; [`Repr::emit`] writes lane 0). Like the ENCRYPTED
+    /// flag, a TX path sets it after the emit and before computing the tag.
+    pub fn set_lane(&mut self, lane: u8) {
+        let flags = self.flags();
+        self.set_flags((flags & !FLAGS_LANE) | ((lane << LANE_SHIFT) & FLAGS_LANE));
+    }
+
     /// Sets the link id.
     pub fn set_link_id(&mut self, link_id: u8) {
         self.buffer.as_mut()[field::LINK_ID] = link_id;
@@ -504,8 +523,16 @@ impl<T: AsRef<[u8]>> fmt::Display for Packet<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let view = Packet::new_unchecked(self.buffer.as_ref());
         match Repr::parse(&view) {
-            Ok(repr) if view.encrypted() => write!(f, "{repr} encrypted"),
-            Ok(repr) => write!(f, "{repr}"),
+            Ok(repr) => {
+                write!(f, "{repr}")?;
+                if view.encrypted() {
+                    write!(f, " encrypted")?;
+                }
+                match view.lane() {
+                    0 => Ok(()),
+                    lane => write!(f, " lane={lane}"),
+                }
+            }
             Err(err) => write!(f, "braid ({err})"),
         }
     }

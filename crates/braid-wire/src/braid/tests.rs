@@ -2,6 +2,7 @@
 //! bad length, bad version, reserved flags, auth, per-type rules; proptests for parse on
 //! arbitrary bytes and emit→parse on arbitrary valid reprs.
 
+use std::format;
 use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
@@ -390,7 +391,8 @@ fn unknown_type() {
 
 #[test]
 fn reserved_flags() {
-    for bit in 3..8 {
+    assert_eq!(FLAGS_RESERVED, 0x08);
+    for bit in 3..4 {
         for (name, bytes, _) in vectors() {
             let mut bytes = bytes.to_vec();
             bytes[1] |= 1 << bit;
@@ -579,12 +581,43 @@ fn auth_variant() {
     );
 }
 
+/// The lane (bits 4..7) parses on every packet type, is shown by the view and by Display,
+/// leaves the repr alone, and the setter touches only its bits.
+#[test]
+fn lane_bits() {
+    assert_eq!((FLAGS_LANE, MAX_LANES), (0xf0, 16));
+    for (name, vector, repr) in vectors() {
+        for lane in 0..MAX_LANES {
+            let mut bytes = vector.to_vec();
+            Packet::new_unchecked(&mut bytes[..]).set_lane(lane);
+            assert_eq!(
+                bytes[1] & !FLAGS_LANE,
+                vector[1],
+                "{name}: other flags kept"
+            );
+            let view = Packet::new_checked(&bytes[..]).unwrap();
+            assert_eq!(view.lane(), lane, "{name}");
+            assert_eq!(Repr::parse(&view), Ok(repr), "{name}, lane {lane}");
+            if lane > 0 {
+                assert!(
+                    view.to_string().contains(&format!(" lane={lane}")),
+                    "{name}"
+                );
+            }
+        }
+    }
+    // Emit writes lane 0; the setter keeps only the low 4 bits.
+    let mut built = build(&data_auth_repr(), &[0xca, 0xfe]);
+    assert_eq!(Packet::new_unchecked(&built[..]).lane(), 0);
+    Packet::new_unchecked(&mut built[..]).set_lane(0x1f);
+    assert_eq!(built[1], FLAG_AUTH | 0xf0);
+}
+
 /// ENCRYPTED (bit 2) is valid with AUTH only; emit leaves it clear and the setter touches
 /// only its bit; the tag's place and the payload's do not move.
 #[test]
 fn encrypted_flag() {
     assert_eq!(FLAG_ENCRYPTED, 0x04);
-    assert_eq!(FLAGS_RESERVED, 0xf8);
     // With AUTH: parses to the same repr, and the view reports it.
     let mut bytes = DATA_AUTH;
     bytes[1] = FLAG_AUTH | FLAG_ENCRYPTED;
@@ -730,7 +763,7 @@ fn display() {
         "braid v1 probe link=3 flow=0 seq=9 len=8 ts=1000000000ns"
     );
     let mut bad = DATA_WHOLE;
-    bad[1] = 0x80;
+    bad[1] = 0x08;
     assert_eq!(
         Packet::new_unchecked(&bad[..]).to_string(),
         "braid (illegal value in field flags)"
