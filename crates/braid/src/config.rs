@@ -268,7 +268,7 @@ impl Default for PolicySection {
 }
 
 /// `[daemon]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DaemonSection {
     /// A JSON snapshot of the counters, rewritten atomically every second and at exit.
@@ -278,9 +278,9 @@ pub(crate) struct DaemonSection {
     #[serde(default)]
     pub cpu: Option<usize>,
     /// After a turn that moved packets, keep polling for this many µs before sleeping
-    /// (0, the default: never). Saves a thread wake-up per packet on a quiet link, at the
-    /// cost of a busy core.
-    #[serde(default)]
+    /// (default [`DEFAULT_BUSY_POLL_US`]; 0: never). Saves a thread wake-up per packet on a
+    /// quiet link, at the cost of a busy core while traffic flows.
+    #[serde(default = "default_busy_poll_us")]
     pub busy_poll_us: u32,
     /// Who reads each NIC with several workers: `"per-worker"` (the default: every worker
     /// its own socket on every NIC, sorted by the kernel) or `"per-nic"` (NIC n read by
@@ -310,6 +310,27 @@ impl ReceiveMode {
             Self::PerNic => nic % workers.max(1),
         }
     }
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        Self {
+            stats_file: None,
+            cpu: None,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
+            receive: ReceiveMode::default(),
+        }
+    }
+}
+
+/// `daemon.busy_poll_us` by default: braid serves latency-critical feeds, and on a VM the
+/// wake-up of a sleeping worker is most of what braid adds to a round trip
+/// (docs/benchmarks.md, "Busy polling"). 50 µs covers the gap between a request and its
+/// answer on a fast path; `busy_poll_us = 0` gives the CPU back where latency matters less.
+pub(crate) const DEFAULT_BUSY_POLL_US: u32 = 50;
+
+fn default_busy_poll_us() -> u32 {
+    DEFAULT_BUSY_POLL_US
 }
 
 fn default_vnic_mtu() -> u32 {
@@ -908,6 +929,11 @@ stats_file = "/tmp/a.json"
             let e = err(&GOOD.replacen(from, to, 1));
             assert!(e.contains(want), "{to}: {e}");
         }
+        // Busy polling is on by default, with or without a [daemon] section; 0 turns it off.
+        let plan = Config::parse(&GOOD.replacen("[daemon]", "[daemon]\nbusy_poll_us = 0", 1));
+        assert_eq!(plan.unwrap().file.daemon.busy_poll_us, 0);
+        assert_eq!(Config::parse(GOOD).unwrap().file.daemon.busy_poll_us, 50);
+        assert_eq!(DaemonSection::default().busy_poll_us, DEFAULT_BUSY_POLL_US);
         // `per-nic` receive names workers by a 4-bit lane.
         let per_nic = GOOD.replacen("[daemon]", "[daemon]\nreceive = \"per-nic\"", 1);
         let plan = Config::parse(&per_nic).unwrap();

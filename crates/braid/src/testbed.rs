@@ -158,7 +158,7 @@ struct UpArgs {
     auto_capacity: bool,
     /// Let the daemons' workers keep polling for this many µs after a busy turn before they
     /// sleep (`daemon.busy_poll_us`; 0: never). Lower latency, a busier CPU.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_BUSY_POLL_US)]
     busy_poll_us: u32,
     /// With several queues, who reads each link (`daemon.receive`): `per-worker` (every
     /// worker its own socket on every link) or `per-nic` (link i read by worker i mod
@@ -852,7 +852,7 @@ struct ConfigParams<'a> {
     stats_file: &'a Path,
     /// `capacity = "auto"` on every NIC, rate-limited or not.
     auto_capacity: bool,
-    /// `daemon.busy_poll_us` (0: left out).
+    /// `daemon.busy_poll_us`.
     busy_poll_us: u32,
     /// `daemon.receive = "per-nic"` (else left out: per worker).
     per_nic: bool,
@@ -947,9 +947,7 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
         "stats_file = {}",
         toml_str(&p.stats_file.to_string_lossy())
     );
-    if p.busy_poll_us > 0 {
-        let _ = writeln!(t, "busy_poll_us = {}", p.busy_poll_us);
-    }
+    let _ = writeln!(t, "busy_poll_us = {}", p.busy_poll_us);
     if p.per_nic {
         let _ = writeln!(t, "receive = \"per-nic\"");
     }
