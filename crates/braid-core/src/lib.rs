@@ -18,6 +18,7 @@
 //!   ├─ reorder     per-flow reorder and dedup, bounded by count and time
 //!   ├─ replay      per-peer anti-replay window for authenticated packets (RFC 6479)
 //!   ├─ rss         Toeplitz hash + indirection table: vNIC queue per flow
+//!   ├─ qos         RFC 2697/2698 meters, strict priority + DRR class queues, per-NIC shaper
 //!   └─ buffer      the packet store: a bounded slab arena with handles
 //! time, types     Instant, NicId, NicSet, FlowId, DropReason, counters
 //! ```
@@ -34,6 +35,7 @@ pub mod flow;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod qos;
 pub mod reassembly;
 pub mod reorder;
 pub mod replay;
