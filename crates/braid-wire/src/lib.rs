@@ -18,7 +18,16 @@
 //!   [`BraidRepr`], [`PacketType`], [`ProbeReplyBody`], [`ProbeReplyCounters`]);
 //! - [`ip`]: [`IpSummary`], the classification facts from an IPv4/IPv6 packet or an Ethernet
 //!   frame, sliced by etherparse;
-//! - [`vxlan`]: the VXLAN header's VNI ([`VxlanPacket`], [`VxlanRepr`]);
+//! - [`vxlan`]: the VXLAN header ([`VxlanPacket`], [`VxlanRepr`]) and its UDP source port
+//!   rule;
+//! - [`gre`]: the GRE header with key, sequence number and checksum ([`GrePacket`],
+//!   [`GreRepr`]);
+//! - [`tunnel`]: VXLAN and GRE encapsulation and decapsulation of whole packets
+//!   ([`VxlanEncap`], [`GreEncap`], [`Encap`], [`decap`], [`GreSeqCheck`]);
+//! - [`checksum`]: the Internet checksum (RFC 1071) and its incremental update (RFC 1624);
+//! - [`rewrite`]: in-place header edits (DSCP, ECN, TTL, addresses, ports) that keep every
+//!   checksum right, and VLAN push/pop ([`rewrite::Edit`], [`rewrite::apply_l3`],
+//!   [`rewrite::apply_frame`]);
 //! - [`error`]: [`ParseError`], shared by all of them.
 //!
 //! # What is not here
@@ -34,8 +43,12 @@
 extern crate std;
 
 pub mod braid;
+pub mod checksum;
 pub mod error;
+pub mod gre;
 pub mod ip;
+pub mod rewrite;
+pub mod tunnel;
 pub mod vxlan;
 
 #[cfg(any(fuzzing, feature = "fuzzing"))]
@@ -48,7 +61,11 @@ pub use braid::{
     PacketType, ProbeReplyBody, ProbeReplyCounters, Repr as BraidRepr, VERSION as BRAID_VERSION,
 };
 pub use error::ParseError;
+pub use gre::{Packet as GrePacket, Repr as GreRepr};
 pub use ip::IpSummary;
+pub use tunnel::{
+    Decapped, Encap, EncapMeta, GreEncap, GreSeqCheck, TunnelError, VxlanEncap, decap,
+};
 pub use vxlan::{
     HEADER_LEN as VXLAN_HEADER_LEN, Packet as VxlanPacket, Repr as VxlanRepr, VXLAN_PORT,
 };

@@ -1,8 +1,10 @@
-//! The VXLAN header (RFC 7348 §5): just enough for classification, the VNI.
+//! The VXLAN header (RFC 7348 §5) and the UDP source port rule of its encapsulation.
 //!
-//! Owns the 8-byte header view and its repr. It does not own VXLAN encapsulation or
-//! decapsulation of inner frames, the outer UDP/IP headers, or VTEP learning: those come with
-//! the tunnel issue, which will grow this view rather than replace it.
+//! Owns the 8-byte header view and its repr (classification reads the VNI with them), and
+//! [`SrcPortRange`], which turns a flow hash into the outer UDP source port. It does not own
+//! the outer IP/UDP headers or the encapsulation and decapsulation of whole packets
+//! ([`crate::tunnel`]), nor VTEP learning or flooding (braid has configured peers, not a
+//! learning bridge).
 //!
 //! ```text
 //!  0      flags: 0x08 (the I bit: the VNI is valid); the other bits are reserved
@@ -28,6 +30,61 @@ pub const HEADER_LEN: usize = 8;
 pub const FLAGS_VNI_VALID: u8 = 0x08;
 /// The largest VNI (24 bits).
 pub const VNI_MAX: u32 = 0x00ff_ffff;
+
+/// The outer UDP source ports a VXLAN sender picks from, by flow hash (inclusive bounds).
+///
+/// RFC 7348 §5: the source port should be "calculated using a hash of fields from the inner
+/// packet", so that ECMP and RSS on the underlay spread tunnelled flows while keeping each
+/// one on a path, and "in the dynamic/private port range 49152-65535" ([`Self::RFC7348`]).
+/// Linux picks from its local port range instead, 32768–60999 by default
+/// ([`Self::LINUX_DEFAULT`]; `ip link ... type vxlan srcport MIN MAX` changes it). A receiver
+/// accepts any source port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SrcPortRange {
+    /// The lowest port, inclusive.
+    pub min: u16,
+    /// The highest port, inclusive; at least `min`.
+    pub max: u16,
+}
+
+impl SrcPortRange {
+    /// 49152–65535, the range RFC 7348 §5 recommends (the default).
+    pub const RFC7348: Self = Self {
+        min: 49152,
+        max: 65535,
+    };
+    /// 32768–60999, what a Linux VXLAN device uses by default (`net.ipv4.ip_local_port_range`).
+    pub const LINUX_DEFAULT: Self = Self {
+        min: 32768,
+        max: 60999,
+    };
+
+    /// `true` if `min <= max`.
+    pub const fn is_valid(&self) -> bool {
+        self.min <= self.max
+    }
+
+    /// The source port for a flow hash: the same hash always gives the same port, and
+    /// hashes spread evenly over the range. The hash is mixed as Linux's
+    /// `udp_flow_src_port` does (`h ^ h << 16`), so a hash with entropy only in its low bits
+    /// still spreads, then scaled by a multiply-shift (no division). An inverted range
+    /// (`min > max`) yields `min`.
+    pub const fn port(&self, flow_hash: u32) -> u16 {
+        if self.min >= self.max {
+            return self.min;
+        }
+        let mixed = flow_hash ^ (flow_hash << 16);
+        let span = (self.max - self.min) as u64 + 1;
+        // (mixed × span) >> 32 < span ≤ 65536, and min + it ≤ max: no truncation.
+        self.min + ((mixed as u64 * span) >> 32) as u16
+    }
+}
+
+impl Default for SrcPortRange {
+    fn default() -> Self {
+        Self::RFC7348
+    }
+}
 
 mod field {
     pub(super) type Field = core::ops::Range<usize>;
@@ -242,6 +299,56 @@ mod tests {
             Err(ParseError::IllegalValue { field: "flags" })
         );
         assert_eq!(packet.to_string(), "vxlan (illegal value in field flags)");
+    }
+
+    #[test]
+    fn src_port_stays_in_range_and_spreads() {
+        for range in [
+            SrcPortRange::RFC7348,
+            SrcPortRange::LINUX_DEFAULT,
+            SrcPortRange { min: 5, max: 6 },
+        ] {
+            let mut seen_min = u16::MAX;
+            let mut seen_max = 0;
+            for i in 0..20_000u32 {
+                let port = range.port(i.wrapping_mul(0x9e37_79b9));
+                assert!(
+                    (range.min..=range.max).contains(&port),
+                    "{port} in {range:?}"
+                );
+                seen_min = seen_min.min(port);
+                seen_max = seen_max.max(port);
+            }
+            // The spread reaches both ends of the range (within 1 %).
+            let slack = (range.max - range.min) / 100;
+            assert!(
+                seen_min <= range.min + slack,
+                "{range:?} low end {seen_min}"
+            );
+            assert!(
+                seen_max >= range.max - slack,
+                "{range:?} high end {seen_max}"
+            );
+        }
+        // Extremes of the hash, and a deterministic mapping.
+        assert_eq!(SrcPortRange::RFC7348.port(0), 49152);
+        assert_eq!(
+            SrcPortRange::RFC7348.port(u32::MAX),
+            SrcPortRange::RFC7348.port(u32::MAX)
+        );
+        assert!(SrcPortRange::RFC7348.port(u32::MAX) >= 49152);
+        // Hashes with entropy only in their low 16 bits still spread (the mixing): without
+        // it they would all map to the range's first port.
+        let mut hit = std::vec![false; 65536];
+        for hash in 0..65536u32 {
+            hit[usize::from(SrcPortRange::RFC7348.port(hash))] = true;
+        }
+        assert!(hit.iter().filter(|h| **h).count() > 10_000);
+        // Degenerate ranges.
+        assert_eq!(SrcPortRange { min: 7, max: 7 }.port(12345), 7);
+        assert_eq!(SrcPortRange { min: 9, max: 3 }.port(12345), 9);
+        assert!(!SrcPortRange { min: 9, max: 3 }.is_valid());
+        assert_eq!(SrcPortRange::default(), SrcPortRange::RFC7348);
     }
 
     #[test]
