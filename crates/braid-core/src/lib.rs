@@ -15,6 +15,7 @@
 //!   ├─ scheduler   per-packet cost model: whole, split across k NICs, or duplicate
 //!   ├─ health      link health: probes, RTT, one-way delay, loss, liveness
 //!   ├─ reassembly  bounded, attack-proof reassembly of braid fragments
+//!   ├─ ipfrag      standard IPv4/IPv6 fragmentation and reassembly (RFC 791/8200/5722)
 //!   ├─ reorder     per-flow reorder and dedup, bounded by count and time
 //!   ├─ replay      per-peer anti-replay window for authenticated packets (RFC 6479)
 //!   ├─ rss         Toeplitz hash + indirection table: vNIC queue per flow
@@ -35,6 +36,7 @@ pub mod flow;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod ipfrag;
 pub mod qos;
 pub mod reassembly;
 pub mod reorder;

@@ -248,6 +248,11 @@ drop_reasons! {
     /// RX: the packet's lane (the sender's worker) is not this engine's: the peers disagree
     /// on `vnic.queues` or on how NICs are read (`daemon.receive`).
     WrongLane = "wrong_lane",
+    /// TX: an IP packet larger than the NIC's MTU that may not be fragmented: IPv4 with DF
+    /// set (RFC 791), or an IPv6 packet that is already a fragment (`crate::ipfrag`). The
+    /// standard answer is ICMP "fragmentation needed" / ICMPv6 "packet too big" (RFC 1191,
+    /// RFC 4443).
+    FragmentationNeeded = "fragmentation_needed",
 }
 
 impl fmt::Display for DropReason {
