@@ -11,6 +11,7 @@
 //! ```text
 //! engine      the Engine type: handle_* / poll_* / apply, ties everything together
 //!   ├─ flow        classification (5-tuple + deeper keys), bounded flow table, idle expiry
+//!   ├─ rules       match → actions rule engine: set validation, tuple-space lookup, live conditions
 //!   ├─ controller  flow controller (NIC affinity): NIC registry, admission, rebalance
 //!   ├─ scheduler   per-packet cost model: whole, split across k NICs, or duplicate
 //!   ├─ health      link health: probes, RTT, one-way delay, loss, liveness
@@ -42,6 +43,7 @@ pub mod reassembly;
 pub mod reorder;
 pub mod replay;
 pub mod rss;
+pub mod rules;
 pub mod scheduler;
 pub mod time;
 pub mod types;

@@ -261,6 +261,17 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// How a class's flows use the NICs (a flow class's policy, or a rule's striping action).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassPolicy {
+    /// One NIC per flow, chosen by the flow controller by capacity and load.
+    Pin,
+    /// Per packet: whole on the NIC that lands it first, or split across several.
+    Stripe,
+    /// A copy on every NIC of the set; the receiver keeps the first (A/B feed arbitration).
+    Duplicate,
+}
+
 /// A counter per [`DropReason`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::COUNT]);

@@ -99,16 +99,8 @@ impl ClassMatch {
     }
 }
 
-/// How a class's flows use the NICs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClassPolicy {
-    /// One NIC per flow, chosen by the flow controller by capacity and load.
-    Pin,
-    /// Per packet: whole on the NIC that lands it first, or split across several.
-    Stripe,
-    /// A copy on every NIC of the set; the receiver keeps the first (A/B feed arbitration).
-    Duplicate,
-}
+// Defined with the shared types: the rule engine chooses it too.
+pub use crate::types::ClassPolicy;
 
 /// A flow class: a match, a policy and the NICs it may use.
 #[derive(Clone, Debug, PartialEq)]
