@@ -253,6 +253,44 @@ drop_reasons! {
     /// standard answer is ICMP "fragmentation needed" / ICMPv6 "packet too big" (RFC 1191,
     /// RFC 4443).
     FragmentationNeeded = "fragmentation_needed",
+    /// TX: the vNIC meter of the packet's QoS class coloured it Red (RFC 2697/2698) and the
+    /// class drops Red (`drop_red`: a policer).
+    QosMeterRed = "qos_meter_red",
+    /// TX: a piece longer than the QoS scheduler's `max_packet_bytes` (not expected: the
+    /// engine raises it to the largest packet it queues).
+    QosOversize = "qos_oversize",
+    /// TX: a QoS class the NIC's scheduler does not have (not expected: a flow whose class
+    /// is gone goes to the default class).
+    QosUnknownClass = "qos_unknown_class",
+    /// TX: a queued piece given back when a QoS configuration replacement removed its class
+    /// or shrank its queue below what it held.
+    QosClassRemoved = "qos_class_removed",
+    /// RX: a packet from a tunnel socket that is not a well-formed VXLAN (RFC 7348) or GRE
+    /// (RFC 2784/2890) packet: a bad outer header or checksum, bad VXLAN flags, a GRE
+    /// version or protocol type braid does not carry, a truncated inner packet
+    /// (`engine::tunnel`).
+    TunnelMalformed = "tunnel_malformed",
+    /// RX: a well-formed VXLAN/GRE packet that matches no configured tunnel (outer
+    /// addresses, VNI, GRE key; a GRE tunnel that checks sequence numbers and a packet
+    /// without one).
+    TunnelUnknown = "tunnel_unknown",
+    /// RX: a GRE packet whose sequence number is not after the last one accepted (RFC 2890
+    /// §2.2: out of order or a duplicate).
+    TunnelSeqOutOfOrder = "tunnel_seq_out_of_order",
+    /// RX: the tunnel carried an Ethernet frame that holds no IP packet (ARP, a VLAN tag),
+    /// which a TUN vNIC cannot take.
+    TunnelInnerNotIp = "tunnel_inner_not_ip",
+    /// TX: the encapsulated packet is larger than the tunnel NIC's MTU (VXLAN endpoints must
+    /// not fragment, RFC 7348 §4.3; reduce the vNIC MTU by the tunnel's overhead).
+    TunnelTooBig = "tunnel_too_big",
+    /// TX: the queue of encapsulated packets waiting for `poll_tunnel_transmit` was full.
+    TunnelQueueFull = "tunnel_queue_full",
+    /// TX/RX: the rule that applies to the packet's flow says `drop` (`engine/rules.rs`).
+    RuleDrop = "rule_drop",
+    /// TX/RX: the rule's header rewrite cannot be applied to this packet (a port rewrite on
+    /// a fragment, an address of the other IP version, a malformed header: braid-wire's
+    /// `RewriteError`); the packet is dropped unchanged rather than sent half-rewritten.
+    RuleRewriteFailed = "rule_rewrite_failed",
 }
 
 impl fmt::Display for DropReason {

@@ -2,7 +2,8 @@
 //! flow is installed), `poll_transmit`, `handle_rx` (whole packets, split jumbo packets
 //! through the reassembler, duplicated copies), `poll_deliver` and `handle_timeout`. Measured
 //! with a counting global allocator (`allocation-counter`, per-thread counts), with and
-//! without packet authentication.
+//! without packet authentication, with QoS at work (a vNIC meter, DRR between two weighted
+//! classes, the strict class).
 
 #[cfg(test)]
 mod tests {
@@ -10,7 +11,10 @@ mod tests {
     use std::time::Duration;
 
     use braid_core::auth::{AuthConfig, Role};
-    use braid_core::engine::{Engine, EngineConfig, FlowClass, NicSpec, TxVerdict};
+    use braid_core::engine::{
+        ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TxVerdict,
+    };
+    use braid_core::qos::{ClassConfig as QosClass, ClassId, MeterConfig, MeterMode, SrTcmConfig};
     use braid_core::{Instant, NicId};
 
     fn udp_packet(buf: &mut [u8], dst_port: u16, seq: u32) {
@@ -32,6 +36,22 @@ mod tests {
             .collect();
         let mut cfg = EngineConfig::new(nics);
         cfg.classes.push(FlowClass::duplicated_feed(7000));
+        // QoS on the fast path too: the jumbo flow in a second weighted class (DRR between
+        // two backlogged classes), the bulk class metered at the vNIC (never Red here).
+        cfg.classes.push(FlowClass {
+            qos_class: Some(ClassId(2)),
+            ..FlowClass::new("jumbo", ClassMatch::udp_dst_port(5001), ClassPolicy::Stripe)
+        });
+        cfg.qos
+            .classes
+            .push(QosClass::weighted(2, 2, 8192, 4 << 20));
+        cfg.qos.classes[1].meter = Some(MeterConfig::SrTcm(SrTcmConfig {
+            cir_bps: 10_000_000_000,
+            cbs_bytes: 1 << 20,
+            ebs_bytes: 0,
+            mode: MeterMode::ColorBlind,
+        }));
+        cfg.qos.classes[1].drop_red = true;
         cfg.auth = auth.map(|role| AuthConfig::new([9; 32], role));
         cfg
     }
@@ -107,6 +127,10 @@ mod tests {
             "probes ran during the measurement"
         );
         assert!(a.stats().tx_split_count >= 2200, "jumbo packets were split");
+        let metered = a.vnic_meter_stats().class(ClassId(1));
+        assert!(metered.green_count >= 2200, "the bulk class was metered");
+        let nic0 = a.nic_qos_stats(NicId(0)).unwrap();
+        assert!(nic0.class(ClassId(2)).dequeued_packets_count > 0, "DRR ran");
         assert_eq!(
             info.count_total, 0,
             "allocations on the packet paths after warm-up: {info:?}"

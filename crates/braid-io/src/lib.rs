@@ -34,6 +34,7 @@ pub mod netlink;
 pub mod packet;
 pub mod pipe;
 pub mod transport;
+pub mod tunnel;
 pub mod udp;
 pub mod vnic;
 

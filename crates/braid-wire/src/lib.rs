@@ -64,7 +64,8 @@ pub use error::ParseError;
 pub use gre::{Packet as GrePacket, Repr as GreRepr};
 pub use ip::IpSummary;
 pub use tunnel::{
-    Decapped, Encap, EncapMeta, GreEncap, GreSeqCheck, TunnelError, VxlanEncap, decap,
+    Decapped, Encap, EncapMeta, GreEncap, GreSeqCheck, PayloadKind, PayloadMeta, TunnelError,
+    VxlanEncap, decap, decap_payload,
 };
 pub use vxlan::{
     HEADER_LEN as VXLAN_HEADER_LEN, Packet as VxlanPacket, Repr as VxlanRepr, VXLAN_PORT,

@@ -33,7 +33,9 @@
 //! the result, any other error is a counted drop. On success, [`Decapped::inner`] is the inner
 //! packet's range in the same buffer (no copy); [`Decapped::inner_l3`] gives the IP packet
 //! inside an inner Ethernet frame for a TUN vNIC. A GRE tunnel with sequence numbers runs
-//! [`GreSeqCheck::check`] on [`Tunnel::Gre`]'s `seq`.
+//! [`GreSeqCheck::check`] on [`Tunnel::Gre`]'s `seq`. A socket that hands over only the
+//! tunnel payload (a UDP socket on the VXLAN port; an IPv6 raw socket for GRE) gives it to
+//! [`decap_payload`] with the addresses the socket reports.
 //!
 //! # Decap rules, and why
 //!
@@ -993,14 +995,8 @@ fn decap_vxlan(
             return Err(invalid(Layer::Udp, ParseError::BadChecksum));
         }
     }
-    let vxlan_bytes = &udp[UDP_HEADER_LEN..];
-    let view = vxlan::Packet::new_checked(vxlan_bytes).map_err(|e| invalid(Layer::Vxlan, e))?;
-    let repr = vxlan::Repr::parse(&view).map_err(|e| invalid(Layer::Vxlan, e))?;
-    if view.payload().len() < ETHERNET_HEADER_LEN {
-        return Err(invalid(Layer::Inner, ParseError::Truncated));
-    }
     let tunnel = Tunnel::Vxlan {
-        vni: repr.vni,
+        vni: vxlan_vni(&udp[UDP_HEADER_LEN..])?,
         src_port: u16::from_be_bytes([udp[0], udp[1]]),
     };
     Ok((
@@ -1008,6 +1004,78 @@ fn decap_vxlan(
         InnerKind::Ethernet,
         UDP_HEADER_LEN + vxlan::HEADER_LEN,
     ))
+}
+
+/// The VNI of a VXLAN header (RFC 7348 §5: flags exactly 0x08), checked to be followed by
+/// at least an Ethernet header.
+fn vxlan_vni(vxlan_bytes: &[u8]) -> Result<u32, TunnelError> {
+    let view = vxlan::Packet::new_checked(vxlan_bytes).map_err(|e| invalid(Layer::Vxlan, e))?;
+    let repr = vxlan::Repr::parse(&view).map_err(|e| invalid(Layer::Vxlan, e))?;
+    if view.payload().len() < ETHERNET_HEADER_LEN {
+        return Err(invalid(Layer::Inner, ParseError::Truncated));
+    }
+    Ok(repr.vni)
+}
+
+/// What carried a tunnel payload that arrived without its outer IP header, as a socket
+/// hands it over: a UDP socket on the VXLAN port strips the IP and UDP headers, and an IPv6
+/// raw socket (`IPPROTO_GRE`) strips the IPv6 header (an IPv4 raw socket keeps it: use
+/// [`decap`] there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadKind {
+    /// The payload of a UDP datagram to the VXLAN port: the VXLAN header and the inner frame.
+    Vxlan {
+        /// The datagram's UDP source port (the sender's flow entropy).
+        src_port: u16,
+    },
+    /// The payload of an IP packet of protocol 47: the GRE header and the inner packet.
+    Gre,
+}
+
+/// The outer facts a socket reports with a tunnel payload ([`decap_payload`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PayloadMeta {
+    /// The outer source address (the remote tunnel endpoint: the datagram's source).
+    pub src: IpAddr,
+    /// The outer destination address (ours: the address the socket is bound to).
+    pub dst: IpAddr,
+    /// What the payload is.
+    pub kind: PayloadKind,
+}
+
+/// [`decap`] for a payload that a socket received without its outer IP (and UDP) header:
+/// the same VXLAN and GRE checks, on the tunnel header onward. The kernel has already
+/// checked and removed the outer headers — the IP header, the UDP length and checksum (a
+/// UDP socket drops a datagram whose checksum is wrong) — and reassembled outer fragments,
+/// so those checks are not repeated; the GRE checksum is verified when `cfg` asks. The
+/// returned [`Decapped::inner`] is a range in `payload`, and [`Decapped::inner_l3`] works on
+/// `payload` as it does on a whole packet.
+///
+/// # Errors
+/// `Invalid { layer: Vxlan | Gre | Inner, .. }` as [`decap`].
+pub fn decap_payload(
+    payload: &[u8],
+    meta: &PayloadMeta,
+    cfg: &DecapConfig,
+) -> Result<Decapped, TunnelError> {
+    let (tunnel, inner_kind, offset) = match meta.kind {
+        PayloadKind::Vxlan { src_port } => {
+            let vni = vxlan_vni(payload)?;
+            (
+                Tunnel::Vxlan { vni, src_port },
+                InnerKind::Ethernet,
+                vxlan::HEADER_LEN,
+            )
+        }
+        PayloadKind::Gre => decap_gre(payload, cfg)?,
+    };
+    Ok(Decapped {
+        outer_src: meta.src,
+        outer_dst: meta.dst,
+        tunnel,
+        inner_kind,
+        inner: offset..payload.len(),
+    })
 }
 
 fn decap_gre(

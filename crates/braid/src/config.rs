@@ -14,8 +14,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use braid_core::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
+use braid_core::qos::{
+    ClassConfig as QosClassConfig, ClassId, ClassKind, MeterConfig, MeterMode, QosConfig,
+    RateConfig, SrTcmConfig, TrTcmConfig,
+};
 use braid_core::{NicId, NicSet};
 use serde::{Deserialize, Serialize};
+
+mod rules;
+mod tunnels;
+pub(crate) use rules::{RuleSection, build_tables as build_rule_tables};
+pub(crate) use tunnels::TunnelSection;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -31,9 +40,20 @@ pub(crate) struct Config {
     /// Flow classes, first match wins.
     #[serde(default)]
     pub classes: Vec<ClassSection>,
+    /// VXLAN/GRE tunnels to peers that are not braid (`config/tunnels.rs`).
+    #[serde(default)]
+    pub tunnels: Vec<TunnelSection>,
+    /// Match → action rules on TX and RX, with conditions on live link state
+    /// (`config/rules.rs`).
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
     /// Policies for traffic no class matches.
     #[serde(default)]
     pub policy: PolicySection,
+    /// QoS on every NIC's TX queue and the vNIC meters (default: a strict class for the
+    /// latency-critical classes and one weighted class for the rest).
+    #[serde(default)]
+    pub qos: Option<QosSection>,
     /// Reorder bounds.
     #[serde(default)]
     pub reorder: ReorderSection,
@@ -223,9 +243,106 @@ pub(crate) struct ClassSection {
     /// NIC names the class may use (default: all).
     #[serde(default)]
     pub nics: Option<Vec<String>>,
-    /// Strict priority over other traffic on every NIC.
+    /// Strict priority over other traffic on every NIC: the strict class of `[qos]`
+    /// unless `qos` names another.
     #[serde(default)]
     pub latency_critical: bool,
+    /// The `[[qos.classes]]` entry (by name) of the class's flows. Default: the strict
+    /// class for a latency-critical class, else the first weighted class.
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// The `[[tunnels]]` entry (by name) the class's flows are encapsulated for, instead of
+    /// going to the braid peer (`policy`, `nics` and `qos` then do not apply).
+    #[serde(default)]
+    pub tunnel: Option<String>,
+}
+
+/// `[qos]`: the scheduler of every NIC's TX queue (one per NIC, same classes) and the
+/// meters applied per packet at the vNIC.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QosSection {
+    /// DRR bytes per turn for weight 1 (default and minimum: the largest packet).
+    #[serde(default)]
+    pub quantum_bytes: Option<u32>,
+    /// The classes, 1 to 8; at most one strict, at least one weighted.
+    pub classes: Vec<QosClassSection>,
+}
+
+/// `[[qos.classes]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QosClassSection {
+    /// Name, what `[[classes]] qos` refers to (unique).
+    pub name: String,
+    /// Strict priority: sent before every other class (at most one class).
+    #[serde(default)]
+    pub strict: bool,
+    /// A weighted class's share (DRR), 1..=65536 (default 1). Not with `strict`.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Strict class only: its starvation guard's rate (`50mbit`); beyond it (and
+    /// `guard_burst_bytes`) the strict class yields to weighted classes with packets.
+    #[serde(default)]
+    pub guard_rate: Option<String>,
+    /// The guard's burst, bytes (needed with `guard_rate`).
+    #[serde(default)]
+    pub guard_burst_bytes: Option<u32>,
+    /// Queue limit per NIC, packets (default 8192).
+    #[serde(default = "default_qos_queue_packets")]
+    pub queue_packets: u32,
+    /// Queue limit per NIC, bytes (default 4 MiB).
+    #[serde(default = "default_qos_queue_bytes")]
+    pub queue_bytes: u32,
+    /// A meter applied to every packet of the class at the vNIC.
+    #[serde(default)]
+    pub meter: Option<MeterSection>,
+    /// Drop the packets the meter colours Red (police) instead of sending them.
+    #[serde(default)]
+    pub drop_red: bool,
+}
+
+fn default_qos_queue_packets() -> u32 {
+    8192
+}
+fn default_qos_queue_bytes() -> u32 {
+    4 << 20
+}
+
+/// `[qos.classes.meter]`: RFC 2697 (`srtcm`) or RFC 2698 (`trtcm`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MeterSection {
+    /// `srtcm` (single rate, RFC 2697) or `trtcm` (two rates, RFC 2698).
+    #[serde(rename = "type")]
+    pub kind: MeterKindName,
+    /// Committed information rate, `10mbit`.
+    pub cir: String,
+    /// Committed burst size, bytes.
+    pub cbs_bytes: u32,
+    /// srTCM: excess burst size, bytes (default 0: no Yellow).
+    #[serde(default)]
+    pub ebs_bytes: Option<u32>,
+    /// trTCM: peak information rate (at least `cir`).
+    #[serde(default)]
+    pub pir: Option<String>,
+    /// trTCM: peak burst size, bytes.
+    #[serde(default)]
+    pub pbs_bytes: Option<u32>,
+    /// Colour-aware (RFC 2697/2698 §3) instead of colour-blind. braid colours nothing
+    /// upstream yet, so both behave alike for now.
+    #[serde(default)]
+    pub color_aware: bool,
+}
+
+/// `srtcm` or `trtcm`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MeterKindName {
+    /// RFC 2697.
+    Srtcm,
+    /// RFC 2698.
+    Trtcm,
 }
 
 /// A striping policy.
@@ -429,6 +546,14 @@ pub(crate) struct Plan {
     pub nics: Vec<NicPlan>,
     /// Flow classes for the engine.
     pub classes: Vec<FlowClass>,
+    /// The QoS configuration for the engine (`max_packet_bytes` = `vnic.mtu`: the engine
+    /// raises it to the largest NIC MTU itself).
+    pub qos: QosConfig,
+    /// The tunnels for the engine, in file order (their ids); `mtu_bytes` is set from the
+    /// NIC's link MTU by [`Plan::engine_config`].
+    pub tunnels: Vec<braid_core::engine::TunnelSpec>,
+    /// `[[rules]]` for the engine (TX and RX lists), each traced to its entry.
+    pub rules: rules::RulePlan,
 }
 
 impl Config {
@@ -632,6 +757,21 @@ impl Config {
             });
         }
 
+        let (qos, qos_names) = match &self.qos {
+            Some(q) => qos_config(q, self.vnic.mtu)?,
+            None => {
+                let mut q = QosConfig::default();
+                q.max_packet_bytes = self.vnic.mtu.max(braid_core::qos::MIN_PACKET_BYTES);
+                q.quantum_bytes = q.max_packet_bytes;
+                (q, vec!["latency-critical".to_owned(), "default".to_owned()])
+            }
+        };
+        let strict = qos
+            .classes
+            .iter()
+            .find(|c| matches!(c.kind, ClassKind::Strict { .. }))
+            .map(|c| c.id);
+        let tunnels = tunnels::check(&self.tunnels, &nics, self.vnic.queues)?;
         let mut classes = Vec::new();
         for (i, c) in self.classes.iter().enumerate() {
             let at = |f: &str| format!("classes[{i}].{f}");
@@ -662,6 +802,43 @@ impl Config {
                 c.policy.into(),
             );
             class.latency_critical = c.latency_critical;
+            if let Some(name) = &c.tunnel {
+                let id = self
+                    .tunnels
+                    .iter()
+                    .position(|t| &t.name == name)
+                    .with_context(|| {
+                        format!(
+                            "{}: no [[tunnels]] entry is named {name:?} (there are {:?})",
+                            at("tunnel"),
+                            self.tunnels
+                                .iter()
+                                .map(|t| t.name.as_str())
+                                .collect::<Vec<_>>()
+                        )
+                    })?;
+                class.tunnel = Some(u8::try_from(id).expect("invariant: at most MAX_TUNNELS"));
+            }
+            match &c.qos {
+                Some(name) => {
+                    let id = qos_names.iter().position(|n| n == name).with_context(|| {
+                        format!(
+                            "{}: no [[qos.classes]] entry is named {name:?} (there are {:?})",
+                            at("qos"),
+                            qos_names
+                        )
+                    })?;
+                    class.qos_class = Some(ClassId(
+                        u8::try_from(id).expect("invariant: at most 8 qos classes"),
+                    ));
+                }
+                None if c.latency_critical && strict.is_none() => bail!(
+                    "{}: [qos] has no strict class to put it in; add one or name a class \
+                     with `qos`",
+                    at("latency_critical")
+                ),
+                None => {}
+            }
             if let Some(list) = &c.nics {
                 let mut set = NicSet::EMPTY;
                 for name in list {
@@ -678,13 +855,27 @@ impl Config {
             }
             classes.push(class);
         }
-        Ok(Plan {
+        let rules = rules::check(
+            &self.rules,
+            &rules::Names {
+                nics: &nics,
+                qos: &qos_names,
+                tunnels: &self.tunnels,
+            },
+        )?;
+        let plan = Plan {
             file: self,
             vnic_addresses,
             rss_key,
             nics,
             classes,
-        })
+            qos,
+            tunnels,
+            rules,
+        };
+        // The rules as a set (conflicts, shadowed rules), against the engine's view.
+        rules::check_sets(&plan)?;
+        Ok(plan)
     }
 }
 
@@ -709,13 +900,164 @@ impl Plan {
         let mut cfg = EngineConfig::new(nics);
         cfg.vnic_mtu = self.file.vnic.mtu;
         cfg.classes.clone_from(&self.classes);
+        cfg.qos.clone_from(&self.qos);
+        // A tunnel's outer packets are at most its NIC's link MTU.
+        cfg.tunnels.clone_from(&self.tunnels);
+        for t in &mut cfg.tunnels {
+            t.mtu_bytes = link_mtu[usize::from(t.nic.0)];
+        }
         cfg.default_policy = self.file.policy.default.into();
+        cfg.tx_rules.clone_from(&self.rules.tx);
+        cfg.rx_rules.clone_from(&self.rules.rx);
         cfg.reorder.min_hold =
             std::time::Duration::from_millis(u64::from(self.file.reorder.min_hold_ms));
         cfg.reorder.max_hold =
             std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
         cfg
     }
+}
+
+/// `[qos]` as the engine's [`QosConfig`] (class ids in the order of the entries), and the
+/// classes' names by id. Packets are up to `vnic_mtu` bytes at the vNIC meters (the engine
+/// raises the size to the NICs' MTUs for their queues).
+fn qos_config(q: &QosSection, vnic_mtu: u32) -> Result<(QosConfig, Vec<String>)> {
+    if q.classes.is_empty() || q.classes.len() > braid_core::qos::MAX_CLASSES {
+        bail!(
+            "qos.classes: {} entries, must be 1 to {}",
+            q.classes.len(),
+            braid_core::qos::MAX_CLASSES
+        );
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut classes = Vec::new();
+    for (i, c) in q.classes.iter().enumerate() {
+        let at = |f: &str| format!("qos.classes[{i}].{f}");
+        if c.name.is_empty() || names.contains(&c.name) {
+            bail!("{}: {:?} is empty or used twice", at("name"), c.name);
+        }
+        names.push(c.name.clone());
+        let rate = |s: &str, f: &str| parse_rate(s).with_context(|| at(f));
+        let kind = if c.strict {
+            if c.weight.is_some() {
+                bail!(
+                    "{}: not with strict = true (a strict class has no share)",
+                    at("weight")
+                );
+            }
+            let guard = match (&c.guard_rate, c.guard_burst_bytes) {
+                (None, None) => None,
+                (Some(r), Some(b)) => Some(RateConfig {
+                    rate_bps: rate(r, "guard_rate")?,
+                    burst_bytes: b,
+                }),
+                (Some(_), None) => bail!("{}: needed with guard_rate", at("guard_burst_bytes")),
+                (None, Some(_)) => bail!("{}: needed with guard_burst_bytes", at("guard_rate")),
+            };
+            ClassKind::Strict { guard }
+        } else {
+            if c.guard_rate.is_some() || c.guard_burst_bytes.is_some() {
+                bail!("{}: only for strict = true", at("guard_rate"));
+            }
+            ClassKind::Weighted {
+                weight: c.weight.unwrap_or(1),
+            }
+        };
+        let meter = match &c.meter {
+            None => None,
+            Some(m) => {
+                let at = |f: &str| at(&format!("meter.{f}"));
+                let mode = if m.color_aware {
+                    MeterMode::ColorAware
+                } else {
+                    MeterMode::ColorBlind
+                };
+                let cir_bps = parse_rate(&m.cir).with_context(|| at("cir"))?;
+                Some(match m.kind {
+                    MeterKindName::Srtcm => {
+                        if let Some(f) = [
+                            ("pir", m.pir.is_some()),
+                            ("pbs_bytes", m.pbs_bytes.is_some()),
+                        ]
+                        .into_iter()
+                        .find_map(|(f, set)| set.then_some(f))
+                        {
+                            bail!("{}: only for type = \"trtcm\"", at(f));
+                        }
+                        MeterConfig::SrTcm(SrTcmConfig {
+                            cir_bps,
+                            cbs_bytes: m.cbs_bytes,
+                            ebs_bytes: m.ebs_bytes.unwrap_or(0),
+                            mode,
+                        })
+                    }
+                    MeterKindName::Trtcm => {
+                        if m.ebs_bytes.is_some() {
+                            bail!("{}: only for type = \"srtcm\"", at("ebs_bytes"));
+                        }
+                        let pir = m.pir.as_deref().with_context(|| {
+                            format!("{}: needed with type = \"trtcm\"", at("pir"))
+                        })?;
+                        MeterConfig::TrTcm(TrTcmConfig {
+                            pir_bps: parse_rate(pir).with_context(|| at("pir"))?,
+                            pbs_bytes: m.pbs_bytes.with_context(|| {
+                                format!("{}: needed with type = \"trtcm\"", at("pbs_bytes"))
+                            })?,
+                            cir_bps,
+                            cbs_bytes: m.cbs_bytes,
+                            mode,
+                        })
+                    }
+                })
+            }
+        };
+        classes.push(QosClassConfig {
+            id: ClassId(u8::try_from(i).expect("invariant: at most 8 classes")),
+            kind,
+            queue_packets: c.queue_packets,
+            queue_bytes: c.queue_bytes,
+            meter,
+            drop_red: c.drop_red,
+        });
+    }
+    let max_packet_bytes = vnic_mtu.max(braid_core::qos::MIN_PACKET_BYTES);
+    let cfg = QosConfig {
+        max_packet_bytes,
+        quantum_bytes: q.quantum_bytes.unwrap_or(max_packet_bytes),
+        classes,
+    };
+    // The core names the field by its own path (`classes[1].meter.cbs_bytes`) and unit
+    // (`_bps` for the rates given here as `cir`, `pir`, `guard_rate`): the same path under
+    // `qos.` here, and "the largest packet" (its `max_packet_bytes`) is a vNIC-MTU packet.
+    if let Err(e) = cfg.validate() {
+        let field = match e.field {
+            "cir_bps" => "cir",
+            "pir_bps" => "pir",
+            "rate_bps" => "guard_rate",
+            "burst_bytes" => "guard_burst_bytes",
+            "kind.weight" => "weight",
+            "kind" => "strict",
+            f => f,
+        };
+        let path = match (e.class, e.section) {
+            (Some(i), "meter") => format!("qos.classes[{i}].meter.{field}"),
+            (Some(i), _) => format!("qos.classes[{i}].{field}"),
+            (None, _) => format!("qos.{field}"),
+        };
+        if e.why.contains("max_packet_bytes") {
+            bail!("{path}: must hold the largest packet, vnic.mtu = {vnic_mtu} bytes");
+        }
+        bail!("{path}: {}", e.why);
+    }
+    if !cfg
+        .classes
+        .iter()
+        .any(|c| matches!(c.kind, ClassKind::Weighted { .. }))
+    {
+        bail!(
+            "qos.classes: needs a weighted class (traffic that is not latency-critical goes there)"
+        );
+    }
+    Ok((cfg, names))
 }
 
 /// `100mbit`, `2.5gbit`, `800kbit`, `1000000` (bit/s); `bit`, `kbit`, `mbit`, `gbit`, `tbit`
@@ -944,6 +1286,199 @@ stats_file = "/tmp/a.json"
         assert!(e.contains("per-nic"), "{e}");
         assert_eq!(ReceiveMode::PerNic.reader(5, 0, 2), 1);
         assert_eq!(ReceiveMode::PerWorker.reader(5, 0, 2), 0);
+    }
+
+    const QOS: &str = r#"
+[qos]
+quantum_bytes = 12000
+
+[[qos.classes]]
+name = "feed"
+strict = true
+guard_rate = "50mbit"
+guard_burst_bytes = 30000
+queue_packets = 512
+
+[[qos.classes]]
+name = "bulk"
+weight = 1
+
+[[qos.classes]]
+name = "interactive"
+weight = 4
+queue_bytes = 1048576
+drop_red = true
+
+[qos.classes.meter]
+type = "srtcm"
+cir = "10mbit"
+cbs_bytes = 30000
+ebs_bytes = 60000
+
+[[qos.classes]]
+name = "video"
+weight = 2
+
+[qos.classes.meter]
+type = "trtcm"
+cir = "20mbit"
+cbs_bytes = 20000
+pir = "40mbit"
+pbs_bytes = 40000
+color_aware = true
+"#;
+
+    /// `GOOD` with the `[qos]` above and a second class that names one of its classes.
+    fn with_qos() -> String {
+        GOOD.replacen("[daemon]", &format!("{QOS}\n[daemon]"), 1)
+            .replacen(
+                "latency_critical = true",
+                "latency_critical = true\n\n[[classes]]\nname = \"ssh\"\nprotocol = \"tcp\"\n\
+             dst_ports = \"22\"\npolicy = \"pin\"\nqos = \"interactive\"",
+                1,
+            )
+    }
+
+    #[test]
+    fn qos_section_translates() {
+        // No [qos]: the engine's default (strict class 0, weighted class 1), packets up to
+        // the vNIC MTU; the latency-critical class goes to the strict class.
+        let plan = Config::parse(GOOD).unwrap();
+        assert_eq!(plan.qos.classes, QosConfig::default().classes);
+        assert_eq!(plan.qos.max_packet_bytes, 9000);
+        assert_eq!(plan.classes[0].qos_class, None);
+        let cfg = plan.engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
+        cfg.validate().unwrap();
+
+        let plan = Config::parse(&with_qos()).unwrap();
+        let q = &plan.qos;
+        assert_eq!((q.max_packet_bytes, q.quantum_bytes), (9000, 12000));
+        assert_eq!(q.classes.len(), 4);
+        assert_eq!(
+            q.classes[0].kind,
+            ClassKind::Strict {
+                guard: Some(RateConfig {
+                    rate_bps: 50_000_000,
+                    burst_bytes: 30000
+                })
+            }
+        );
+        assert_eq!(q.classes[0].queue_packets, 512);
+        assert_eq!(q.classes[0].queue_bytes, 4 << 20);
+        assert_eq!(q.classes[2].id, ClassId(2));
+        assert_eq!(q.classes[2].kind, ClassKind::Weighted { weight: 4 });
+        assert!(q.classes[2].drop_red);
+        assert_eq!(
+            q.classes[2].meter,
+            Some(MeterConfig::SrTcm(SrTcmConfig {
+                cir_bps: 10_000_000,
+                cbs_bytes: 30000,
+                ebs_bytes: 60000,
+                mode: MeterMode::ColorBlind
+            }))
+        );
+        assert_eq!(
+            q.classes[3].meter,
+            Some(MeterConfig::TrTcm(TrTcmConfig {
+                pir_bps: 40_000_000,
+                pbs_bytes: 40000,
+                cir_bps: 20_000_000,
+                cbs_bytes: 20000,
+                mode: MeterMode::ColorAware
+            }))
+        );
+        // `qos = "interactive"`: class id 2; the latency-critical feed: the strict class.
+        assert_eq!(plan.classes[0].qos_class, None);
+        assert_eq!(plan.classes[1].qos_class, Some(ClassId(2)));
+        let cfg = plan.engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
+        assert_eq!(&cfg.qos, q);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn qos_errors_name_the_field() {
+        let good = with_qos();
+        Config::parse(&good).unwrap();
+        let cases = [
+            ("qos = \"interactive\"", "qos = \"chat\"", "classes[1].qos"),
+            ("weight = 4", "weight = 0", "qos.classes[2].weight"),
+            (
+                "name = \"video\"\nweight = 2",
+                "name = \"video\"\nstrict = true",
+                "qos.classes[3].strict",
+            ),
+            (
+                "strict = true\nguard",
+                "strict = true\nweight = 3\nguard",
+                "qos.classes[0].weight",
+            ),
+            (
+                "guard_burst_bytes = 30000\n",
+                "",
+                "qos.classes[0].guard_burst_bytes",
+            ),
+            ("name = \"bulk\"", "name = \"feed\"", "qos.classes[1].name"),
+            (
+                "queue_packets = 512",
+                "queue_packets = 0",
+                "qos.classes[0].queue_packets",
+            ),
+            (
+                "queue_bytes = 1048576",
+                "queue_bytes = 4000",
+                "qos.classes[2].queue_bytes",
+            ),
+            (
+                "cir = \"10mbit\"",
+                "cir = \"fast\"",
+                "qos.classes[2].meter.cir",
+            ),
+            (
+                "cbs_bytes = 30000\nebs",
+                "cbs_bytes = 3000\nebs",
+                "qos.classes[2].meter.cbs_bytes",
+            ),
+            (
+                "ebs_bytes = 60000",
+                "ebs_bytes = 60000\npir = \"1gbit\"",
+                "qos.classes[2].meter.pir",
+            ),
+            (
+                "pir = \"40mbit\"",
+                "pir = \"10mbit\"",
+                "qos.classes[3].meter.pir",
+            ),
+            ("pbs_bytes = 40000\n", "", "qos.classes[3].meter.pbs_bytes"),
+            ("type = \"trtcm\"", "type = \"tbf\"", "srtcm"),
+            (
+                "quantum_bytes = 12000",
+                "quantum_bytes = 100",
+                "qos.quantum_bytes",
+            ),
+            (
+                "drop_red = true",
+                "drop_red = true\ncolour = 1",
+                "unknown field `colour`",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(good.contains(from), "{from}");
+            let e = err(&good.replacen(from, to, 1));
+            assert!(e.contains(want), "{to}: {e}");
+        }
+        // A latency-critical class needs a strict class; traffic that is not, a weighted one.
+        let no_strict = good.replacen(
+            "strict = true\nguard_rate = \"50mbit\"\nguard_burst_bytes = 30000\n",
+            "",
+            1,
+        );
+        let e = err(&no_strict);
+        assert!(e.contains("classes[0].latency_critical"), "{e}");
+        let e = err(&format!(
+            "{}\n[qos]\n[[qos.classes]]\nname = \"x\"\nstrict = true\n",
+            GOOD.replacen("[daemon]\nstats_file = \"/tmp/a.json\"", "", 1)
+        ));
+        assert!(e.contains("qos.classes: needs a weighted class"), "{e}");
     }
 
     #[test]

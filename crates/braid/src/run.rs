@@ -10,6 +10,13 @@
 //! A NIC whose device is missing at start, or disappears later, does not stop the daemon: its
 //! transport stays closed, link health marks it down (the flows move to the other NICs), and
 //! the worker retries it every second; when the device is back, the NIC is used again.
+//!
+//! VXLAN/GRE tunnels (`[[tunnels]]`) get braid-io tunnel ports, one per kind and local
+//! endpoint: every worker has its own sending sockets (a tunnelled flow may land on any vNIC
+//! queue), and worker 0 alone has the receiving ones (a UDP port is bound once, and two raw
+//! GRE sockets would each get every packet), so received tunnel traffic reaches the vNIC
+//! through worker 0's queue. Unlike a NIC's, a tunnel port that cannot be opened stops the
+//! daemon (it needs `CAP_NET_RAW` and the local address on the NIC's device).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +25,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use braid_core::auth::{AuthConfig, Role};
+use braid_core::engine::{Command, CommandError, RuleTable};
+use braid_core::qos::QosConfig;
 use braid_core::rss::{Rss, ToeplitzKey};
 use braid_io::dataplane::{Dataplane, DataplaneConfig, NicPort, Snapshot};
 use braid_io::transport::NicTransport;
@@ -130,6 +139,8 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
                 ..DataplaneConfig::default()
             },
         )
+        .context("cannot start the data path")?
+        .with_tunnels(tunnel_ports(&plan, &link_mtu, k == 0)?)
         .context("cannot start the data path")?;
         let dp = match steering.get_mut(k).and_then(Option::take) {
             Some(st) => dp.with_steering(st).context("cannot start the data path")?,
@@ -228,6 +239,143 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Replace the QoS configuration of every worker's engine with `qos`
+/// ([`Command::SetQos`], which each engine applies between batches, whole or not at all),
+/// through `apply` (in the daemon [`braid_io::dataplane::DataplaneHandle::apply`]). The
+/// engines share one configuration, so they accept or refuse alike; should one refuse or not
+/// answer after others took it, those are put back to `previous` (the set in force), so the
+/// workers do not stay on different sets.
+///
+/// # Errors
+/// The first worker that refused (the engine's reason, naming the field) or did not answer.
+pub(crate) fn apply_qos<W>(
+    workers: &[W],
+    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
+    qos: &QosConfig,
+    previous: &QosConfig,
+) -> Result<()> {
+    for (k, w) in workers.iter().enumerate() {
+        let failure = match apply(w, Command::SetQos(qos.clone())) {
+            Some(Ok(())) => continue,
+            Some(Err(e)) => anyhow::anyhow!("worker {k} refused the qos configuration: {e}"),
+            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
+        };
+        for (j, done) in workers[..k].iter().enumerate() {
+            if !matches!(apply(done, Command::SetQos(previous.clone())), Some(Ok(()))) {
+                tracing::error!(worker = j, "cannot put the previous qos configuration back");
+            }
+        }
+        return Err(failure);
+    }
+    tracing::info!(
+        workers = workers.len(),
+        classes = qos.classes.len(),
+        "qos replaced"
+    );
+    Ok(())
+}
+
+/// Replace the rule sets of every worker's engine with `new`'s `[[rules]]`
+/// ([`Command::ReplaceRules`]): both tables are built and validated once, here, off the data
+/// path (conflicts and shadowed rules named against the file), and each worker swaps them
+/// in between two batches, whole or not at all. The engines share one configuration, so
+/// they accept or refuse alike; should one refuse or not answer after others took the new
+/// tables, those are put back to `previous`'s, so the workers do not stay on different sets.
+///
+/// # Errors
+/// The tables do not build, or the first worker that refused (the engine's reason) or did
+/// not answer.
+pub(crate) fn apply_rules<W>(
+    workers: &[W],
+    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
+    new: &Plan,
+    previous: &Plan,
+) -> Result<()> {
+    let (tx, rx) = crate::config::build_rule_tables(new)?;
+    let command = |tx: &RuleTable, rx: &RuleTable| Command::ReplaceRules {
+        tx: Box::new(tx.clone()),
+        rx: Box::new(rx.clone()),
+    };
+    for (k, w) in workers.iter().enumerate() {
+        let failure = match apply(w, command(&tx, &rx)) {
+            Some(Ok(())) => continue,
+            Some(Err(e)) => anyhow::anyhow!("worker {k} refused the rules: {e}"),
+            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
+        };
+        if k > 0 {
+            // Built only now: a large set of one priority takes a while to validate.
+            let (old_tx, old_rx) = crate::config::build_rule_tables(previous)?;
+            for (j, done) in workers[..k].iter().enumerate() {
+                if !matches!(apply(done, command(&old_tx, &old_rx)), Some(Ok(()))) {
+                    tracing::error!(worker = j, "cannot put the previous rules back");
+                }
+            }
+        }
+        return Err(failure);
+    }
+    tracing::info!(
+        workers = workers.len(),
+        tx_rules = new.rules.tx.len(),
+        rx_rules = new.rules.rx.len(),
+        "rules replaced"
+    );
+    Ok(())
+}
+
+/// Apply a new configuration's policies to the running workers as a whole, ready for the
+/// REST API: `[qos]` first (a rule may name a class the new `[qos]` adds), then `[[rules]]`,
+/// each on every worker or on none ([`apply_qos`], [`apply_rules`]); should the rules be
+/// refused, the QoS configuration is put back too, so the workers keep the previous policies
+/// whole. The rest of the file (NICs, vNIC, peer, classes, tunnels, reorder, daemon) is not
+/// replaced at run time: a change there is refused, naming the section, before anything is
+/// applied (a restart applies it).
+///
+/// # Errors
+/// A section that cannot change at run time, or the refusal of [`apply_qos`] or
+/// [`apply_rules`].
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the REST API (issue 5) replaces policies through it"
+    )
+)]
+pub(crate) fn apply_policies<W>(
+    workers: &[W],
+    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
+    new: &Plan,
+    previous: &Plan,
+) -> Result<()> {
+    let (n, p) = (&new.file, &previous.file);
+    let fixed = [
+        ("vnic", n.vnic == p.vnic),
+        ("peer", n.peer == p.peer),
+        ("nics", n.nics == p.nics),
+        ("classes", new.classes == previous.classes),
+        ("tunnels", n.tunnels == p.tunnels),
+        ("policy", n.policy == p.policy),
+        ("reorder", n.reorder == p.reorder),
+        ("daemon", n.daemon == p.daemon),
+    ];
+    if let Some((section, _)) = fixed.iter().find(|(_, same)| !same) {
+        bail!(
+            "{section}: changed, and only [qos] and [[rules]] are replaced at run time \
+             (restart braid to apply the rest)"
+        );
+    }
+    let qos_changed = new.qos != previous.qos;
+    if qos_changed {
+        apply_qos(workers, &apply, &new.qos, &previous.qos)?;
+    }
+    if let Err(e) = apply_rules(workers, &apply, new, previous) {
+        if qos_changed && let Err(back) = apply_qos(workers, &apply, &previous.qos, &new.qos) {
+            tracing::error!(error = %back, "cannot put the previous qos configuration back");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Open NIC `n`'s transport for worker `worker` of `workers` (UDP: local port base +
 /// worker). It sends to the peer's worker that reads this NIC for `worker`'s session: the
 /// same worker, or with `per-nic` receive the NIC's reader (NIC i: worker i mod `workers`),
@@ -297,6 +445,63 @@ fn open_transport(
         }
     };
     Ok(transport)
+}
+
+/// The tunnel ports of one worker: one per kind and local endpoint of `[[tunnels]]`, bound
+/// to the NIC's device, sending for every tunnel of that endpoint; `receive` for worker 0.
+fn tunnel_ports(
+    plan: &Plan,
+    link_mtu: &[u32],
+    receive: bool,
+) -> Result<Vec<braid_io::dataplane::TunnelPortEntry>> {
+    use braid_io::tunnel::{TunnelKind, TunnelPort, TunnelPortConfig};
+    use braid_wire::tunnel::Encap;
+    let mut entries: Vec<(TunnelPortConfig, braid_io::dataplane::TunnelPortEntry)> = Vec::new();
+    for (id, t) in plan.tunnels.iter().enumerate() {
+        let nic = &plan.nics[usize::from(t.nic.0)];
+        let mtu = link_mtu[usize::from(t.nic.0)];
+        let overhead = t.encap.overhead();
+        if receive && plan.file.vnic.mtu as usize + overhead > mtu as usize {
+            tracing::warn!(
+                tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
+                "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger packets of                  the tunnel's flows are dropped (tunnel_too_big)"
+            );
+        }
+        let kind = match &t.encap {
+            Encap::Vxlan(v) => TunnelKind::Vxlan { port: v.dst_port },
+            Encap::Gre(_) => TunnelKind::Gre,
+        };
+        let (local, _) = t.endpoints();
+        let id = u8::try_from(id).expect("invariant: at most MAX_TUNNELS tunnels");
+        if let Some((_, e)) = entries
+            .iter_mut()
+            .find(|(c, _)| c.kind == kind && c.local == local)
+        {
+            e.tunnels.push(id);
+            continue;
+        }
+        let mut cfg = TunnelPortConfig::new(kind, local, Some(nic.device.clone()));
+        cfg.receive = receive;
+        cfg.max_tx_bytes = mtu as usize;
+        cfg.max_rx_bytes = cfg.max_rx_bytes.max(plan.file.vnic.mtu as usize + 256);
+        let name = match kind {
+            TunnelKind::Vxlan { port } => {
+                format!("vxlan {}", std::net::SocketAddr::new(local, port))
+            }
+            TunnelKind::Gre => format!("gre {local}"),
+        };
+        let port = TunnelPort::open(cfg.clone())
+            .with_context(|| format!("tunnels[{id}] ({}): cannot open {name}", t.name))?;
+        entries.push((
+            cfg,
+            braid_io::dataplane::TunnelPortEntry {
+                name,
+                port,
+                tunnels: vec![id],
+            },
+        ));
+    }
+    Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
 /// The engine of worker `worker`: its share of each link's capacity, and its own key,
@@ -560,6 +765,32 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
             .map(|(t, extra)| transport_json(t, extra))
             .collect::<Vec<_>>(),
         "drops": drops,
+        "tunnel_unqueued": s.tunnel_unqueued,
+        "tunnels": s
+            .tunnels
+            .iter()
+            .map(|t| json!({
+                "id": t.id,
+                "name": t.name,
+                "tx_packets": t.engine.tx_packets_count,
+                "tx_bytes": t.engine.tx_bytes_count,
+                "rx_packets": t.engine.rx_packets_count,
+                "rx_bytes": t.engine.rx_bytes_count,
+                "rx_seq_resync": t.engine.rx_seq_resync_count,
+            }))
+            .collect::<Vec<_>>(),
+        "tunnel_ports": s
+            .tunnel_ports
+            .iter()
+            .map(|p| {
+                let mut v = transport_json(&p.transport, &[]);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("name".into(), json!(p.name));
+                    map.insert("receives".into(), json!(p.receives));
+                }
+                v
+            })
+            .collect::<Vec<_>>(),
         "steering": s.steering.map(|(worker, st)| json!({
             "worker": worker,
             "steered_out": st.steered_out,
@@ -623,6 +854,146 @@ mod tests {
         assert_eq!(nic["tx_bytes"], 150);
         assert_eq!(nic["link"]["srtt_us"], 40);
         assert_eq!(nic["link"]["loss"], 0.02);
+    }
+
+    /// Every worker takes a new QoS set; if one refuses, the others are put back.
+    #[test]
+    fn qos_is_replaced_on_every_worker_or_on_none() {
+        use std::cell::RefCell;
+
+        use braid_core::engine::{
+            ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec,
+        };
+        use braid_core::qos::{ClassConfig, ClassId, ClassKind};
+        use braid_core::{Instant, NicId};
+
+        let now = Instant::from_millis(1);
+        let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 100_000_000, 1500)]);
+        cfg.qos
+            .classes
+            .push(ClassConfig::weighted(2, 3, 100, 1 << 20));
+        let previous = cfg.qos.clone();
+        let plain = Engine::new(cfg.clone(), now).unwrap();
+        // Worker 1 has a flow class in QoS class 2.
+        cfg.classes.push(FlowClass {
+            qos_class: Some(ClassId(2)),
+            ..FlowClass::new("ssh", ClassMatch::default(), ClassPolicy::Pin)
+        });
+        let uses_class_2 = Engine::new(cfg, now).unwrap();
+        let workers = [RefCell::new(plain), RefCell::new(uses_class_2)];
+        let apply = |w: &RefCell<Engine>, cmd| Some(w.borrow_mut().apply(now, cmd));
+        // Weights changed: both take it.
+        let mut reweighted = previous.clone();
+        reweighted.classes[2].kind = ClassKind::Weighted { weight: 8 };
+        apply_qos(&workers, apply, &reweighted, &previous).unwrap();
+        for w in &workers {
+            assert_eq!(w.borrow().config().qos, reweighted);
+        }
+        // Class 2 removed: worker 1 refuses, worker 0 is put back.
+        let mut without_2 = reweighted.clone();
+        without_2.classes.pop();
+        let e = apply_qos(&workers, apply, &without_2, &reweighted).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "worker 1 refused the qos configuration: qos configuration refused: \
+             classes[0].qos_class: names no class of qos.classes"
+        );
+        for w in &workers {
+            assert_eq!(w.borrow().config().qos, reweighted);
+        }
+        // A worker that does not answer.
+        let e = apply_qos(&workers, |_, _| None, &without_2, &reweighted).unwrap_err();
+        assert!(e.to_string().contains("worker 0 did not answer"), "{e}");
+    }
+
+    /// A new configuration's `[qos]` and `[[rules]]` reach every worker together (a rule
+    /// naming a QoS class the new `[qos]` adds); if one worker refuses the rules, every
+    /// worker is back on the previous QoS and rules; other sections cannot change.
+    #[test]
+    fn policies_are_replaced_on_every_worker_or_on_none() {
+        use std::cell::RefCell;
+
+        use braid_core::Instant;
+        use braid_core::engine::Engine;
+
+        const BASE: &str = r#"
+[vnic]
+name = "braid0"
+mtu = 1400
+
+[peer]
+role = "a"
+
+[[nics]]
+name = "link0"
+device = "veth0"
+local = "10.77.0.1:7700"
+peer = "10.77.0.2:7700"
+capacity = "1gbit"
+
+[[rules]]
+name = "mark"
+protocol = "udp"
+dst_ports = "5000"
+set_dscp = 10
+"#;
+        let previous = Config::parse(BASE).unwrap();
+        let new_text = format!(
+            "{}qos = \"gold\"\n\n[[rules]]\nname = \"un-nat\"\ndirection = \"rx\"\n\
+             src = \"192.0.2.7/32\"\nset_src = \"10.99.0.2\"\n\n[qos]\n\
+             [[qos.classes]]\nname = \"feed\"\nstrict = true\n[[qos.classes]]\n\
+             name = \"bulk\"\n[[qos.classes]]\nname = \"gold\"\nweight = 4\n",
+            BASE.replacen("set_dscp = 10", "set_dscp = 20", 1)
+        );
+        let new = Config::parse(&new_text).unwrap();
+        assert_eq!(new.qos.classes.len(), 3);
+        let now = Instant::from_millis(1);
+        let engine = || {
+            let cfg = previous.engine_config(&[1500], &[1_000_000_000]);
+            RefCell::new(Engine::new(cfg, now).unwrap())
+        };
+        let workers = [engine(), engine()];
+        let real = |w: &RefCell<Engine>, cmd| Some(w.borrow_mut().apply(now, cmd));
+        let on = |plan: &Plan| {
+            workers.iter().all(|w| {
+                let w = w.borrow();
+                let c = w.config();
+                c.tx_rules == plan.rules.tx && c.rx_rules == plan.rules.rx && c.qos == plan.qos
+            })
+        };
+        assert!(on(&previous));
+        // Worker 1 refuses the rules: worker 0 gets the previous rules back, and both the
+        // previous QoS.
+        let refusing = |w: &RefCell<Engine>, cmd: Command| {
+            if std::ptr::eq(w, &workers[1]) && matches!(cmd, Command::ReplaceRules { .. }) {
+                return Some(Err(CommandError::InvalidValue("tx")));
+            }
+            real(w, cmd)
+        };
+        let e = apply_policies(&workers, refusing, &new, &previous).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "worker 1 refused the rules: invalid value for tx"
+        );
+        assert!(on(&previous), "everything put back");
+        // Both take them.
+        apply_policies(&workers, real, &new, &previous).unwrap();
+        assert!(on(&new));
+        for w in &workers {
+            let w = w.borrow();
+            assert_eq!(w.tx_rule_set().len(), 1);
+            assert_eq!(w.rx_rule_set().len(), 1);
+        }
+        // And back.
+        apply_policies(&workers, real, &previous, &new).unwrap();
+        assert!(on(&previous));
+        // A section the daemon does not replace at run time.
+        let other_nic =
+            Config::parse(&BASE.replacen("capacity = \"1gbit\"", "capacity = \"2gbit\"", 1))
+                .unwrap();
+        let e = apply_policies(&workers, real, &other_nic, &previous).unwrap_err();
+        assert!(e.to_string().starts_with("nics: changed"), "{e}");
+        assert!(on(&previous));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `braid testbed up|down|status`: two hosts in one machine, for trying and testing braid.
 //!
 //! Owns the testbed: two network namespaces `<name>-a` and `<name>-b` joined by N veth pairs
-//! (one pair is one NIC, `nic<i>` on both sides, 10.77.<i>.1/24 and 10.77.<i>.2/24), a TBF
+//! (one pair is one NIC, `nic<i>` on both sides, `10.77.<i>.1/24` and `10.77.<i>.2/24`), a TBF
 //! qdisc on both ends of each rate-limited pair, a state directory
 //! `/run/braid-testbed/<name>/` (pre-shared key, the two daemon configs, logs, pid files and
 //! stats), and one `braid run` per namespace. It does not own the daemon itself (`braid run`
@@ -75,7 +75,7 @@ pub(crate) struct TestbedArgs {
     #[command(subcommand)]
     action: Action,
     /// Testbed name: the namespaces are `<name>-a` and `<name>-b`, the state is in
-    /// /run/braid-testbed/<name>/. Must start with `braid`; letters, digits, `-` and `_`.
+    /// `/run/braid-testbed/<name>/`. Must start with `braid`; letters, digits, `-` and `_`.
     #[arg(long, global = true, default_value = "braid", value_parser = parse_name)]
     name: String,
 }
@@ -165,12 +165,47 @@ struct UpArgs {
     /// queues, which hands the other workers' packets over the inter-NIC channel).
     #[arg(long, value_enum, default_value = "per-worker")]
     receive: ReceiveArg,
+    /// Add a latency-critical flow class for these packets: `udp:11111`, `tcp:5201-5210`
+    /// (repeatable). Its flows get a copy on every link and go first on each (the strict QoS
+    /// class), ahead of bulk traffic queued there.
+    #[arg(long, value_name = "PROTO:PORTS", value_parser = parse_class_arg)]
+    latency_class: Vec<ClassArg>,
+    /// Add the same class (a copy on every link) without priority: its flows share the links
+    /// with the bulk traffic in the weighted QoS class. The control for `--latency-class`.
+    #[arg(long, value_name = "PROTO:PORTS", value_parser = parse_class_arg)]
+    bulk_class: Vec<ClassArg>,
     /// The braid binary to run in the namespaces (default: this one).
     #[arg(long, value_name = "PATH")]
     braid: Option<PathBuf>,
     /// Build the network and write the configs, but don't start braid.
     #[arg(long)]
     no_start: bool,
+}
+
+/// A flow class added by `--latency-class` or `--bulk-class`: UDP or TCP to some ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClassArg {
+    /// `udp` or `tcp`.
+    protocol: &'static str,
+    /// `N` or `N-M`.
+    ports: String,
+}
+
+/// `udp:11111`, `tcp:5201-5210`.
+fn parse_class_arg(text: &str) -> Result<ClassArg, String> {
+    let bad =
+        || format!("{text:?}: must be udp:PORTS or tcp:PORTS, e.g. udp:11111 or tcp:5201-5210");
+    let (proto, ports) = text.split_once(':').ok_or_else(bad)?;
+    let protocol = match proto {
+        "udp" => "udp",
+        "tcp" => "tcp",
+        _ => return Err(bad()),
+    };
+    crate::config::parse_port_range(ports).map_err(|_| bad())?;
+    Ok(ClassArg {
+        protocol,
+        ports: ports.trim().to_owned(),
+    })
 }
 
 /// Runs `braid testbed <action>`.
@@ -293,7 +328,7 @@ impl Side {
         }
     }
 
-    /// The host part of this side's addresses (10.77.<i>.x, 10.99.0.x).
+    /// The host part of this side's addresses (`10.77.<i>.x`, `10.99.0.x`).
     fn host(self) -> u8 {
         match self {
             Self::A => 1,
@@ -793,6 +828,8 @@ fn write_state(tb: &Testbed, args: &UpArgs) -> Result<()> {
             auto_capacity: args.auto_capacity,
             busy_poll_us: args.busy_poll_us,
             per_nic: args.receive == ReceiveArg::PerNic,
+            latency_classes: &args.latency_class,
+            bulk_classes: &args.bulk_class,
         });
         let path = tb.file(side, "toml");
         fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
@@ -856,6 +893,10 @@ struct ConfigParams<'a> {
     busy_poll_us: u32,
     /// `daemon.receive = "per-nic"` (else left out: per worker).
     per_nic: bool,
+    /// Extra duplicated classes, latency-critical (`--latency-class`)...
+    latency_classes: &'a [ClassArg],
+    /// ... and not (`--bulk-class`), ahead of the default one.
+    bulk_classes: &'a [ClassArg],
 }
 
 /// `--receive`.
@@ -923,6 +964,19 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
         };
         let _ = writeln!(t, "capacity = {}", toml_str(&capacity));
         let _ = writeln!(t, "mtu = {}", p.link_mtu);
+    }
+    let extra = p
+        .latency_classes
+        .iter()
+        .map(|c| ("latency", c, true))
+        .chain(p.bulk_classes.iter().map(|c| ("bulk", c, false)));
+    for (i, (kind, c, latency_critical)) in extra.enumerate() {
+        let _ = writeln!(t, "\n[[classes]]");
+        let _ = writeln!(t, "name = \"{kind}-{i}\"");
+        let _ = writeln!(t, "protocol = \"{}\"", c.protocol);
+        let _ = writeln!(t, "dst_ports = {}", toml_str(&c.ports));
+        let _ = writeln!(t, "policy = \"duplicate\"");
+        let _ = writeln!(t, "latency_critical = {latency_critical}");
     }
     let _ = writeln!(t, "\n[[classes]]");
     let _ = writeln!(t, "name = \"latency-critical\"");
@@ -1308,6 +1362,8 @@ mod tests {
             auto_capacity: false,
             busy_poll_us: 0,
             per_nic: false,
+            latency_classes: &[],
+            bulk_classes: &[],
         });
         text.parse::<toml::Table>()
             .unwrap_or_else(|e| panic!("generated config is not TOML: {e}\n{text}"))
@@ -1329,6 +1385,8 @@ mod tests {
             auto_capacity: true,
             busy_poll_us: 0,
             per_nic: false,
+            latency_classes: &[],
+            bulk_classes: &[],
         });
         let c: toml::Table = text.parse().expect("TOML");
         let nics = c["nics"].as_array().unwrap();
@@ -1431,6 +1489,8 @@ mod tests {
                     auto_capacity: false,
                     busy_poll_us: 0,
                     per_nic: encrypt,
+                    latency_classes: &[],
+                    bulk_classes: &[],
                 });
                 match crate::config::Config::parse(&text) {
                     Ok(plan) => assert_eq!(
@@ -1464,6 +1524,8 @@ mod tests {
             auto_capacity: false,
             busy_poll_us: 0,
             per_nic: false,
+            latency_classes: &[],
+            bulk_classes: &[],
         });
         let c: toml::Table = text.parse().expect("TOML");
         for (i, mac) in macs.iter().enumerate() {
@@ -1505,6 +1567,74 @@ mod tests {
         assert_eq!(vnic_mtu(&udp), 1500 - 84);
         let explicit = up(&["t", "up", "--transport", "ethernet", "--queues", "3"]);
         assert_eq!(explicit.queues, 3, "refused by `up` with a message");
+    }
+
+    /// `--latency-class` and `--bulk-class` add duplicated classes ahead of the default
+    /// one, latency-critical or not, which the daemon puts in the strict or the weighted QoS
+    /// class.
+    #[test]
+    fn latency_and_bulk_classes_reach_the_config() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            action: Action,
+        }
+        let Action::Up(args) = Cli::try_parse_from([
+            "t",
+            "up",
+            "--latency-class",
+            "udp:11111",
+            "--bulk-class",
+            "tcp:5201-5210",
+        ])
+        .expect("parses")
+        .action
+        else {
+            panic!("not up")
+        };
+        assert_eq!(
+            args.latency_class,
+            [ClassArg {
+                protocol: "udp",
+                ports: "11111".into()
+            }]
+        );
+        for bad in ["udp", "icmp:1", "udp:70000", "tcp:9-1"] {
+            assert!(parse_class_arg(bad).is_err(), "{bad}");
+        }
+        let text = daemon_config(&ConfigParams {
+            side: Side::A,
+            links: &[LinkRate(Some(100_000_000))],
+            peer_macs: None,
+            vnic_mtu: 1416,
+            queues: 1,
+            link_mtu: 1500,
+            key_file: None,
+            encrypt: false,
+            stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
+            auto_capacity: false,
+            busy_poll_us: 0,
+            per_nic: false,
+            latency_classes: &args.latency_class,
+            bulk_classes: &args.bulk_class,
+        });
+        let plan = crate::config::Config::parse(&text)
+            .unwrap_or_else(|e| panic!("braid run rejects it: {e:#}\n{text}"));
+        let c = &plan.classes;
+        assert_eq!(c.len(), 3, "{text}");
+        assert_eq!(c[0].name, "latency-0");
+        assert_eq!(c[0].matcher.protocol, Some(17));
+        assert_eq!(c[0].matcher.dst_ports, Some((11111, 11111)));
+        assert!(c[0].latency_critical);
+        assert_eq!(c[1].name, "bulk-1");
+        assert_eq!(c[1].matcher.protocol, Some(6));
+        assert_eq!(c[1].matcher.dst_ports, Some((5201, 5210)));
+        assert!(!c[1].latency_critical);
+        for class in &c[..2] {
+            assert_eq!(class.policy, braid_core::engine::ClassPolicy::Duplicate);
+        }
+        assert_eq!(c[2].name, "latency-critical");
     }
 
     #[test]

@@ -59,7 +59,7 @@ const UDP_MAX_TRACKED_SEQ: u64 = 1 << 27;
 /// How often blocked socket calls wake up to look at the deadlines.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Socket buffer asked for on UDP sockets: forced as root (SO_RCVBUFFORCE), otherwise
-/// capped by the kernel at net.core.[rw]mem_max.
+/// capped by the kernel at `net.core.{r,w}mem_max`.
 const UDP_SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// splitmix64's increment (the golden ratio in 64-bit fixed point).
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

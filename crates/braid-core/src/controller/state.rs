@@ -622,7 +622,7 @@ impl FlowController {
     }
 
     /// Periodic work, bounded: decay measured loads to `now` (O(flows)), admit queued flows
-    /// that now fit (at most `max_queued` attempts), then at most [`MAX_PLAN`] rebalance moves
+    /// that now fit (at most `max_queued` attempts), then at most `MAX_PLAN` rebalance moves
     /// from the most to the least utilised Up NIC, each subject to hysteresis, dwell and the
     /// moves/sec bound.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -8,12 +8,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, QosError};
 use crate::auth::AuthConfig;
 use crate::controller::{ControllerConfig, OverflowPolicy};
 use crate::flow::{ClassifyConfig, FlowTableConfig};
 use crate::health::HealthConfig;
 use crate::health::capacity::CapacityConfig;
+use crate::qos::{ClassId, ClassKind, QosConfig};
 use crate::reassembly::ReassemblyConfig;
 use crate::reorder::ReorderConfig;
 use crate::scheduler::SchedulerConfig;
@@ -116,12 +117,23 @@ pub struct FlowClass {
     /// Declared demand per flow in bit/s, for admission (0 = measured load only).
     pub demand_bps: u64,
     /// Strict priority on every NIC's queue over classes that are not latency-critical (a
-    /// market-data feed). Default false.
+    /// market-data feed): its flows go to the strict class of [`EngineConfig::qos`] unless
+    /// `qos_class` names another. A flow in the strict class is not refused by admission
+    /// control (the load it counts yields to it). Default false.
     pub latency_critical: bool,
+    /// The QoS class (of [`EngineConfig::qos`]) of the class's flows: `None` (the default)
+    /// is the strict class for a latency-critical class, else the default weighted class
+    /// (the weighted class with the lowest id). Set once per flow when it is installed.
+    pub qos_class: Option<ClassId>,
     /// What happens to a new flow when no NIC has room for its demand: refused (its packets
     /// are dropped as `flow_rejected`, and it asks again every 100 ms) or queued until the
     /// flow controller finds room (`flow_queued`).
     pub overflow: OverflowPolicy,
+    /// The tunnel (index into [`EngineConfig::tunnels`]) the class's flows are encapsulated
+    /// for, as VXLAN or GRE to a peer that is not braid, instead of being sent as braid
+    /// packets (`policy`, `nics`, `demand_bps` and `qos_class` then do not apply). Default
+    /// `None`. See [`super::tunnel`].
+    pub tunnel: Option<u8>,
 }
 
 impl FlowClass {
@@ -136,7 +148,9 @@ impl FlowClass {
             nics: NicSet::ALL,
             demand_bps: 0,
             latency_critical: false,
+            qos_class: None,
             overflow: OverflowPolicy::Reject,
+            tunnel: None,
         }
     }
 
@@ -190,12 +204,21 @@ pub struct EngineConfig {
     /// Bytes of the packet store shared by TX queues, the reorder buffers and the delivery
     /// queue (default 64 MiB). Reassembly has its own cap inside it.
     pub store_bytes: usize,
-    /// Bytes each band of each NIC's TX queue may hold (default 4 MiB). The bands are
-    /// bounded separately, so bulk traffic that fills a NIC never refuses a latency-critical
-    /// packet.
-    pub tx_queue_bytes: usize,
-    /// Packets each band of each NIC's TX queue may hold (default 8192).
-    pub tx_queue_packets: usize,
+    /// Each NIC's TX queue: a QoS scheduler ([`crate::qos::Qos`]) with one bounded queue per
+    /// class, at most one strict class (the latency-critical one, sent first) and weighted
+    /// fair sharing (DRR) among the others, plus per class an optional RFC 2697/2698 meter
+    /// that the engine applies once per packet at the vNIC (in `handle_tx`), policing Red
+    /// with `drop_red`. The classes are bounded separately, so bulk traffic that fills a
+    /// NIC never refuses a latency-critical packet.
+    ///
+    /// Default ([`QosConfig::default`]): class 0 strict, class 1 weighted, each 8192 packets
+    /// and 4 MiB per NIC: latency-critical flows in class 0, the rest in class 1. Flows get
+    /// their class from their flow class ([`FlowClass::qos_class`]); traffic that matches no
+    /// class goes to the weighted class with the lowest id. The engine raises
+    /// `max_packet_bytes` (and `quantum_bytes` with it) to the largest packet it queues or
+    /// meters, [`Self::largest_packet_bytes`], so meters' bursts must hold that too.
+    /// Replaced at run time with [`super::Command::SetQos`].
+    pub qos: QosConfig,
     /// How far ahead of its pacing schedule a NIC may send, as a burst (default 100 µs).
     pub pacing_burst: Duration,
     /// How much sending time a NIC may make up after the engine fell behind its schedule
@@ -220,6 +243,22 @@ pub struct EngineConfig {
     /// ([`DropReason::WrongLane`](crate::DropReason::WrongLane)), so a NIC read by one
     /// worker for several can hand each packet to the engine whose session it belongs to.
     pub lane: u8,
+    /// VXLAN/GRE tunnels to peers that are not braid ([`super::tunnel`]); flow classes name
+    /// them by index ([`FlowClass::tunnel`]). At most [`super::MAX_TUNNELS`]; default none.
+    pub tunnels: Vec<super::TunnelSpec>,
+    /// Encapsulated packets waiting for [`super::Engine::poll_tunnel_transmit`] (default
+    /// 1024); more are dropped and counted (`tunnel_queue_full`).
+    pub tunnel_queue_packets: usize,
+    /// Rules applied to the vNIC's packets on TX (match → actions, with conditions on live
+    /// link state; [`crate::rules`]), validated as a set and compiled in
+    /// [`super::Engine::new`]: a rule's striping, priority class and tunnel override the
+    /// flow class's, its rewrites change the packet, `drop` drops it. See `engine/rules.rs`
+    /// for what the engine carries out. Default none. Replaced at run time with
+    /// [`super::Command::ReplaceRules`].
+    pub tx_rules: Vec<crate::rules::Rule>,
+    /// Rules applied on RX to braid's packets as they go to the vNIC (after reassembly and
+    /// reorder): rewrites and drop only. Default none.
+    pub rx_rules: Vec<crate::rules::Rule>,
 }
 
 impl EngineConfig {
@@ -244,8 +283,7 @@ impl EngineConfig {
             scheduler: SchedulerConfig::default(),
             controller: ControllerConfig::default(),
             store_bytes: 64 << 20,
-            tx_queue_bytes: 4 << 20,
-            tx_queue_packets: 8192,
+            qos: QosConfig::default(),
             pacing_burst: Duration::from_micros(100),
             pacing_credit: Duration::from_millis(1),
             deliver_queue_packets: 8192,
@@ -253,14 +291,25 @@ impl EngineConfig {
             auth: None,
             seed: 0x0b5a_1d00_5eed,
             lane: 0,
+            tunnels: Vec::new(),
+            tunnel_queue_packets: 1024,
+            tx_rules: Vec::new(),
+            rx_rules: Vec::new(),
         }
     }
 
-    /// Check every value; the error names the field.
+    /// Check every value; the error names the field. The rules are validated and compiled
+    /// as sets ([`super::RuleTable::build`]), which for large sets is the costly part.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_except_rules()?;
+        super::state::rules::validate(self)
+    }
+
+    /// [`Self::validate`] but the rules: [`super::Engine::new`] builds them once itself.
+    pub(super) fn validate_except_rules(&self) -> Result<(), ConfigError> {
         if self.nics.is_empty() {
             return Err(ConfigError::NoNics);
         }
@@ -319,10 +368,13 @@ impl EngineConfig {
                 ));
             }
         }
+        super::tunnel::validate(self)?;
+        self.check_qos(&self.qos).map_err(|e| {
+            let (field, why) = e.field_and_why();
+            invalid(field, why)
+        })?;
         let nonzero = [
             ("store_bytes", self.store_bytes),
-            ("tx_queue_bytes", self.tx_queue_bytes),
-            ("tx_queue_packets", self.tx_queue_packets),
             ("deliver_queue_packets", self.deliver_queue_packets),
             ("event_queue", self.event_queue),
         ];
@@ -352,6 +404,63 @@ impl EngineConfig {
                 "auth.counter_start".into(),
                 "must be below 2^64 - 1 (that counter is never sent)",
             ));
+        }
+        Ok(())
+    }
+
+    /// The largest packet the engine queues on a NIC or meters at the vNIC, bytes: the vNIC
+    /// MTU or a NIC's `mtu_bytes`, whichever is larger.
+    #[must_use]
+    pub fn largest_packet_bytes(&self) -> u32 {
+        self.nics
+            .iter()
+            .map(|n| n.mtu_bytes)
+            .fold(self.vnic_mtu, u32::max)
+    }
+
+    /// `qos` as the engine runs it: `max_packet_bytes` raised to
+    /// [`Self::largest_packet_bytes`], `quantum_bytes` to at least that.
+    #[must_use]
+    pub fn effective_qos(&self, qos: &QosConfig) -> QosConfig {
+        let mut q = qos.clone();
+        q.max_packet_bytes = q.max_packet_bytes.max(self.largest_packet_bytes());
+        q.quantum_bytes = q.quantum_bytes.max(q.max_packet_bytes);
+        q
+    }
+
+    /// Check a QoS configuration against this configuration: valid in itself and once
+    /// raised to the largest packet, a weighted class for traffic that is not
+    /// latency-critical, and every class the flow classes use.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn check_qos(&self, qos: &QosConfig) -> Result<(), QosError> {
+        qos.validate().map_err(QosError::Config)?;
+        self.effective_qos(qos)
+            .validate()
+            .map_err(QosError::TooSmallForPackets)?;
+        if !qos
+            .classes
+            .iter()
+            .any(|c| matches!(c.kind, ClassKind::Weighted { .. }))
+        {
+            return Err(QosError::NoWeightedClass);
+        }
+        let strict = qos
+            .classes
+            .iter()
+            .find(|c| matches!(c.kind, ClassKind::Strict { .. }))
+            .map(|c| c.id);
+        for (i, c) in self.classes.iter().enumerate() {
+            match c.qos_class {
+                Some(id) if qos.class(id).is_none() => {
+                    return Err(QosError::UnknownClass { flow_class: i });
+                }
+                None if c.latency_critical && strict.is_none() => {
+                    return Err(QosError::NoStrictClass { flow_class: i });
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -25,12 +25,26 @@
 //! # TX path
 //!
 //! `handle_tx` → size check → classify ([`braid_wire::IpSummary`] → [`FlowKey`]) → **fast
-//! path**: the TX flow table hit gives the flow's id, sequence counter and policy; **slow
-//! path** on a miss: match the flow classes, ask the flow controller to place the flow, install
-//! it → the scheduler plans the packet (whole, split, or duplicate) from a [`LinkView`] per NIC
-//! → the packet is copied once into the packet store and its pieces are queued on the NICs'
-//! bounded TX queues. `poll_transmit` paces each NIC to its capacity, writes the braid header
-//! and the piece into the caller's buffer, and frees the stored packet after its last piece.
+//! path**: the TX flow table hit gives the flow's id, sequence counter and policy, and its
+//! cached TX rule (`engine/rules.rs`: drop, header rewrites; looked up again when the rule
+//! set's version changed); **slow path** on a miss: match the flow classes, look the flow's
+//! rule up (its striping, QoS class and tunnel override the class's), ask the flow controller
+//! to place the flow, install it → the scheduler plans the packet (whole, split, or duplicate) from a [`LinkView`] per NIC
+//! → the flow's QoS class meters the packet at the vNIC (RFC 2697/2698; Red is dropped where
+//! the class polices) → the packet is copied once into the packet store (where the rule's
+//! rewrites are applied, RFC 1624 checksum updates) and its pieces are
+//! queued in the flow's QoS class on the NICs' TX queues: per NIC a [`crate::qos::Qos`]
+//! scheduler with a bounded queue per class, the strict (latency-critical) class first and
+//! DRR among the others. `poll_transmit` paces each NIC to its capacity, takes the
+//! scheduler's next piece, writes the braid header and the piece into the caller's buffer,
+//! and frees the stored packet after its last piece. [`Command::SetQos`] replaces the QoS
+//! configuration of every NIC at once, between batches.
+//!
+//! The pacer stays a virtual clock per NIC (`next_free`), not a [`crate::qos::Shaper`]: the
+//! two are the same token bucket (the shaper's module doc derives the equivalence), but the
+//! clock also gives the scheduler each NIC's pacing debt as backlog, makes up lost time after
+//! a late wake-up (`pacing_credit`) and follows an `auto` NIC's estimate by one field; the
+//! tests and benchmarks of those behaviours hold as they are.
 //!
 //! # RX path
 //!
@@ -39,8 +53,11 @@
 //! counter ([`crate::auth`]) → link health learns the link is alive
 //! (and a one-way delay sample) → probes are answered, probe replies feed RTT and loss → data:
 //! the RX flow (by flow id) → dedup pre-check → unfragmented packets are stored, fragments go
-//! to the reassembler → the flow's reorder buffer → released in order into the delivery queue,
-//! with a hold time that follows the measured delay spread between the links the flow uses.
+//! to the reassembler → the flow's reorder buffer → released in order, through the RX rules
+//! (rewrites, drop; `engine/rules.rs`), into the delivery queue, with a hold time that
+//! follows the measured delay spread between the links the flow uses. Rule conditions on
+//! live link state are evaluated at every `handle_timeout`; [`Command::ReplaceRules`]
+//! swaps both rule sets between batches.
 //!
 //! Every drop is counted by [`DropReason`]. Nothing on these paths allocates once the tables
 //! have warmed up, logs, or makes a syscall.
@@ -54,15 +71,20 @@ mod metrics;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod tunnel;
 
 pub use config::{
     ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, UDP_IPV4_OVERHEAD_BYTES,
 };
 pub use metrics::{EngineStats, NicCounters};
+pub use state::rules::{RuleDirection, RuleRefusal, RuleStats, RuleTable, RulesError};
 pub use state::{Delivered, Engine, RxFlowInfo, Transmit, TxVerdict};
+pub use tunnel::{MAX_TUNNELS, TunnelSpec, TunnelStats, TunnelTransmit};
 
+use alloc::boxed::Box;
 use core::fmt;
 
+use crate::qos::{QosConfig, QosConfigError};
 use crate::{NicId, NicSet};
 
 /// A control command, applied between batches by [`Engine::apply`]. The REST API and the CLI
@@ -94,6 +116,26 @@ pub enum Command {
         /// The NICs.
         nics: NicSet,
     },
+    /// Replace the QoS configuration ([`EngineConfig::qos`]) of every NIC at once, between
+    /// batches: classes that stay keep their queued packets in order (up to their new
+    /// limits), their DRR deficit and, when their meter did not change, its tokens; the
+    /// packets of a removed class, or beyond a shrunk queue, are dropped and counted
+    /// ([`crate::DropReason::QosClassRemoved`]). A configuration the engine refuses
+    /// ([`EngineConfig::check_qos`]) changes nothing. Installed flows keep their QoS class;
+    /// one whose class is gone goes to the default class.
+    SetQos(QosConfig),
+    /// Replace the TX and RX rule sets ([`EngineConfig::tx_rules`], [`EngineConfig::rx_rules`])
+    /// as a whole, between batches: tables built and validated off the fast path
+    /// ([`RuleTable::build`]), checked again against the configuration in force (tunnels and
+    /// QoS classes may have changed since), then swapped in; every flow is looked up again
+    /// on its next packet. A refused table leaves the sets in force unchanged. See
+    /// `engine/rules.rs`.
+    ReplaceRules {
+        /// The new TX table ([`RuleDirection::Tx`]).
+        tx: Box<RuleTable>,
+        /// The new RX table ([`RuleDirection::Rx`]).
+        rx: Box<RuleTable>,
+    },
 }
 
 /// Why [`Engine::apply`] refused a command. The engine's state is unchanged.
@@ -106,6 +148,11 @@ pub enum CommandError {
     UnknownClass(usize),
     /// A value is out of range; the field is named.
     InvalidValue(&'static str),
+    /// A QoS configuration the engine refuses ([`Command::SetQos`]).
+    InvalidQos(QosError),
+    /// A rule of [`Command::ReplaceRules`] the engine cannot carry out with the
+    /// configuration in force (a tunnel or QoS class it names is gone).
+    InvalidRules(RuleRefusal),
 }
 
 impl fmt::Display for CommandError {
@@ -114,9 +161,86 @@ impl fmt::Display for CommandError {
             Self::UnknownNic(n) => write!(f, "unknown nic {}", n.0),
             Self::UnknownClass(c) => write!(f, "unknown flow class {c}"),
             Self::InvalidValue(field) => write!(f, "invalid value for {field}"),
+            Self::InvalidQos(e) => write!(f, "qos configuration refused: {e}"),
+            Self::InvalidRules(r) => write!(f, "rule set refused: {r}"),
         }
     }
 }
+
+/// Why the engine refuses a QoS configuration ([`EngineConfig::check_qos`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QosError {
+    /// A field of the configuration is out of range (its path inside `qos`).
+    Config(QosConfigError),
+    /// A field is too small for the largest packet the engine queues or meters
+    /// ([`EngineConfig::largest_packet_bytes`]: the vNIC MTU or a NIC's MTU): a queue's
+    /// bytes, a meter's or guard's burst.
+    TooSmallForPackets(QosConfigError),
+    /// No weighted class: traffic that is not latency-critical would have no class.
+    NoWeightedClass,
+    /// Flow class `flow_class` (index into [`EngineConfig::classes`]) names a QoS class
+    /// the configuration does not have.
+    UnknownClass {
+        /// Index into [`EngineConfig::classes`].
+        flow_class: usize,
+    },
+    /// Flow class `flow_class` is latency-critical and names no QoS class, and the
+    /// configuration has no strict class to put it in.
+    NoStrictClass {
+        /// Index into [`EngineConfig::classes`].
+        flow_class: usize,
+    },
+}
+
+impl QosError {
+    /// The configuration field at fault, as a path from [`EngineConfig`]
+    /// (`qos.classes[1].queue_bytes`, `classes[0].qos_class`), and what is allowed.
+    #[must_use]
+    pub fn field_and_why(&self) -> (alloc::string::String, &'static str) {
+        let path = |e: &QosConfigError| {
+            let mut p = alloc::string::String::from("qos.");
+            if let Some(i) = e.class {
+                p += &alloc::format!("classes[{i}].");
+            }
+            if !e.section.is_empty() {
+                p += e.section;
+                p.push('.');
+            }
+            p += e.field;
+            p
+        };
+        match self {
+            Self::Config(e) => (path(e), e.why),
+            Self::TooSmallForPackets(e) => (
+                path(e),
+                "must hold the largest packet braid queues or meters (vnic_mtu or a NIC's \
+                 mtu_bytes)",
+            ),
+            Self::NoWeightedClass => (
+                "qos.classes".into(),
+                "needs a weighted class: traffic that is not latency-critical goes there",
+            ),
+            Self::UnknownClass { flow_class } => (
+                alloc::format!("classes[{flow_class}].qos_class"),
+                "names no class of qos.classes",
+            ),
+            Self::NoStrictClass { flow_class } => (
+                alloc::format!("classes[{flow_class}].latency_critical"),
+                "qos.classes has no strict class for it (or name one with qos_class)",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for QosError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (field, why) = self.field_and_why();
+        write!(f, "{field}: {why}")
+    }
+}
+
+impl core::error::Error for QosError {}
 
 /// Why [`Engine::new`] refused a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +257,8 @@ pub enum ConfigError {
         /// What is allowed.
         why: &'static str,
     },
+    /// A rule list the engine refuses ([`EngineConfig::tx_rules`], [`EngineConfig::rx_rules`]).
+    Rules(Box<RulesError>),
 }
 
 impl fmt::Display for ConfigError {
@@ -146,6 +272,7 @@ impl fmt::Display for ConfigError {
                 crate::MAX_NICS
             ),
             Self::Invalid { field, why } => write!(f, "{field}: {why}"),
+            Self::Rules(e) => write!(f, "{e}"),
         }
     }
 }

@@ -22,12 +22,19 @@ use crate::controller::{
 use crate::flow::{FlowKey, FlowTable};
 use crate::health::capacity::{CapacityEstimator, CapacityStats};
 use crate::health::{HealthMonitor, LinkState, LinkStats};
+use crate::qos::{
+    ClassId, ClassKind, Color, MAX_CLASSES, Meter, Qos, QosConfig, QosDrop, QosStats,
+};
 use crate::reassembly::{DatagramKey, FragOutcome, Reassembler};
 use crate::reorder::{Admit, ReorderBuffer, hold_from_spread};
 use crate::replay::DefaultReplayWindow;
 use crate::scheduler::{self, LinkView, Mode, Plan, PlanKind, ScheduleError};
 use crate::time::duration_nanos;
 use crate::{DropReason, FlowId, Instant, MAX_NICS, NicId, NicSet};
+
+// The rule engine's hooks; a child module so it reads the flow tables directly.
+#[path = "rules.rs"]
+pub(super) mod rules;
 
 /// The receive side of one flow, from [`Engine::rx_flow`].
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +78,9 @@ pub struct Delivered {
     pub seq: u64,
     /// Sequence numbers given up just before this one (a gap: lost or too late).
     pub gap_before: u64,
+    /// The tunnel a decapsulated packet came through (`engine/tunnel.rs`; then `flow` is 0
+    /// and `seq` counts the tunnel's packets); `None` for braid's own.
+    pub tunnel: Option<u8>,
 }
 
 /// Work done per `handle_timeout` on each table, so one call never does unbounded work.
@@ -138,7 +148,11 @@ struct NicRt {
     spec: super::NicSpec,
     admin_up: bool,
     state: LinkState,
-    queue: TxQueue,
+    /// The NIC's TX queue: a QoS scheduler over pieces (strict class first, DRR among the
+    /// rest, each class bounded), drained by `poll_data` at the pacer's rate. Boxed: 2.8 KB
+    /// per NIC slot would make the engine ~100 KB, too big to move around on a thread's
+    /// stack.
+    queue: Box<Qos<TxPiece>>,
     /// When the NIC will have sent everything handed to it so far, at its pacing rate.
     next_free: Instant,
     /// The rate the NIC is paced at, bit/s: `spec.capacity_bps`, or for an `auto` NIC the
@@ -146,87 +160,86 @@ struct NicRt {
     pacing_bps: u64,
 }
 
-/// A NIC's TX queue: two bands with strict priority. Latency-critical classes go in band 0
-/// and are sent before anything in band 1, so bulk traffic queued on a NIC does not delay
-/// them. (The general QoS, with meters and weighted sharing, is a later stage.)
-#[derive(Debug)]
-struct TxQueue {
-    bands: [VecDeque<TxPiece>; 2],
-    bytes: [usize; 2],
+/// The QoS classes as the TX path uses them, derived from [`EngineConfig::qos`].
+#[derive(Clone, Copy, Debug)]
+struct QosClasses {
+    /// Bit i: class i is configured.
+    known: u8,
+    /// The strict class, if any.
+    strict: Option<u8>,
+    /// Where flows without a class of their own go: the weighted class with the lowest id.
+    default: u8,
 }
 
-impl TxQueue {
-    fn with_capacity(packets: usize) -> Self {
-        Self {
-            bands: [
-                VecDeque::with_capacity(packets),
-                VecDeque::with_capacity(packets),
-            ],
-            bytes: [0; 2],
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.bands[0].len() + self.bands[1].len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Bytes queued in every band.
-    fn bytes(&self) -> usize {
-        self.bytes[0] + self.bytes[1]
-    }
-
-    /// Bytes queued in the band of `urgent` pieces (band 0) or the others (band 1).
-    fn band_bytes(&self, urgent: bool) -> usize {
-        self.bytes[usize::from(!urgent)]
-    }
-
-    /// Pieces queued in that band.
-    fn band_len(&self, urgent: bool) -> usize {
-        self.bands[usize::from(!urgent)].len()
-    }
-
-    /// Bytes a new piece of the given band waits behind.
-    fn bytes_ahead(&self, urgent: bool) -> usize {
-        if urgent { self.bytes[0] } else { self.bytes() }
-    }
-
-    fn push(&mut self, p: TxPiece) {
-        let b = usize::from(!p.urgent);
-        self.bytes[b] += p.len as usize;
-        self.bands[b].push_back(p);
-    }
-
-    /// Queue `p` ahead of its band: for pieces rerouted from a failed NIC, which are older
-    /// than anything queued here.
-    fn push_front(&mut self, p: TxPiece) {
-        let b = usize::from(!p.urgent);
-        self.bytes[b] += p.len as usize;
-        self.bands[b].push_front(p);
-    }
-
-    /// The newest piece, from the lowest-priority band first.
-    fn pop_back(&mut self) -> Option<TxPiece> {
-        for b in (0..2).rev() {
-            if let Some(p) = self.bands[b].pop_back() {
-                self.bytes[b] -= p.len as usize;
-                return Some(p);
+impl QosClasses {
+    fn new(cfg: &QosConfig) -> Self {
+        let mut c = Self {
+            known: 0,
+            strict: None,
+            default: u8::MAX,
+        };
+        for class in &cfg.classes {
+            c.known |= 1 << class.id.0;
+            match class.kind {
+                ClassKind::Strict { .. } => c.strict = Some(class.id.0),
+                ClassKind::Weighted { .. } => c.default = c.default.min(class.id.0),
             }
         }
-        None
+        c
     }
 
-    fn pop(&mut self) -> Option<TxPiece> {
-        for b in 0..2 {
-            if let Some(p) = self.bands[b].pop_front() {
-                self.bytes[b] -= p.len as usize;
-                return Some(p);
+    /// The class a flow's packets are queued in: its own, or the default if the
+    /// configuration in force no longer has it.
+    fn effective(self, class: u8) -> u8 {
+        if usize::from(class) < MAX_CLASSES && self.known & (1 << class) != 0 {
+            class
+        } else {
+            self.default
+        }
+    }
+}
+
+/// The QoS meters applied per packet at the vNIC, one per class that has one.
+#[derive(Debug)]
+struct VnicMeters {
+    meters: [Option<Meter>; MAX_CLASSES],
+    /// Per class: whether Red packets are dropped.
+    drop_red: u8,
+    /// Colours and drops, per class.
+    stats: QosStats,
+}
+
+impl VnicMeters {
+    fn new(cfg: &QosConfig, now: Instant) -> Self {
+        let mut m = Self {
+            meters: [None; MAX_CLASSES],
+            drop_red: 0,
+            stats: QosStats::default(),
+        };
+        m.configure(cfg, None, now);
+        m
+    }
+
+    /// Take `cfg`'s meters; a class whose meter configuration is unchanged from `old` keeps
+    /// its buckets (so a replacement grants no fresh burst), others start full.
+    fn configure(&mut self, cfg: &QosConfig, old: Option<&QosConfig>, now: Instant) {
+        let mut meters = [None; MAX_CLASSES];
+        self.drop_red = 0;
+        for c in &cfg.classes {
+            let i = c.id.index();
+            let same = old
+                .and_then(|o| o.class(c.id))
+                .is_some_and(|o| o.meter == c.meter);
+            meters[i] = match (same, self.meters[i], c.meter) {
+                (true, Some(kept), _) => Some(kept),
+                (_, _, Some(m)) => Meter::new(m, cfg.max_packet_bytes, now).ok(),
+                (_, _, None) => None,
+            };
+            if c.drop_red {
+                self.drop_red |= 1 << c.id.0;
             }
         }
-        None
+        self.meters = meters;
     }
 }
 
@@ -240,8 +253,6 @@ struct TxPiece {
     flow: FlowId,
     seq: u64,
     duplicate: bool,
-    /// Strict priority over non-urgent pieces on the NIC.
-    urgent: bool,
 }
 
 /// A stored TX packet and how many queued pieces still refer to it.
@@ -258,11 +269,19 @@ struct TxFlow {
     next_seq: u64,
     policy: ClassPolicy,
     nics: NicSet,
-    urgent: bool,
+    /// The flow's QoS class ([`EngineConfig::qos`]): from its flow class when installed;
+    /// the rule engine's "set priority class" action sets it too.
+    qos_class: u8,
     demand_bps: u64,
     overflow: OverflowPolicy,
     /// When a rejected flow may ask the controller again.
     retry_at: Instant,
+    /// The tunnel the flow's packets are encapsulated for (`engine/tunnel.rs`) instead of
+    /// going to the peer as braid packets: from its flow class when installed; the rule
+    /// engine's "VXLAN/GRE encap" action sets it too.
+    tunnel: Option<u8>,
+    /// The cached rule lookup and the class's values under it (`engine/rules.rs`).
+    rules: rules::FlowRules,
 }
 
 /// What a reorder buffer holds: a stored, complete datagram.
@@ -283,6 +302,8 @@ struct RxFlow {
     /// Floor the flow's own late arrivals put under its hold (see `LATE_FLOOR_STEP`).
     late_floor: Duration,
     waiting: bool,
+    /// The cached RX rule lookup (`engine/rules.rs`).
+    rules: rules::RxRuleCache,
 }
 
 impl RxFlow {
@@ -324,7 +345,7 @@ pub struct Engine {
     config: EngineConfig,
     nics: [Option<NicRt>; MAX_NICS],
     nic_set: NicSet,
-    store: PacketStore,
+    pub(super) store: PacketStore,
     tx_slots: Vec<TxSlot>,
     tx_free: Vec<u32>,
     tx_flows: FlowTable<FlowKey, TxFlow>,
@@ -353,7 +374,15 @@ pub struct Engine {
     /// Where `handle_rx` copies an encrypted packet to decrypt it; allocated once, and only
     /// when the protection encrypts.
     rx_scratch: Vec<u8>,
-    stats: EngineStats,
+    /// [`EngineConfig::qos`] as the schedulers run it ([`EngineConfig::effective_qos`]).
+    qos: QosConfig,
+    qos_classes: QosClasses,
+    vnic_meters: VnicMeters,
+    pub(super) stats: EngineStats,
+    /// VXLAN/GRE tunnels towards peers that are not braid (`engine/tunnel.rs`).
+    pub(super) tunnels: super::tunnel::Tunnels,
+    /// The TX and RX rule sets (`engine/rules.rs`).
+    rules: rules::RulesRt,
 }
 
 impl Engine {
@@ -409,7 +438,8 @@ impl Engine {
         now: Instant,
         protection: Option<(Box<dyn PacketProtection>, Box<dyn PacketProtection>)>,
     ) -> Result<Self, ConfigError> {
-        config.validate()?;
+        // The rules are validated when they are built, below (once: large sets are costly).
+        config.validate_except_rules()?;
         let mut nics: [Option<NicRt>; MAX_NICS] = Default::default();
         let mut nic_set = NicSet::EMPTY;
         let mut controller =
@@ -419,6 +449,7 @@ impl Engine {
             })?;
         let mut health = HealthMonitor::new(config.health);
         let mut capacity = CapacityEstimator::new(config.capacity);
+        let qos = config.effective_qos(&config.qos);
         for spec in &config.nics {
             nic_set.insert(spec.id);
             controller
@@ -435,16 +466,18 @@ impl Engine {
                 spec: spec.clone(),
                 admin_up: true,
                 state: LinkState::Up,
-                queue: TxQueue::with_capacity(config.tx_queue_packets),
+                queue: Box::new(
+                    Qos::new(qos.clone(), now).map_err(|e| ConfigError::Invalid {
+                        field: alloc::format!("qos ({e})"),
+                        why: "is out of range",
+                    })?,
+                ),
                 next_free: now,
                 pacing_bps: spec.capacity_bps,
             });
         }
-        // Every queued piece may hold its own slot, in either band of any NIC.
-        let slots = config
-            .tx_queue_packets
-            .saturating_mul(config.nics.len())
-            .saturating_mul(2);
+        // Every queued piece may hold its own slot, in any class of any NIC.
+        let slots = tx_slots_needed(&qos, config.nics.len());
         let mut tx_slots = Vec::with_capacity(slots);
         tx_slots.resize_with(slots, TxSlot::default);
         let tx_free = (0..u32::try_from(slots).unwrap_or(u32::MAX))
@@ -456,6 +489,7 @@ impl Engine {
         tx_cfg.hash_seed ^= config.seed.rotate_left(17);
         let mut reasm_cfg = config.reassembly;
         reasm_cfg.hash_seed ^= config.seed.rotate_left(31);
+        let rules = rules::RulesRt::new(&config)?;
         let mut engine = Self {
             store: PacketStore::new(
                 config.store_bytes,
@@ -495,6 +529,11 @@ impl Engine {
                 window: Box::default(),
             }),
             stats: EngineStats::default(),
+            tunnels: super::tunnel::Tunnels::new(&config),
+            rules,
+            qos_classes: QosClasses::new(&qos),
+            vnic_meters: VnicMeters::new(&qos, now),
+            qos,
             nics,
             nic_set,
             config,
@@ -509,6 +548,7 @@ impl Engine {
         for id in nic_set.iter() {
             engine.sync_capacity(id);
         }
+        engine.widen_classify_for_rules();
         Ok(engine)
     }
 
@@ -573,7 +613,34 @@ impl Engine {
     /// Bytes waiting in every NIC's TX queue: a sender uses it for back-pressure.
     #[must_use]
     pub fn tx_queued_bytes(&self) -> usize {
-        self.nics.iter().flatten().map(|n| n.queue.bytes()).sum()
+        self.nics
+            .iter()
+            .flatten()
+            .map(|n| n.queue.bytes() as usize)
+            .sum()
+    }
+
+    /// The counters of one NIC's QoS scheduler (per class: queued, sent, dropped).
+    #[must_use]
+    pub fn nic_qos_stats(&self, nic: NicId) -> Option<&QosStats> {
+        self.nics[nic.index() % MAX_NICS]
+            .as_ref()
+            .map(|n| n.queue.stats())
+    }
+
+    /// (packets, bytes) waiting in one QoS class of one NIC's TX queue.
+    #[must_use]
+    pub fn nic_qos_queued(&self, nic: NicId, class: ClassId) -> Option<(usize, u64)> {
+        self.nics[nic.index() % MAX_NICS]
+            .as_ref()
+            .map(|n| n.queue.class_queued(class))
+    }
+
+    /// The vNIC meters' counters, per QoS class: packets coloured Green, Yellow, Red, and
+    /// Red packets dropped (`drop_red_count`).
+    #[must_use]
+    pub fn vnic_meter_stats(&self) -> &QosStats {
+        &self.vnic_meters.stats
     }
 
     /// The receive side of one flow: its current reorder hold, the NICs it arrives on, and
@@ -620,16 +687,34 @@ impl Engine {
         };
         let key = FlowKey::from_summary(&summary, &self.config.classify);
         // Fast path: the flow is installed. Slow path: classify, place and install it.
-        let (flow_slot, flow) = match self.tx_flows.get_mut(&key, now) {
+        let (flow_slot, mut flow) = match self.tx_flows.get_mut(&key, now) {
             Some((slot, f)) => (slot, *f),
             None => match self.install_tx_flow(now, key, &summary) {
                 Ok(installed) => installed,
                 Err(reason) => return TxVerdict::Drop(reason),
             },
         };
+        // Rules (engine/rules.rs): the flow's cached rule (fast path), looked up again when
+        // the set changed; a drop, and the rewrite to apply to the stored copy.
+        let rewrite = match self.tx_rule(now, flow_slot, &mut flow, &key) {
+            Ok(rewrite) => rewrite,
+            Err(reason) => return TxVerdict::Drop(reason),
+        };
+        if let Some(tunnel) = flow.tunnel {
+            // Encapsulated for a VXLAN/GRE peer, not sent as braid packets (engine/tunnel.rs).
+            return self.rules_tunnel_tx(tunnel, flow.id, rewrite, packet);
+        }
+        let class = self.qos_classes.effective(flow.qos_class);
         // The controller is the truth about which NICs the flow may use now.
         let assigned = match self.controller.assignment(flow.id) {
             Some(a) => a.nics,
+            // A flow of the strict QoS class goes ahead of everything else queued on a NIC,
+            // so the load admission counts (bulk's, which yields to it) is no reason to
+            // refuse it: while the controller has no room for it, it is carried on its
+            // class's NICs and placed again every ADMISSION_RETRY.
+            None if self.qos_classes.strict == Some(class) => {
+                self.place_strict(now, flow_slot, &flow)
+            }
             None => return TxVerdict::Drop(self.unadmitted(now, flow_slot, flow)),
         };
         self.controller.observe(now, flow.id, u64::from(len));
@@ -644,7 +729,7 @@ impl Engine {
             ClassPolicy::Stripe => Mode::Stripe(flow.nics.and(usable)),
             ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
         };
-        self.fill_views(now, flow.urgent);
+        self.fill_views(now, class);
         if let Err(e) = scheduler::plan(
             &self.views,
             mode,
@@ -665,14 +750,25 @@ impl Engine {
             need[p.nic.index()] += p.len as usize;
             count[p.nic.index()] += 1;
         }
+        let limits = self.qos.class(ClassId(class)).map_or((0, 0), |c| {
+            (c.queue_packets as usize, u64::from(c.queue_bytes))
+        });
         for (i, n) in self.nics.iter().enumerate() {
             if let Some(n) = n
                 && count[i] > 0
-                && (n.queue.band_bytes(flow.urgent) + need[i] > self.config.tx_queue_bytes
-                    || n.queue.band_len(flow.urgent) + count[i] > self.config.tx_queue_packets)
             {
-                return TxVerdict::Drop(DropReason::TxQueueFull);
+                let (packets, bytes) = n.queue.class_queued(ClassId(class));
+                if packets + count[i] > limits.0 || bytes + need[i] as u64 > limits.1 {
+                    return TxVerdict::Drop(DropReason::TxQueueFull);
+                }
             }
+        }
+        // The class's vNIC meter, once per packet, after the room check (as a scheduler's
+        // own meter: a packet that cannot be queued takes no tokens).
+        let color = self.meter(now, class, packet.len());
+        if color == Color::Red && self.vnic_meters.drop_red & (1 << class) != 0 {
+            self.vnic_meters.stats.classes[usize::from(class)].count_drop(QosDrop::MeterRed);
+            return TxVerdict::Drop(DropReason::QosMeterRed);
         }
         let Some(slot) = self.tx_free.pop() else {
             return TxVerdict::Drop(DropReason::TxQueueFull);
@@ -682,6 +778,11 @@ impl Engine {
             return TxVerdict::Drop(DropReason::StoreFull);
         };
         self.store.get_mut(&buf).copy_from_slice(packet);
+        if let Err(reason) = self.rules_rewrite_stored(rewrite, &buf, packet.len()) {
+            self.store.free(buf);
+            self.tx_free.push(slot);
+            return TxVerdict::Drop(reason);
+        }
         let pieces = self.plan.pieces();
         let s = &mut self.tx_slots[slot as usize];
         s.buf = Some(buf);
@@ -692,9 +793,11 @@ impl Engine {
             PlanKind::Split => self.stats.tx_split_count += 1,
             PlanKind::Duplicate => self.stats.tx_duplicate_count += 1,
         }
+        // Every piece fits (checked above), so a refusal here is not expected; it is counted
+        // and its share of the slot released all the same.
         for p in pieces {
             if let Some(n) = self.nics[p.nic.index()].as_mut() {
-                n.queue.push(TxPiece {
+                let piece = TxPiece {
                     slot,
                     offset: p.offset,
                     len: p.len,
@@ -702,8 +805,14 @@ impl Engine {
                     flow: flow.id,
                     seq: flow.next_seq,
                     duplicate,
-                    urgent: flow.urgent,
-                });
+                };
+                if let Err(r) = n
+                    .queue
+                    .enqueue(now, ClassId(class), piece, p.len as usize, color)
+                {
+                    self.stats.drops.count(qos_drop_reason(r.reason));
+                    release_slot(&mut self.tx_slots, &mut self.tx_free, &mut self.store, slot);
+                }
             }
         }
         // The sequence advances only for packets that were queued, so the receiver sees no
@@ -713,10 +822,23 @@ impl Engine {
         }
         for p in self.plan.pieces() {
             if let Some(n) = self.nics[p.nic.index()].as_ref() {
-                self.stats.nics[p.nic.index()].tx_queued_bytes = n.queue.bytes() as u64;
+                self.stats.nics[p.nic.index()].tx_queued_bytes = n.queue.bytes();
             }
         }
         TxVerdict::Queued
+    }
+
+    /// Colour a packet of `len` bytes with its class's vNIC meter (Green without one).
+    fn meter(&mut self, now: Instant, class: u8, len: usize) -> Color {
+        let i = usize::from(class);
+        match self.vnic_meters.meters.get_mut(i).and_then(Option::as_mut) {
+            Some(m) => {
+                let color = m.meter(now, len, Color::Green);
+                self.vnic_meters.stats.classes[i].count_color(color);
+                color
+            }
+            None => Color::Green,
+        }
     }
 
     /// A packet of a flow the controller has not admitted: queued flows wait (their packets
@@ -741,6 +863,21 @@ impl Engine {
             // next one goes.
             _ => DropReason::FlowRejected,
         }
+    }
+
+    /// A strict-class flow the controller has not admitted (see `tx`): ask it again once its
+    /// retry time has come, and return the NICs to use: the controller's if it admitted the
+    /// flow now, else every NIC of the flow's class.
+    fn place_strict(&mut self, now: Instant, slot: u32, flow: &TxFlow) -> NicSet {
+        if now >= flow.retry_at && !self.controller.is_queued(flow.id) {
+            let (_, retry_at) = self.place(now, flow);
+            if let Some((_, f)) = self.tx_flows.slot_mut(slot) {
+                f.retry_at = retry_at;
+            }
+        }
+        self.controller
+            .assignment(flow.id)
+            .map_or(flow.nics, |a| a.nics)
     }
 
     /// Ask the controller to place `flow`; on rejection, when to try again.
@@ -798,20 +935,28 @@ impl Engine {
                 next_seq: 0,
                 policy: c.policy,
                 nics: c.nics.and(self.nic_set),
-                urgent: c.latency_critical,
+                qos_class: match (c.qos_class, c.latency_critical, self.qos_classes.strict) {
+                    (Some(id), _, _) => id.0,
+                    (None, true, Some(strict)) => strict,
+                    _ => self.qos_classes.default,
+                },
                 demand_bps: c.demand_bps,
                 overflow: c.overflow,
                 retry_at: Instant::ZERO,
+                tunnel: c.tunnel,
+                rules: rules::FlowRules::STALE,
             },
             None => TxFlow {
                 id: FlowId(self.next_flow_id),
                 next_seq: 0,
                 policy: self.config.default_policy,
                 nics: self.nic_set,
-                urgent: false,
+                qos_class: self.qos_classes.default,
                 demand_bps: 0,
                 overflow: OverflowPolicy::Reject,
                 retry_at: Instant::ZERO,
+                tunnel: None,
+                rules: rules::FlowRules::STALE,
             },
         };
         // Room first: placing a flow may move others, which must not happen for a flow that
@@ -819,8 +964,13 @@ impl Engine {
         if !self.tx_flows.can_insert(now) {
             return Err(DropReason::FlowTableFull);
         }
-        let (_, retry_at) = self.place(now, &flow);
-        flow.retry_at = retry_at;
+        // Rules (engine/rules.rs), slow path: the rule for the flow's key overrides its
+        // class's policy, NICs, QoS class and tunnel.
+        self.rules_install_tx(&key, &mut flow);
+        // A tunnelled flow is not braid's to place: it leaves on its tunnel's NIC.
+        if flow.tunnel.is_none() {
+            flow.retry_at = self.place(now, &flow).1;
+        }
         match self.tx_flows.insert(key, now, flow) {
             Ok(inserted) => {
                 let slot = inserted.slot;
@@ -860,8 +1010,11 @@ impl Engine {
             .any(|n| n.admin_up && n.state != LinkState::Down)
     }
 
-    /// Describe every NIC to the scheduler, as a piece of the given band would see it.
-    fn fill_views(&mut self, now: Instant, urgent: bool) {
+    /// Describe every NIC to the scheduler, as a piece of QoS class `class` would see it: the
+    /// strict class waits behind its own bytes only, any other class behind everything queued
+    /// (an upper bound: DRR gives it its share before all of that is sent).
+    fn fill_views(&mut self, now: Instant, class: u8) {
+        let own_only = self.qos_classes.strict == Some(class);
         let overhead = self.braid_overhead();
         let last_resort = self.last_resort();
         self.views.clear();
@@ -873,7 +1026,11 @@ impl Engine {
                 nic: n.spec.id,
                 usable: n.admin_up && (n.state != LinkState::Down || last_resort),
                 rate_bps: n.pacing_bps,
-                backlog_bytes: n.queue.bytes_ahead(urgent) as u64 + pacing_debt,
+                backlog_bytes: if own_only {
+                    n.queue.class_queued(ClassId(class)).1
+                } else {
+                    n.queue.bytes()
+                } + pacing_debt,
                 delay: link.map_or(Duration::ZERO, |l| l.owd),
                 loss: link.map_or(0.0, |l| l.loss),
                 mtu_payload: n.spec.mtu_bytes - overhead,
@@ -939,7 +1096,7 @@ impl Engine {
             if n.queue.is_empty() || n.next_free > now + burst {
                 continue;
             }
-            let Some(p) = n.queue.pop() else {
+            let Some(p) = n.queue.dequeue(now).map(|d| d.handle) else {
                 continue;
             };
             self.rr = (i + 1) % MAX_NICS;
@@ -993,14 +1150,7 @@ impl Engine {
     }
 
     fn release_piece(&mut self, slot: u32) {
-        let s = &mut self.tx_slots[slot as usize];
-        s.refs = s.refs.saturating_sub(1);
-        if s.refs == 0 {
-            if let Some(b) = s.buf.take() {
-                self.store.free(b);
-            }
-            self.tx_free.push(slot);
-        }
+        release_slot(&mut self.tx_slots, &mut self.tx_free, &mut self.store, slot);
     }
 
     /// Write a control packet (no stored payload), protected if configured, and account for
@@ -1057,7 +1207,7 @@ impl Engine {
     /// Refresh the queued-bytes gauge of every NIC.
     fn sync_queue_gauges(&mut self) {
         for n in self.nics.iter().flatten() {
-            self.stats.nics[n.spec.id.index()].tx_queued_bytes = n.queue.bytes() as u64;
+            self.stats.nics[n.spec.id.index()].tx_queued_bytes = n.queue.bytes();
         }
     }
 
@@ -1073,7 +1223,7 @@ impl Engine {
             let wire_bits = (len as u64 + u64::from(n.spec.wire_overhead_bytes)) * 8;
             let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
             n.next_free = n.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
-            c.tx_queued_bytes = n.queue.bytes() as u64;
+            c.tx_queued_bytes = n.queue.bytes();
         }
     }
 
@@ -1336,6 +1486,7 @@ impl Engine {
             hold_at: Instant::ZERO,
             late_floor: Duration::ZERO,
             waiting: false,
+            rules: rules::RxRuleCache::STALE,
         };
         let inserted = self
             .rx_flows
@@ -1385,6 +1536,18 @@ impl Engine {
                 self.store.free(r.item.buf);
                 continue;
             }
+            // Rules (engine/rules.rs): the RX set, on the whole packet going to the vNIC.
+            let bytes = self.store.get_mut(&r.item.buf);
+            let len = (r.item.len as usize).min(bytes.len());
+            let packet = &mut bytes[..len];
+            if let Err(reason) = self
+                .rules
+                .rx_apply(&mut rx.rules, &self.config.classify, packet)
+            {
+                self.stats.drops.count(reason);
+                self.store.free(r.item.buf);
+                continue;
+            }
             self.deliver.push_back(Delivery {
                 buf: r.item.buf,
                 len: r.item.len,
@@ -1425,9 +1588,11 @@ impl Engine {
                 flow: d.flow,
                 seq: d.seq,
                 gap_before: d.gap_before,
+                tunnel: None,
             });
         }
-        None
+        // Then what the tunnels decapsulated (engine/tunnel.rs).
+        self.poll_tunnel_deliver(buf)
     }
 
     // ------------------------------------------------------------------ timers and events
@@ -1437,6 +1602,8 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.health.handle_timeout(now);
         self.drain_link_events(now);
+        // Rule conditions on live link state (engine/rules.rs).
+        self.update_rule_conditions(now);
         if self.controller.poll_timeout().is_some_and(|t| t <= now) {
             self.controller.handle_timeout(now);
             self.drain_controller_events();
@@ -1516,6 +1683,7 @@ impl Engine {
             pacing,
             self.tx_flows.next_expiry(),
             self.rx_flows.next_expiry(),
+            self.rules.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1563,29 +1731,26 @@ impl Engine {
     }
 
     /// A NIC went down: its queued pieces move to the usable NIC that lands them first (they
-    /// are independent braid packets, so any NIC may carry them), or are dropped and counted.
+    /// are independent braid packets, so any NIC may carry them), in the same QoS class, or
+    /// are dropped and counted.
     fn reroute_queue(&mut self, now: Instant, from: NicId) {
         if self.last_resort() {
             // Every link is down, and all of them stay in use (see `last_resort`): the
             // pieces stay where they are.
             return;
         }
-        let Some(mut queue) = self.nics[from.index()]
-            .as_mut()
-            .map(|n| core::mem::replace(&mut n.queue, TxQueue::with_capacity(0)))
-        else {
-            return;
-        };
         let usable = self.usable_nics();
-        // Newest first, each pushed to the front of its new queue: the moved pieces keep
-        // their order and go ahead of younger traffic.
-        while let Some(p) = queue.pop_back() {
-            self.fill_views(now, p.urgent);
+        // Newest first, each pushed to the front of its class on its new NIC: the moved
+        // pieces keep their order and go ahead of younger traffic.
+        while let Some(d) = self.nics[from.index()]
+            .as_mut()
+            .and_then(|n| n.queue.pop_back())
+        {
+            let p = d.handle;
+            self.fill_views(now, d.class.0);
             let target = self
                 .views
                 .iter()
-                // Never `from` itself: its queue is the placeholder swapped in above, which
-                // is put back below, so a piece placed there would vanish uncounted.
                 .filter(|v| {
                     v.nic != from && v.usable && usable.contains(v.nic) && p.len <= v.mtu_payload
                 })
@@ -1596,27 +1761,13 @@ impl Engine {
                 .map(|v| v.nic);
             let placed = target
                 .and_then(|t| self.nics[t.index()].as_mut())
-                .is_some_and(|n| {
-                    if n.queue.band_len(p.urgent) < self.config.tx_queue_packets
-                        && n.queue.band_bytes(p.urgent) + p.len as usize
-                            <= self.config.tx_queue_bytes
-                    {
-                        n.queue.push_front(p);
-                        true
-                    } else {
-                        false
-                    }
-                });
+                .is_some_and(|n| n.queue.push_front(d.class, p, d.len).is_ok());
             if placed {
                 self.stats.nics[from.index()].tx_rerouted_count += 1;
             } else {
                 self.stats.drops.count(DropReason::NoLinkUp);
                 self.release_piece(p.slot);
             }
-        }
-        // Give the (now empty) queue's allocation back so it is not reallocated later.
-        if let Some(n) = self.nics[from.index()].as_mut() {
-            n.queue = queue;
         }
         self.sync_queue_gauges();
     }
@@ -1670,8 +1821,90 @@ impl Engine {
                 }
                 c.nics = nics;
             }
+            Command::SetQos(qos) => self.set_qos(now, qos)?,
+            Command::ReplaceRules { tx, rx } => self.replace_rules(now, *tx, *rx)?,
         }
         Ok(())
+    }
+
+    /// [`Command::SetQos`]: check, then replace every NIC's scheduler configuration and the
+    /// vNIC meters (see the command's doc for what is kept).
+    fn set_qos(&mut self, now: Instant, qos: QosConfig) -> Result<(), CommandError> {
+        self.config
+            .check_qos(&qos)
+            .map_err(CommandError::InvalidQos)?;
+        let effective = self.config.effective_qos(&qos);
+        // More slots first, if the new queues hold more pieces (between batches: it may
+        // allocate).
+        let slots = tx_slots_needed(&effective, self.config.nics.len());
+        if slots > self.tx_slots.len() {
+            let first = u32::try_from(self.tx_slots.len()).unwrap_or(u32::MAX);
+            let last = u32::try_from(slots).unwrap_or(u32::MAX);
+            self.tx_slots.resize_with(slots, TxSlot::default);
+            self.tx_free.extend((first..last).rev());
+        }
+        let Self {
+            nics,
+            tx_slots,
+            tx_free,
+            store,
+            stats,
+            ..
+        } = self;
+        for n in nics.iter_mut().flatten() {
+            n.queue
+                .replace_config(now, effective.clone(), |d| {
+                    stats.drops.count(DropReason::QosClassRemoved);
+                    release_slot(tx_slots, tx_free, store, d.handle.slot);
+                })
+                .expect("invariant: check_qos validated the effective configuration");
+        }
+        self.vnic_meters.configure(&effective, Some(&self.qos), now);
+        self.qos_classes = QosClasses::new(&effective);
+        self.qos = effective;
+        self.config.qos = qos;
+        self.sync_queue_gauges();
+        Ok(())
+    }
+}
+
+/// Slots for every piece the NICs' queues can hold: one each, in the worst case.
+fn tx_slots_needed(qos: &QosConfig, nics: usize) -> usize {
+    qos.classes
+        .iter()
+        .map(|c| c.queue_packets as usize)
+        .sum::<usize>()
+        .saturating_mul(nics)
+}
+
+/// One queued piece of the packet in `slot` is done (sent, moved off or dropped): the
+/// packet is freed after its last piece.
+fn release_slot(
+    tx_slots: &mut [TxSlot],
+    tx_free: &mut Vec<u32>,
+    store: &mut PacketStore,
+    slot: u32,
+) {
+    let s = &mut tx_slots[slot as usize];
+    s.refs = s.refs.saturating_sub(1);
+    if s.refs == 0 {
+        if let Some(b) = s.buf.take() {
+            store.free(b);
+        }
+        tx_free.push(slot);
+    }
+}
+
+/// The engine's drop reason for a scheduler's refusal.
+const fn qos_drop_reason(why: QosDrop) -> DropReason {
+    match why {
+        // The NIC's TX queue (the class's queue in it) is full: the reason the engine has
+        // always counted for that.
+        QosDrop::QueueFull => DropReason::TxQueueFull,
+        QosDrop::MeterRed => DropReason::QosMeterRed,
+        QosDrop::Oversize => DropReason::QosOversize,
+        QosDrop::UnknownClass => DropReason::QosUnknownClass,
+        QosDrop::ClassRemoved => DropReason::QosClassRemoved,
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: which header fields make up a flow's identity (the 5-tuple, optionally DSCP, VLAN and
 //! VXLAN VNI) and the fragment rule. Does not own parsing (braid-wire's
-//! [`IpSummary`](braid_wire::ip::IpSummary)) nor flow state (the [`super::FlowTable`]).
+//! [`IpSummary`]) nor flow state (the [`super::FlowTable`]).
 //!
 //! # The fragment rule
 //!

@@ -228,7 +228,7 @@ impl ClassConfig {
 
 /// One scheduler's configuration (one vNIC's or one NIC's egress).
 ///
-/// Defaults mirror the engine's two TX bands: class 0 strict (unguarded), class 1 weighted
+/// Defaults are the engine's TX queue before QoS: class 0 strict (unguarded), class 1 weighted
 /// (weight 1), each 8192 packets / 4 MiB, packets up to 1518 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QosConfig {

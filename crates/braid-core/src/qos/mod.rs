@@ -48,8 +48,8 @@
 //! - demoting the strict class into the DRR rotation, which would make its latency depend on
 //!   the others' quanta exactly when it is over its rate anyway.
 //!
-//! The guard is optional: `None` is pure strict priority, as the engine's two TX bands are
-//! today.
+//! The guard is optional: `None` is pure strict priority, the engine's default (its NICs' TX
+//! queues are `Qos` schedulers, `EngineConfig::qos`).
 //!
 //! # Enqueue: queue limits first, then the meter
 //!

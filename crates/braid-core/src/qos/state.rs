@@ -136,6 +136,21 @@ impl Active {
             self.push_back(id);
         }
     }
+
+    /// Take `id` out of the list wherever it is, keeping the others' order. Returns whether
+    /// it was the front.
+    fn remove(&mut self, id: usize) -> bool {
+        let was_front = self.front() == Some(id);
+        let mut kept = Self::default();
+        for k in 0..self.len {
+            let other = usize::from(self.ids[(self.head + k) % MAX_CLASSES]);
+            if other != id {
+                kept.push_back(other);
+            }
+        }
+        *self = kept;
+        was_front
+    }
 }
 
 /// A strict-priority + DRR scheduler over bounded class queues of caller handles `T` (see the
@@ -363,6 +378,92 @@ impl<T: Copy> Qos<T> {
         self.turn_open = false;
         self.packets = 0;
         self.bytes = 0;
+    }
+
+    /// Take back the newest packet: from the weighted classes first (highest id first), the
+    /// strict class last, newest first within a class. For moving a failed link's queue to
+    /// other links with [`Self::push_front`], which keeps each class's order when the packets
+    /// are taken this way. Counted as dequeued; `None` if nothing is queued.
+    pub fn pop_back(&mut self) -> Option<Dequeued<T>> {
+        let idx = (0..MAX_CLASSES)
+            .rev()
+            .filter(|&i| Some(i) != self.strict)
+            .chain(self.strict)
+            .find(|&i| {
+                self.classes[i]
+                    .as_ref()
+                    .is_some_and(|c| !c.queue.is_empty())
+            })?;
+        let c = self.classes[idx]
+            .as_mut()
+            .expect("invariant: the class was found configured");
+        let e = c
+            .queue
+            .pop_back()
+            .expect("invariant: the class was found with packets");
+        let len = u64::from(e.len);
+        c.bytes -= len;
+        if !c.is_strict() && c.queue.is_empty() {
+            c.deficit = 0;
+            if self.active.remove(idx) {
+                self.turn_open = false;
+            }
+        }
+        self.packets -= 1;
+        self.bytes -= len;
+        let st = &mut self.stats.classes[idx];
+        st.dequeued_packets_count = st.dequeued_packets_count.wrapping_add(1);
+        st.dequeued_bytes_count = st.dequeued_bytes_count.wrapping_add(len);
+        Some(Dequeued {
+            handle: e.handle,
+            len: e.len as usize,
+            class: ClassId(idx as u8),
+        })
+    }
+
+    /// Queue a packet at the head of class `class`, ahead of what it holds: for packets
+    /// older than everything queued here (moved from a failed link). Not metered (it was when
+    /// first queued); the queue limits apply.
+    ///
+    /// # Errors
+    /// [`Rejected`] with the handle ([`QosDrop::UnknownClass`], `Oversize`, `QueueFull`),
+    /// already counted.
+    pub fn push_front(&mut self, class: ClassId, handle: T, len: usize) -> Result<(), Rejected<T>> {
+        let idx = class.index();
+        let Some(c) = self.classes.get_mut(idx).and_then(Option::as_mut) else {
+            self.stats.drop_unknown_class_count += 1;
+            return Err(Rejected {
+                handle,
+                reason: QosDrop::UnknownClass,
+            });
+        };
+        let st = &mut self.stats.classes[idx];
+        let reason = if len > self.cfg.max_packet_bytes as usize {
+            Some(QosDrop::Oversize)
+        } else if c.queue.len() >= c.cfg.queue_packets as usize
+            || c.bytes + len as u64 > u64::from(c.cfg.queue_bytes)
+        {
+            Some(QosDrop::QueueFull)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            st.count_drop(reason);
+            return Err(Rejected { handle, reason });
+        }
+        let len32 = len as u32; // ≤ MAX_PACKET_BYTES
+        let was_empty = c.queue.is_empty();
+        c.queue.push_front(Entry { handle, len: len32 });
+        c.bytes += u64::from(len32);
+        if was_empty && !c.is_strict() {
+            c.deficit = 0;
+            self.active.push_back(idx);
+        }
+        self.packets += 1;
+        self.bytes += u64::from(len32);
+        st.enqueued_packets_count = st.enqueued_packets_count.wrapping_add(1);
+        st.enqueued_bytes_count = st.enqueued_bytes_count.wrapping_add(len as u64);
+        Ok(())
     }
 
     /// Replace the whole configuration at once (see the module root for what is kept).

@@ -531,3 +531,81 @@ fn latency_class_delay_bounded_while_bulk_saturates() {
         loaded.last().unwrap()
     );
 }
+
+/// Moving a queue elsewhere (a failed link): `pop_back` gives the newest first, weighted
+/// classes before the strict one, and `push_front` onto another scheduler in that order
+/// rebuilds each class's order ahead of what was queued there. DRR state stays consistent.
+#[test]
+fn pop_back_and_push_front_move_a_queue_in_order() {
+    let classes = || {
+        cfg(vec![
+            ClassConfig::strict(0, None, 8, 1 << 20),
+            ClassConfig::weighted(1, 1, 8, 1 << 20),
+            ClassConfig::weighted(2, 1, 8, 1 << 20),
+        ])
+    };
+    let mut from: Qos<u32> = Qos::new(classes(), t(0)).unwrap();
+    let mut to: Qos<u32> = Qos::new(classes(), t(0)).unwrap();
+    for (h, class) in [(0, 1u8), (1, 0), (2, 2), (3, 1), (4, 0), (5, 2)] {
+        from.enqueue(t(0), ClassId(class), h, 100, Color::Green)
+            .unwrap();
+    }
+    // Already queued at the destination: younger than everything moved.
+    to.enqueue(t(0), ClassId(1), 100, 100, Color::Green)
+        .unwrap();
+    to.enqueue(t(0), ClassId(0), 101, 100, Color::Green)
+        .unwrap();
+    let mut popped = Vec::new();
+    while let Some(d) = from.pop_back() {
+        popped.push((d.class.0, d.handle));
+        to.push_front(d.class, d.handle, d.len).unwrap();
+    }
+    assert_eq!(popped, [(2, 5), (2, 2), (1, 3), (1, 0), (0, 4), (0, 1)]);
+    assert!(from.is_empty() && from.bytes() == 0);
+    assert_eq!(from.dequeue(t(0)), None, "no class left in the DRR list");
+    assert_eq!((to.len(), to.bytes()), (8, 800));
+    // Strict first (moved ones, then the younger), then DRR over classes 1 and 2, each in
+    // its original order ahead of the younger packet.
+    let order: Vec<u32> = core::iter::from_fn(|| to.dequeue(t(0)).map(|d| d.handle)).collect();
+    assert_eq!(&order[..3], &[1, 4, 101]);
+    let class1: Vec<u32> = order[3..]
+        .iter()
+        .copied()
+        .filter(|h| [0, 3, 100].contains(h))
+        .collect();
+    let class2: Vec<u32> = order[3..]
+        .iter()
+        .copied()
+        .filter(|h| [2, 5].contains(h))
+        .collect();
+    assert_eq!(class1, [0, 3, 100]);
+    assert_eq!(class2, [2, 5]);
+    // Limits apply to push_front, and the refusal is counted.
+    let mut small: Qos<u32> =
+        Qos::new(cfg(vec![ClassConfig::weighted(1, 1, 1, 1 << 20)]), t(0)).unwrap();
+    small.push_front(ClassId(1), 7, 100).unwrap();
+    let r = small.push_front(ClassId(1), 8, 100).unwrap_err();
+    assert_eq!((r.handle, r.reason), (8, QosDrop::QueueFull));
+    let r = small.push_front(ClassId(3), 9, 100).unwrap_err();
+    assert_eq!(r.reason, QosDrop::UnknownClass);
+    assert_eq!(small.stats().class(ClassId(1)).drop_queue_full_count, 1);
+    // A class emptied by pop_back while its DRR turn was open loses the turn: the other
+    // class is served next, and nothing is left behind.
+    let mut q: Qos<u32> = Qos::new(
+        cfg(vec![
+            ClassConfig::weighted(1, 1, 8, 1 << 20),
+            ClassConfig::weighted(2, 1, 8, 1 << 20),
+        ]),
+        t(0),
+    )
+    .unwrap();
+    q.enqueue(t(0), ClassId(1), 10, 1500, Color::Green).unwrap();
+    q.enqueue(t(0), ClassId(1), 11, 1500, Color::Green).unwrap();
+    q.enqueue(t(0), ClassId(2), 20, 1500, Color::Green).unwrap();
+    assert_eq!(q.dequeue(t(0)).unwrap().handle, 10);
+    assert_eq!(q.pop_back().unwrap().handle, 20);
+    assert_eq!(q.pop_back().unwrap().handle, 11);
+    assert_eq!(q.dequeue(t(0)), None);
+    q.enqueue(t(0), ClassId(2), 21, 1500, Color::Green).unwrap();
+    assert_eq!(q.dequeue(t(0)).unwrap().handle, 21);
+}

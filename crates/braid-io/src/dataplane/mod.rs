@@ -45,8 +45,10 @@ use crate::transport::{NicTransport, QueueError, RxBatch, TransportStats};
 
 pub mod share;
 pub mod steer;
+pub mod tunnel;
 pub use share::{CapacityShares, ShareChange, SharedNic};
 pub use steer::{MAX_WORKERS, SteerError, SteerStats, Steering};
+pub use tunnel::{TunnelPortEntry, TunnelPortSnapshot, TunnelSnapshot};
 
 /// How often the worker publishes its counters.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(200);
@@ -135,6 +137,12 @@ pub struct Snapshot {
     pub turns: u64,
     /// Which worker this is (its vNIC queue) and its steering counters, with several workers.
     pub steering: Option<(usize, SteerStats)>,
+    /// Per VXLAN/GRE tunnel, the engine's counters ([`tunnel`]).
+    pub tunnels: Vec<TunnelSnapshot>,
+    /// Per tunnel port, the sockets' counters.
+    pub tunnel_ports: Vec<TunnelPortSnapshot>,
+    /// Encapsulated packets that no tunnel port took.
+    pub tunnel_unqueued: u64,
 }
 
 /// What [`Dataplane::run`] gives back when it stops.
@@ -292,6 +300,8 @@ pub struct Dataplane {
     busy_poll: Duration,
     /// Packets the ports have moved, at the end of the last turn (to see if a turn did work).
     moved: u64,
+    /// VXLAN/GRE tunnel ports ([`tunnel`]; none unless [`Dataplane::with_tunnels`]).
+    tunnels: tunnel::TunnelPorts,
 }
 
 impl Dataplane {
@@ -347,6 +357,7 @@ impl Dataplane {
             steer: None,
             busy_poll: config.busy_poll,
             moved: 0,
+            tunnels: tunnel::TunnelPorts::default(),
         };
         for i in 0..me.vnic.len() {
             me.register(TOKEN_VNIC + i as u64, PortRef::Vnic(i))?;
@@ -422,7 +433,7 @@ impl Dataplane {
             let t = now();
             self.read_steered();
             self.read_vnic(t);
-            let drained = self.read_nics(t) & self.read_handed(t);
+            let drained = self.read_nics(t) & self.read_handed(t) & self.read_tunnels(t);
             // Timers run once every NIC has been read dry, or at least every
             // TIMERS_AT_LEAST so a flood on one NIC cannot stop them.
             if drained || t.saturating_duration_since(last_timers) >= TIMERS_AT_LEAST {
@@ -585,6 +596,7 @@ impl Dataplane {
                 tracing::debug!(nic = %nic.name, error = %e, "send failed");
             }
         }
+        self.drain_tunnel_transmit(now);
     }
 
     fn drain_deliver(&mut self, now: Instant) {
@@ -760,7 +772,8 @@ impl Dataplane {
             return Ok(());
         }
         let backlog = self.nics.iter().any(|n| n.transport.has_backlog())
-            || self.vnic.iter().any(|q| q.has_backlog());
+            || self.vnic.iter().any(|q| q.has_backlog())
+            || self.tunnels.has_backlog();
         let wait = if backlog {
             // The kernel's queue was full: come back soon rather than waiting for EPOLLOUT.
             Duration::from_micros(50)
@@ -827,6 +840,7 @@ impl Dataplane {
             .map(|n| sum(n.transport.stats()))
             .sum::<u64>()
             + self.vnic.iter().map(|q| sum(q.stats())).sum::<u64>()
+            + self.tunnels.packets_moved()
     }
 
     fn publish(&mut self, now: Instant) {
@@ -872,6 +886,9 @@ impl Dataplane {
             deliver_unqueued: self.deliver_unqueued,
             turns: self.turns,
             steering: self.steer.as_ref().map(|st| (st.worker, st.stats)),
+            tunnels: self.tunnel_snapshots(),
+            tunnel_ports: self.tunnels.snapshot(),
+            tunnel_unqueued: self.tunnels.unqueued,
         };
         *self
             .snapshot

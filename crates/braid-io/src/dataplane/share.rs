@@ -282,6 +282,9 @@ mod tests {
             deliver_unqueued: 0,
             turns: 0,
             steering: None,
+            tunnels: Vec::new(),
+            tunnel_ports: Vec::new(),
+            tunnel_unqueued: 0,
         }
     }
 

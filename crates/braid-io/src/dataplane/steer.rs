@@ -37,7 +37,7 @@
 //! them (NIC `n` by worker `n mod K`): the peer's workers all send NIC `n`'s traffic to that
 //! worker's port (or EtherType), and it reads the lane in each packet's clear header (the
 //! sender's worker, [`braid_wire::BraidPacket::lane`]) and hands every packet of another
-//! worker's session to that worker through a second set of lanes ([`RxLanes`]): a fragment
+//! worker's session to that worker through a second set of lanes (`RxLanes`): a fragment
 //! that arrives on one NIC reaches the engine that owns its flow and holds its reassembly
 //! state, without a lock. The receiving engine checks the lane again once the packet is
 //! authenticated, so a forged lane only moves a packet to a worker that drops it.

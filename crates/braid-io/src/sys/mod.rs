@@ -6,4 +6,5 @@
 #[cfg(test)]
 pub(crate) mod netns;
 pub(crate) mod packet;
+pub(crate) mod tunnel;
 pub(crate) mod udp;

@@ -475,6 +475,8 @@ impl Scenario {
                         .map_or(NicSet::ALL, |l| l.iter().map(|&n| NicId(n)).collect()),
                     demand_bps: f.demand_mbps.map_or(0, mbps),
                     latency_critical: f.latency_critical,
+                    qos_class: None,
+                    tunnel: None,
                     overflow: match f.admission {
                         AdmissionSpec::Reject => OverflowPolicy::Reject,
                         AdmissionSpec::Queue => OverflowPolicy::Queue,

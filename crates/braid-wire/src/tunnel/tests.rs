@@ -1408,3 +1408,107 @@ proptest! {
         }
     }
 }
+
+/// The payload entry ([`decap_payload`]) finds the same inner packet as [`decap`] on the
+/// whole packet, for what a UDP socket (VXLAN) or an IPv6 raw socket (GRE) hands over.
+#[test]
+fn decap_payload_matches_decap_on_the_golden_vectors() {
+    let cfg = DecapConfig::default();
+    let meta = |kind| PayloadMeta {
+        src: IpAddr::V4(V4_SRC),
+        dst: IpAddr::V4(V4_DST),
+        kind,
+    };
+    // VXLAN: the UDP payload starts after 20 + 8 bytes.
+    let whole = decap_default(&VXLAN_V4_GOLDEN).unwrap();
+    let payload = &VXLAN_V4_GOLDEN[28..];
+    let d = decap_payload(payload, &meta(PayloadKind::Vxlan { src_port: 50000 }), &cfg).unwrap();
+    assert_eq!(d.tunnel, whole.tunnel);
+    assert_eq!(d.inner_kind, InnerKind::Ethernet);
+    assert_eq!(d.inner, 8..payload.len());
+    assert_eq!(&payload[d.inner.clone()], &VXLAN_V4_GOLDEN[whole.inner]);
+    let (version, l3) = d.inner_l3(payload).unwrap();
+    assert_eq!(version, IpVersion::V4);
+    assert_eq!(&payload[l3], &INNER_V4);
+    assert_eq!(d.outer_src, IpAddr::V4(V4_SRC));
+    // GRE with key, sequence and checksum: the payload starts after the 20-byte header.
+    let payload = &GRE_V4_GOLDEN[20..];
+    let d = decap_payload(payload, &meta(PayloadKind::Gre), &cfg).unwrap();
+    assert_eq!(
+        d.tunnel,
+        Tunnel::Gre {
+            key: Some(42),
+            seq: Some(7)
+        }
+    );
+    assert_eq!(&payload[d.inner.clone()], &INNER_V4);
+    let (_, l3) = d.inner_l3(payload).unwrap();
+    assert_eq!(&payload[l3], &INNER_V4);
+}
+
+#[test]
+fn decap_payload_errors() {
+    let cfg = DecapConfig::default();
+    let vxlan = PayloadMeta {
+        src: IpAddr::V6(V6_SRC),
+        dst: IpAddr::V6(V6_DST),
+        kind: PayloadKind::Vxlan { src_port: 1 },
+    };
+    let gre = PayloadMeta {
+        kind: PayloadKind::Gre,
+        ..vxlan
+    };
+    let good = &VXLAN_V4_GOLDEN[28..];
+    // Flags other than exactly 0x08.
+    let mut bad = good.to_vec();
+    bad[0] = 0x0c;
+    assert!(matches!(
+        decap_payload(&bad, &vxlan, &cfg),
+        Err(TunnelError::Invalid {
+            layer: Layer::Vxlan,
+            ..
+        })
+    ));
+    // Short VXLAN header; a header with no room for the inner Ethernet header.
+    assert_eq!(
+        decap_payload(&good[..7], &vxlan, &cfg),
+        invalid_at(Layer::Vxlan, ParseError::Truncated)
+    );
+    assert_eq!(
+        decap_payload(&good[..8 + 13], &vxlan, &cfg),
+        invalid_at(Layer::Inner, ParseError::Truncated)
+    );
+    // GRE: a corrupted payload fails the GRE checksum, unless checksums are not verified.
+    let mut bad = GRE_V4_GOLDEN[20..].to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(
+        decap_payload(&bad, &gre, &cfg),
+        invalid_at(Layer::Gre, ParseError::BadChecksum)
+    );
+    let lax = DecapConfig {
+        verify_checksums: false,
+        ..cfg
+    };
+    assert!(decap_payload(&bad, &gre, &lax).is_ok());
+    assert!(decap_payload(&[], &gre, &cfg).is_err());
+    assert!(decap_payload(&[], &vxlan, &cfg).is_err());
+}
+
+proptest! {
+    #[test]
+    fn decap_payload_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..120),
+        vxlan in any::<bool>(),
+    ) {
+        let meta = PayloadMeta {
+            src: IpAddr::V4(V4_SRC),
+            dst: IpAddr::V4(V4_DST),
+            kind: if vxlan { PayloadKind::Vxlan { src_port: 9 } } else { PayloadKind::Gre },
+        };
+        if let Ok(d) = decap_payload(&bytes, &meta, &DecapConfig::default()) {
+            prop_assert!(d.inner.end <= bytes.len() && d.inner.start <= d.inner.end);
+            let _ = d.inner_l3(&bytes);
+        }
+    }
+}
