@@ -12,21 +12,7 @@ use crate::channel::PacketBuf;
 use crate::pipe::PipePort;
 
 fn worker(st: Steering) -> (Dataplane, UnixDatagram) {
-    let cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
-    let engine = Engine::new(cfg, now()).expect("engine");
-    let (vnic, app) = PipePort::pair(9000, 4096).expect("pair");
-    app.set_nonblocking(true).expect("nonblocking");
-    let dp = Dataplane::new(
-        engine,
-        Vec::new(),
-        vec![Box::new(vnic) as Box<dyn NicTransport>],
-        Rss::new(ToeplitzKey::MICROSOFT, 2).expect("rss"),
-        DataplaneConfig::default(),
-    )
-    .expect("dataplane")
-    .with_steering(st)
-    .expect("one queue");
-    (dp, app)
+    worker_on_lane(st, 0)
 }
 
 fn pair() -> ((Dataplane, UnixDatagram), (Dataplane, UnixDatagram)) {
