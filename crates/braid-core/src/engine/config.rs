@@ -428,6 +428,20 @@ impl EngineConfig {
         q
     }
 
+    /// `qos` as each NIC's scheduler runs it: [`Self::effective_qos`] without the meters
+    /// (and without `drop_red`). Meters run once per packet at the vNIC; a second meter per
+    /// NIC, with its own buckets, could turn one piece of a split datagram Red after the
+    /// vNIC passed the packet Green, and lose the whole datagram under the configured rate.
+    #[must_use]
+    pub fn nic_queue_qos(&self, qos: &QosConfig) -> QosConfig {
+        let mut q = self.effective_qos(qos);
+        for c in &mut q.classes {
+            c.meter = None;
+            c.drop_red = false;
+        }
+        q
+    }
+
     /// Check a QoS configuration against this configuration: valid in itself and once
     /// raised to the largest packet, a weighted class for traffic that is not
     /// latency-critical, and every class the flow classes use.

@@ -462,19 +462,20 @@ impl Engine {
             if spec.capacity_auto {
                 capacity.add_link(now, spec.id, spec.capacity_bps);
             }
-            nics[spec.id.index()] = Some(NicRt {
-                spec: spec.clone(),
-                admin_up: true,
-                state: LinkState::Up,
-                queue: Box::new(
-                    Qos::new(qos.clone(), now).map_err(|e| ConfigError::Invalid {
-                        field: alloc::format!("qos ({e})"),
-                        why: "is out of range",
-                    })?,
-                ),
-                next_free: now,
-                pacing_bps: spec.capacity_bps,
-            });
+            nics[spec.id.index()] =
+                Some(NicRt {
+                    spec: spec.clone(),
+                    admin_up: true,
+                    state: LinkState::Up,
+                    queue: Box::new(Qos::new(config.nic_queue_qos(&config.qos), now).map_err(
+                        |e| ConfigError::Invalid {
+                            field: alloc::format!("qos ({e})"),
+                            why: "is out of range",
+                        },
+                    )?),
+                    next_free: now,
+                    pacing_bps: spec.capacity_bps,
+                });
         }
         // Every queued piece may hold its own slot, in any class of any NIC.
         let slots = tx_slots_needed(&qos, config.nics.len());
@@ -1843,6 +1844,7 @@ impl Engine {
             self.tx_slots.resize_with(slots, TxSlot::default);
             self.tx_free.extend((first..last).rev());
         }
+        let nic_queue = self.config.nic_queue_qos(&qos);
         let Self {
             nics,
             tx_slots,
@@ -1853,7 +1855,7 @@ impl Engine {
         } = self;
         for n in nics.iter_mut().flatten() {
             n.queue
-                .replace_config(now, effective.clone(), |d| {
+                .replace_config(now, nic_queue.clone(), |d| {
                     stats.drops.count(DropReason::QosClassRemoved);
                     release_slot(tx_slots, tx_free, store, d.handle.slot);
                 })

@@ -1282,6 +1282,14 @@ fn a_meter_red_packet_is_a_counted_drop() {
     assert_eq!(a.stats().drops.get(DropReason::QosMeterRed), 92);
     let m = a.vnic_meter_stats().class(ClassId(1));
     assert_eq!((m.green_count, m.red_count, m.drop_red_count), (8, 92, 92));
+    // Metered once, at the vNIC: the NICs' schedulers carry no meter of their own, so a
+    // piece the vNIC passed can never turn Red on a NIC.
+    for nic in [NicId(0), NicId(1)] {
+        if let Some(q) = a.nic_qos_stats(nic) {
+            let c = q.class(ClassId(1));
+            assert_eq!((c.green_count, c.red_count), (0, 0), "nic {}", nic.0);
+        }
+    }
     // The strict class has no meter: the feed is not policed.
     for seq in 0..20 {
         assert_eq!(

@@ -340,19 +340,29 @@ impl Tunnels {
         if self.rx.len() >= self.rx_capacity {
             return Err(DropReason::DeliverQueueFull);
         }
-        // The sequence check last: a packet dropped for another reason must not move it.
+        let inner = &bytes[l3];
+        // The sequence check last, once the packet has its buffer: a packet dropped for
+        // another reason (the store full included) must not move it.
+        let buf = store.alloc(inner.len()).ok_or(DropReason::StoreFull)?;
         if rt.spec.rx_check_seq && matches!(rt.spec.encap, Encap::Gre(_)) {
-            let Tunnel::Gre { seq: Some(seq), .. } = d.tunnel else {
-                return Err(DropReason::TunnelUnknown);
+            // A packet of this tunnel without the sequence number it must carry is malformed
+            // for it (RFC 2890 §2.2).
+            let verdict = match d.tunnel {
+                Tunnel::Gre { seq: Some(seq), .. } => rt.seq_check.check(seq),
+                _ => {
+                    store.free(buf);
+                    return Err(DropReason::TunnelMalformed);
+                }
             };
-            match rt.seq_check.check(seq) {
+            match verdict {
                 SeqVerdict::InOrder => {}
                 SeqVerdict::Resync => rt.stats.rx_seq_resync_count += 1,
-                SeqVerdict::OutOfOrder => return Err(DropReason::TunnelSeqOutOfOrder),
+                SeqVerdict::OutOfOrder => {
+                    store.free(buf);
+                    return Err(DropReason::TunnelSeqOutOfOrder);
+                }
             }
         }
-        let inner = &bytes[l3];
-        let buf = store.alloc(inner.len()).ok_or(DropReason::StoreFull)?;
         store.get_mut(&buf).copy_from_slice(inner);
         rt.stats.rx_packets_count += 1;
         rt.stats.rx_bytes_count += inner.len() as u64;

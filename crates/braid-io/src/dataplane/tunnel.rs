@@ -175,7 +175,14 @@ impl Dataplane {
                     }
                     Ok(_) => any = true,
                     Err(e) => {
-                        tracing::warn!(port = %entry.name, error = %e, "tunnel receive failed");
+                        // Counted by the port (`rx_errors`); logged at the 1st, 2nd, 4th, 8th,
+                        // ... error only, so a socket that keeps failing cannot flood the log
+                        // (with busy polling it would fail every few microseconds).
+                        let errors = entry.port.stats().rx_errors;
+                        if errors.is_power_of_two() {
+                            tracing::warn!(port = %entry.name, error = %e, errors,
+                                "tunnel receive failed");
+                        }
                         emptied = true;
                         break;
                     }

@@ -232,8 +232,8 @@ fn gre_key_and_sequence_numbers_out_and_back() {
     assert_eq!(got[0].1, inners[0]);
     assert_eq!(got[1].1, inners[2]);
 
-    // A tunnel that checks sequence numbers refuses a packet without one, and one with
-    // another key or none is another tunnel's.
+    // A tunnel that checks sequence numbers refuses a packet without one (malformed for
+    // it, RFC 2890 §2.2), and one with another key or none is another tunnel's.
     let mut c = engine(vec![spec(gre(false, Some(7), false))]);
     let mut d = engine(vec![spec(gre(false, None, true))]);
     for e in [&mut c, &mut d] {
@@ -243,13 +243,13 @@ fn gre_key_and_sequence_numbers_out_and_back() {
     let no_key = drain_tunnel(&mut d).remove(0).1;
     assert_eq!(
         b.handle_tunnel_rx(NOW, &no_seq),
-        Err(DropReason::TunnelUnknown)
+        Err(DropReason::TunnelMalformed)
     );
     assert_eq!(
         b.handle_tunnel_rx(NOW, &no_key),
         Err(DropReason::TunnelUnknown)
     );
-    assert_eq!(b.stats().drops.get(DropReason::TunnelUnknown), 2);
+    assert_eq!(b.stats().drops.get(DropReason::TunnelUnknown), 1);
     assert_eq!(b.tunnel_stats(0).unwrap().rx_packets_count, 2);
 }
 
