@@ -81,8 +81,10 @@
 //!
 //! `ip link add vxlan0 type vxlan id N dstport 4789 remote B local K dev ...` (no other
 //! options) sends: outer IPv4 K → B with DF clear, TTL 64 (the route's hop limit), TOS 0, an
-//! id of its choosing; UDP to 4789 from a flow-hash port in 32768–60999 with checksum 0
-//! (computed over IPv6); VXLAN flags 0x08 and VNI N; an Ethernet frame from vxlan0's MAC.
+//! id of its choosing; UDP to 4789 from a flow-hash port in 32768–60999 (the UDP checksum:
+//! iproute2 documents `noudpcsum` as the IPv4 default, but this machine's Linux 6.18 sent a
+//! non-zero one in the interop test, crates/braid/tests/tunnels.rs; braid accepts both);
+//! VXLAN flags 0x08 and VNI N; an Ethernet frame from vxlan0's MAC.
 //! [`VxlanEncap::new`]`(V4 { src: B, dst: K }, N, IpInEthernet(macs))` produces the same
 //! shape (set `src_ports` to [`SrcPortRange::LINUX_DEFAULT`] for the same port range; the
 //! kernel accepts any), and its overhead, 50 bytes, is the 50 the kernel takes off vxlan0's
