@@ -1222,8 +1222,19 @@ stats_file = "/tmp/a.json"
         cfg.validate().unwrap();
     }
 
-    fn err(text: &str) -> String {
+    /// The error `braid run` prints for `text` (it must be refused).
+    pub(super) fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    /// For each `(from, to, want)`: `base` with `from` replaced by `to` is refused with an
+    /// error that contains `want` (the field it names).
+    pub(super) fn assert_errors_name(base: &str, cases: &[(&str, &str, &str)]) {
+        for (from, to, want) in cases {
+            assert!(base.contains(from), "{from}");
+            let e = err(&base.replacen(from, to, 1));
+            assert!(e.contains(want), "{to}: {e}");
+        }
     }
 
     #[test]
@@ -1266,11 +1277,7 @@ stats_file = "/tmp/a.json"
                 "reorder.min_hold_ms",
             ),
         ];
-        for (from, to, want) in cases {
-            assert!(GOOD.contains(from), "{from}");
-            let e = err(&GOOD.replacen(from, to, 1));
-            assert!(e.contains(want), "{to}: {e}");
-        }
+        assert_errors_name(GOOD, &cases);
         // Busy polling is on by default, with or without a [daemon] section; 0 turns it off.
         let plan = Config::parse(&GOOD.replacen("[daemon]", "[daemon]\nbusy_poll_us = 0", 1));
         assert_eq!(plan.unwrap().file.daemon.busy_poll_us, 0);
@@ -1461,11 +1468,7 @@ color_aware = true
                 "unknown field `colour`",
             ),
         ];
-        for (from, to, want) in cases {
-            assert!(good.contains(from), "{from}");
-            let e = err(&good.replacen(from, to, 1));
-            assert!(e.contains(want), "{to}: {e}");
-        }
+        assert_errors_name(&good, &cases);
         // A latency-critical class needs a strict class; traffic that is not, a weighted one.
         let no_strict = good.replacen(
             "strict = true\nguard_rate = \"50mbit\"\nguard_burst_bytes = 30000\n",

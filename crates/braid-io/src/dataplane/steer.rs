@@ -308,7 +308,7 @@ impl Steering {
     /// lane, a lane no worker has, or too short to say: the engine counts those).
     pub(super) fn rx_owner(&self, packet: &[u8]) -> Option<usize> {
         self.rx.as_ref()?;
-        let lane = usize::from(*packet.get(1)? >> 4);
+        let lane = usize::from(braid_wire::BraidPacket::new_checked(packet).ok()?.lane());
         (lane != self.worker && lane < self.workers()).then_some(lane)
     }
 

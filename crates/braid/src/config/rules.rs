@@ -590,6 +590,7 @@ mod tests {
     use braid_core::rules::{Aggregate, PortRange};
 
     use super::super::Config;
+    use super::super::tests::{assert_errors_name, err};
     use super::*;
 
     const BASE: &str = r#"
@@ -757,10 +758,6 @@ drop = true
         assert!(none.rules.tx.is_empty() && none.rules.rx.is_empty());
     }
 
-    fn err(text: &str) -> String {
-        format!("{:#}", Config::parse(text).unwrap_err())
-    }
-
     #[test]
     fn rule_errors_name_the_rule_and_field() {
         Config::parse(BASE).unwrap();
@@ -840,11 +837,7 @@ drop = true
                 "rules[0] (\"nat\").drop: drop with other actions",
             ),
         ];
-        for (from, to, want) in cases {
-            assert!(BASE.contains(from), "{from}");
-            let e = err(&BASE.replacen(from, to, 1));
-            assert!(e.contains(want), "{to}: {e}");
-        }
+        assert_errors_name(BASE, &cases);
         // Set problems name both rules.
         let conflict = BASE.replacen(
             "name = \"pin-ssh\"",

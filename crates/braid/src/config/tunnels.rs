@@ -247,6 +247,7 @@ mod tests {
     use braid_core::NicId;
 
     use super::super::Config;
+    use super::super::tests::{assert_errors_name, err};
     use super::*;
 
     const BASE: &str = r#"
@@ -336,10 +337,6 @@ tunnel = "gre"
         cfg.validate().unwrap();
     }
 
-    fn err(text: &str) -> String {
-        format!("{:#}", Config::parse(text).unwrap_err())
-    }
-
     #[test]
     fn tunnel_errors_name_the_field() {
         let cases = [
@@ -391,11 +388,7 @@ tunnel = "gre"
             ),
             ("key = 7", "key = 7\nflags = 1", "unknown field `flags`"),
         ];
-        for (from, to, want) in cases {
-            assert!(BASE.contains(from), "{from}");
-            let e = err(&BASE.replacen(from, to, 1));
-            assert!(e.contains(want), "{to}: {e}");
-        }
+        assert_errors_name(BASE, &cases);
         // GRE sequence numbers need one worker.
         let e = err(&BASE.replacen("mtu = 1400", "mtu = 1400\nqueues = 2", 1));
         assert!(
