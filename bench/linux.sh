@@ -356,21 +356,21 @@ throughput() {
 }
 
 # latency LABEL DST: sockperf UDP ping-pong, client pinned to CPU 0, server to the last CPU,
-# both at nice $LAT_NICE, the client from UDP port $LAT_CLIENT_PORT (0 and any port but in the
-# QoS section).
-LAT_NICE=0
+# both under the command prefix LAT_PRIO (nice 0, nice -15, or chrt -f 60 in the QoS section),
+# the client from UDP port $LAT_CLIENT_PORT (0 and any port but in the QoS section).
+LAT_PRIO=(nice -n 0)
 LAT_CLIENT_PORT=
 latency() {
   local label=$1 dst=$2 port=11111 srv cpu_srv log
   cpu_srv=$(( $(nproc) > 1 ? 1 : 0 ))
   log=$OUT/lat-$label.client.log
   start_bg "$OUT/lat-$label.server.log" timeout $((DUR + 30)) ip netns exec "$NSB" \
-    nice -n "$LAT_NICE" taskset -c "$cpu_srv" sockperf server -i "$dst" -p $port
+    "${LAT_PRIO[@]}" taskset -c "$cpu_srv" sockperf server -i "$dst" -p $port
   srv=$BG
   wait_listen "$NSB" $port udp
   local t0 t1
   t0=$(daemon_ticks)
-  timeout $((DUR + 20)) ip netns exec "$NSA" nice -n "$LAT_NICE" taskset -c 0 sockperf ping-pong -i "$dst" -p $port \
+  timeout $((DUR + 20)) ip netns exec "$NSA" "${LAT_PRIO[@]}" taskset -c 0 sockperf ping-pong -i "$dst" -p $port \
     -t "$DUR" --msg-size 64 --full-rtt --no-rdtsc ${LAT_CLIENT_PORT:+--client_port "$LAT_CLIENT_PORT"} >"$log" 2>&1 || true
   t1=$(daemon_ticks)
   stop_bg "$srv"
@@ -493,10 +493,13 @@ fi # all_sections
 # every link, with each link's TX rate measured over the same seconds; then the same loaded
 # run with the class not latency-critical (`--bulk-class`: the weighted class, behind the
 # bulk), to show what the strict class changes. Target (issue 4): loaded p99 within 2x of
-# unloaded, and under 1 ms. Each set runs twice: at default priorities, and with the braid
-# daemons and sockperf at nice -15 (the bulk application, iperf3, stays at 0), which is how
-# a latency-critical host runs its feed and shields the measurement from whatever else the
-# machine runs (on a shared 2-core VM, other jobs' CPU bursts set the p99 otherwise).
+# unloaded, and under 1 ms. Each set runs three times: at default priorities; with the braid
+# daemons and sockperf at nice -15; and real-time, the daemons' workers in SCHED_FIFO
+# (`daemon.realtime_priority = 50`) and sockperf under `chrt -f 60`. The bulk application,
+# iperf3, stays at nice 0. The last two are how a latency-critical host runs its feed: on a
+# 2-core VM that carries both braid daemons, both applications and the bulk's TCP stacks,
+# the feed's tail is otherwise set by how long its threads wait for a core (perf sched
+# latency showed braid's workers waiting up to 4.4 ms), not by braid's queues.
 QOS_RATES=(100 200 300)
 # qos_loaded LABEL: `latency LABEL` while iperf3 -P 4 runs through braid; per-link rates
 # under qos.LABEL.*.
@@ -549,19 +552,24 @@ renice_daemons() {
     for t in /proc/"$p"/task/*; do renice -n "$1" -p "${t##*/}" >/dev/null; done
   done
 }
-# qos_set SUFFIX NICE: unloaded, loaded and control runs, braid and sockperf at nice NICE.
+# qos_set SUFFIX MODE: unloaded, loaded and control runs; MODE `0` or `-15` is the nice of
+# braid and sockperf, `rt` the real-time set.
 qos_set() {
-  local sfx=$1 p u l c
-  LAT_NICE=$2
+  local sfx=$1 mode=$2 p u l c rt=()
+  if [ "$mode" = rt ]; then
+    LAT_PRIO=(chrt -f 60); rt=(--realtime-priority 50)
+  else
+    LAT_PRIO=(nice -n "$mode")
+  fi
   LAT_CLIENT_PORT=11112
-  tb_up "qos$sfx" --links 100mbit,200mbit,300mbit --latency-class udp:11111
-  renice_daemons "$LAT_NICE"
+  tb_up "qos$sfx" --links 100mbit,200mbit,300mbit --latency-class udp:11111 "${rt[@]}"
+  [ "$mode" = rt ] || renice_daemons "$mode"
   latency "qos-unloaded$sfx" 10.99.0.2
   qos_loaded "qos-loaded$sfx"
   tb_down "qos$sfx"
   result "qos.loaded$sfx.drops" "\"$(braid_drops "qos$sfx")\""
-  tb_up "qos-control$sfx" --links 100mbit,200mbit,300mbit --bulk-class udp:11111
-  renice_daemons "$LAT_NICE"
+  tb_up "qos-control$sfx" --links 100mbit,200mbit,300mbit --bulk-class udp:11111 "${rt[@]}"
+  [ "$mode" = rt ] || renice_daemons "$mode"
   qos_loaded "qos-control$sfx"
   tb_down "qos-control$sfx"
   result "qos.control$sfx.drops" "\"$(braid_drops "qos-control$sfx")\""
@@ -571,7 +579,7 @@ qos_set() {
     if [[ $u =~ ^[0-9.]+$ && $l =~ ^[0-9.]+$ ]]; then result "qos.loaded_vs_unloaded$sfx.$p" "$(calc "$l / $u" 2)"; fi
     if [[ $u =~ ^[0-9.]+$ && $c =~ ^[0-9.]+$ ]]; then result "qos.control_vs_unloaded$sfx.$p" "$(calc "$c / $u" 2)"; fi
   done
-  LAT_NICE=0
+  LAT_PRIO=(nice -n 0)
   LAT_CLIENT_PORT=
 }
 if [ "$HAVE_SOCKPERF" = 1 ]; then
@@ -579,6 +587,8 @@ if [ "$HAVE_SOCKPERF" = 1 ]; then
   qos_set "" 0
   echo "  the same with braid and sockperf at nice -15"
   qos_set -nice -15
+  echo "  the same real-time: braid's workers SCHED_FIFO 50, sockperf chrt -f 60"
+  qos_set -rt rt
 else
   result lat.qos-unloaded.p50_us n/a; note "sockperf not installed: QoS skipped"
 fi
@@ -646,8 +656,12 @@ row "64 B UDP direct (iperf3): rx/s, loss" "$(v pps.direct.iperf3_rx_pps) /s, $(
 row "64 B UDP braid  (iperf3): rx/s, loss" "$(v pps.braid.iperf3_rx_pps) /s, $(v pps.braid.iperf3_loss_pct) %"
 row "64 B UDP braid at 150 000/s: rx/s, loss" "$(v pps.braid-150k.rx_pps) /s, $(v pps.braid-150k.loss_pct) %"
 fi
-for sfx in "" -nice; do
-  [ -z "$sfx" ] && how="default priorities" || how="braid + sockperf at nice -15"
+for sfx in "" -nice -rt; do
+  case $sfx in
+    "") how="default priorities" ;;
+    -nice) how="braid + sockperf at nice -15" ;;
+    *) how="real-time: braid SCHED_FIFO 50, sockperf chrt -f 60" ;;
+  esac
   row "QoS ($how): latency-critical RTT alone p50/p99/p99.9" \
     "$(v "lat.qos-unloaded$sfx.p50_us") / $(v "lat.qos-unloaded$sfx.p99_us") / $(v "lat.qos-unloaded$sfx.p999_us") µs"
   row "  with 4 TCP streams saturating the links" \

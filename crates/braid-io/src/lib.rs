@@ -9,6 +9,7 @@
 //!   control commands and counters;
 //! - [`crypto`] and [`keyfile`]: the AEAD for braid packets and the pre-shared key's file;
 //! - [`pipe`]: a stand-in port over Unix datagram sockets, for tests without root;
+//! - [`sched`]: real-time scheduling for a worker (`daemon.realtime_priority`);
 //! - [`channel`]: the inter-NIC channel.
 //!
 //! # The inter-NIC channel
@@ -33,6 +34,7 @@ pub mod keyfile;
 pub mod netlink;
 pub mod packet;
 pub mod pipe;
+pub mod sched;
 pub mod transport;
 pub mod tunnel;
 pub mod udp;

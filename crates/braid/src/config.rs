@@ -394,6 +394,10 @@ pub(crate) struct DaemonSection {
     /// Pin the data-path worker to this CPU (0-based). Default: not pinned.
     #[serde(default)]
     pub cpu: Option<usize>,
+    /// Run the data-path workers in `SCHED_FIFO` at this priority (1–99). Default: the
+    /// normal scheduler. See [`braid_io::sched`].
+    #[serde(default)]
+    pub realtime_priority: Option<u8>,
     /// After a turn that moved packets, keep polling for this many µs before sleeping
     /// (default [`DEFAULT_BUSY_POLL_US`]; 0: never). Saves a thread wake-up per packet on a
     /// quiet link, at the cost of a busy core while traffic flows.
@@ -434,6 +438,7 @@ impl Default for DaemonSection {
         Self {
             stats_file: None,
             cpu: None,
+            realtime_priority: None,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
             receive: ReceiveMode::default(),
         }
@@ -636,6 +641,14 @@ impl Config {
                 "daemon.busy_poll_us: {} is above 1000 (1 ms); a few tens of µs cover a round \
                  trip, and longer only burns CPU",
                 self.daemon.busy_poll_us
+            );
+        }
+        if let Some(p) = self.daemon.realtime_priority
+            && !braid_io::sched::PRIORITIES.contains(&p)
+        {
+            bail!(
+                "daemon.realtime_priority: {p} is outside 1-99 (the SCHED_FIFO priorities; \
+                 leave it out for the normal scheduler)"
             );
         }
         if let Some(cpu) = self.daemon.cpu
@@ -1270,6 +1283,11 @@ stats_file = "/tmp/a.json"
                 "[daemon]",
                 "[daemon]\nbusy_poll_us = 5000",
                 "daemon.busy_poll_us",
+            ),
+            (
+                "[daemon]",
+                "[daemon]\nrealtime_priority = 0",
+                "daemon.realtime_priority: 0 is outside 1-99",
             ),
             (
                 "[daemon]",

@@ -151,6 +151,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     braid_io::dataplane::link_workers(&mut dataplanes);
     let handles: Vec<_> = dataplanes.iter().map(Dataplane::handle).collect();
     let cpu = plan.file.daemon.cpu;
+    let realtime = plan.file.daemon.realtime_priority;
     let mut threads = Vec::new();
     for (k, dp) in dataplanes.into_iter().enumerate() {
         let t = std::thread::Builder::new()
@@ -159,6 +160,20 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
                 // Worker k on core `daemon.cpu` + k, wrapping around the machine's cores.
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
                 pin_worker(cpu.map(|c| (c + k) % cores.max(c + 1)));
+                if let Some(p) = realtime {
+                    // A worker that cannot get the priority asked for stops the daemon
+                    // (the main loop sees the thread end) rather than run without it.
+                    braid_io::sched::set_realtime_priority(p).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "daemon.realtime_priority = {p}: cannot put worker {k} in \
+                                 SCHED_FIFO ({e}; needs root or CAP_SYS_NICE)"
+                            ),
+                        )
+                    })?;
+                    tracing::info!(priority = p, "data-path thread in SCHED_FIFO");
+                }
                 dp.run()
             })
             .context("cannot start a data-path thread")?;

@@ -160,6 +160,11 @@ struct UpArgs {
     /// sleep (`daemon.busy_poll_us`; 0: never). Lower latency, a busier CPU.
     #[arg(long, default_value_t = crate::config::DEFAULT_BUSY_POLL_US)]
     busy_poll_us: u32,
+    /// Run the daemons' workers in SCHED_FIFO at this priority, 1-99
+    /// (`daemon.realtime_priority`): they run as soon as they are woken, ahead of the
+    /// applications and the bulk traffic's threads.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime_priority: Option<u8>,
     /// With several queues, who reads each link (`daemon.receive`): `per-worker` (every
     /// worker its own socket on every link) or `per-nic` (link i read by worker i mod
     /// queues, which hands the other workers' packets over the inter-NIC channel).
@@ -827,6 +832,7 @@ fn write_state(tb: &Testbed, args: &UpArgs) -> Result<()> {
             stats_file: &tb.file(side, "stats.json"),
             auto_capacity: args.auto_capacity,
             busy_poll_us: args.busy_poll_us,
+            realtime_priority: args.realtime_priority,
             per_nic: args.receive == ReceiveArg::PerNic,
             latency_classes: &args.latency_class,
             bulk_classes: &args.bulk_class,
@@ -891,6 +897,8 @@ struct ConfigParams<'a> {
     auto_capacity: bool,
     /// `daemon.busy_poll_us`.
     busy_poll_us: u32,
+    /// `daemon.realtime_priority`, if any.
+    realtime_priority: Option<u8>,
     /// `daemon.receive = "per-nic"` (else left out: per worker).
     per_nic: bool,
     /// Extra duplicated classes, latency-critical (`--latency-class`)...
@@ -1002,6 +1010,9 @@ fn daemon_config(p: &ConfigParams<'_>) -> String {
         toml_str(&p.stats_file.to_string_lossy())
     );
     let _ = writeln!(t, "busy_poll_us = {}", p.busy_poll_us);
+    if let Some(prio) = p.realtime_priority {
+        let _ = writeln!(t, "realtime_priority = {prio}");
+    }
     if p.per_nic {
         let _ = writeln!(t, "receive = \"per-nic\"");
     }
@@ -1361,6 +1372,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: false,
             busy_poll_us: 0,
+            realtime_priority: None,
             per_nic: false,
             latency_classes: &[],
             bulk_classes: &[],
@@ -1384,6 +1396,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: true,
             busy_poll_us: 0,
+            realtime_priority: None,
             per_nic: false,
             latency_classes: &[],
             bulk_classes: &[],
@@ -1488,6 +1501,7 @@ mod tests {
                     stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
                     auto_capacity: false,
                     busy_poll_us: 0,
+                    realtime_priority: None,
                     per_nic: encrypt,
                     latency_classes: &[],
                     bulk_classes: &[],
@@ -1523,6 +1537,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: false,
             busy_poll_us: 0,
+            realtime_priority: None,
             per_nic: false,
             latency_classes: &[],
             bulk_classes: &[],
@@ -1615,6 +1630,7 @@ mod tests {
             stats_file: Path::new("/run/braid-testbed/braid/a.stats.json"),
             auto_capacity: false,
             busy_poll_us: 0,
+            realtime_priority: None,
             per_nic: false,
             latency_classes: &args.latency_class,
             bulk_classes: &args.bulk_class,

@@ -6,5 +6,6 @@
 #[cfg(test)]
 pub(crate) mod netns;
 pub(crate) mod packet;
+pub(crate) mod sched;
 pub(crate) mod tunnel;
 pub(crate) mod udp;
