@@ -9,6 +9,12 @@
 //! - `fast_path/10000`: `RuleSet::cached_actions` with each flow's valid `CachedRule`.
 //! - `build/10000`: `RuleSet::build` (validation with conflict and shadow checks, compile,
 //!   index).
+//! - `build_one_priority/10000`: the same for 10 000 rules that all have one priority (a
+//!   NAT or service table: hosts, subnets, IPv6 networks and ports of one address, pairwise
+//!   disjoint), where the conflict check must compare the rules of a priority with each
+//!   other.
+//! - `conflict_check_pairwise/10000`: for reference, the conflict check on the same rules as
+//!   it was before the overlap search: every pair of the priority level compared.
 //!
 //! The rules look like a real policy: IPv4 (85 %) and IPv6 prefixes of common lengths,
 //! TCP/UDP with well-known ports or port ranges, some DSCP matches; priorities favour more
@@ -23,8 +29,8 @@ use std::time::Duration;
 use braid_core::NicSet;
 use braid_core::flow::{IPPROTO_TCP, IPPROTO_UDP};
 use braid_core::rules::{
-    Action, CachedRule, DscpSet, IpFamily, IpPrefix, PortRange, QosClass, Rule, RuleContext,
-    RuleKey, RuleMatch, RuleSet, RuleSetConfig,
+    Action, CachedRule, CompiledActions, DscpSet, IpFamily, IpPrefix, PortRange, QosClass, Rule,
+    RuleContext, RuleKey, RuleMatch, RuleSet, RuleSetConfig,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngExt, SeedableRng};
@@ -153,6 +159,85 @@ fn rules(n: usize, seed: u64) -> Vec<Rule> {
         ));
     }
     out
+}
+
+/// `n` rules of one priority, pairwise disjoint (so the set is valid): a quarter each of
+/// IPv4 hosts with a protocol and port, IPv4 /24 subnets, IPv6 /64 networks, and UDP ports of
+/// one IPv4 /16. Actions differ from rule to rule, so any overlap would be a conflict.
+fn one_priority_rules(n: usize) -> Vec<Rule> {
+    (0..n)
+        .map(|i| {
+            let k = (i / 4) as u32;
+            let m = match i % 4 {
+                0 => RuleMatch {
+                    dst: Some(IpPrefix::host(IpAddr::V4(Ipv4Addr::from(0x6440_0000 + k)))),
+                    protocol: Some(if k.is_multiple_of(2) {
+                        IPPROTO_TCP
+                    } else {
+                        IPPROTO_UDP
+                    }),
+                    dst_ports: Some(PortRange::single(WELL_KNOWN[k as usize % WELL_KNOWN.len()])),
+                    ..RuleMatch::ANY
+                },
+                1 => RuleMatch {
+                    dst: Some(
+                        IpPrefix::new(IpAddr::V4(Ipv4Addr::from(0xac10_0000 + (k << 8))), 24)
+                            .expect("prefix"),
+                    ),
+                    ..RuleMatch::ANY
+                },
+                2 => RuleMatch {
+                    dst: Some(
+                        IpPrefix::new(
+                            IpAddr::V6(Ipv6Addr::from(
+                                (0x2001_0db8u128 << 96) | (u128::from(k) << 64),
+                            )),
+                            64,
+                        )
+                        .expect("prefix"),
+                    ),
+                    ..RuleMatch::ANY
+                },
+                _ => RuleMatch {
+                    dst: Some(
+                        IpPrefix::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16)
+                            .expect("prefix"),
+                    ),
+                    protocol: Some(IPPROTO_UDP),
+                    dst_ports: Some(PortRange::single(20_000 + k as u16)),
+                    ..RuleMatch::ANY
+                },
+            };
+            let action = match i % 3 {
+                0 => Action::SetDscp((i % 64) as u8),
+                1 => Action::SetPriorityClass(QosClass((i % 8) as u8)),
+                _ => Action::SetTtl((i % 255) as u8 + 1),
+            };
+            Rule::new(&format!("r{i}"), 100, m, &[action])
+        })
+        .collect()
+}
+
+/// The conflict check as a loop over every pair of each priority level (the validator's
+/// before `rules::overlap`): the number of conflicting pairs.
+fn conflicts_pairwise(rules: &[Rule]) -> usize {
+    let compiled: Vec<CompiledActions> = rules
+        .iter()
+        .map(|r| CompiledActions::compile(&r.actions))
+        .collect();
+    let mut order: Vec<usize> = (0..rules.len()).collect();
+    order.sort_by_key(|&i| (rules[i].priority, i));
+    let mut conflicts = 0;
+    for level in order.chunk_by(|&a, &b| rules[a].priority == rules[b].priority) {
+        for (x, &a) in level.iter().enumerate() {
+            for &b in &level[x + 1..] {
+                if rules[a].matcher.overlaps(&rules[b].matcher) && compiled[a] != compiled[b] {
+                    conflicts += 1;
+                }
+            }
+        }
+    }
+    conflicts
 }
 
 fn addr_in(rng: &mut ChaCha8Rng, p: Option<IpPrefix>, family: IpFamily) -> IpAddr {
@@ -310,6 +395,14 @@ fn bench_rules(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
     let rs = rules(10_000, 42);
     g.bench_function("build/10000", |b| b.iter(|| build(black_box(&rs))));
+    let rs = one_priority_rules(10_000);
+    g.bench_function("build_one_priority/10000", |b| {
+        b.iter(|| build(black_box(&rs)))
+    });
+    assert_eq!(conflicts_pairwise(&rs), 0, "the table is disjoint");
+    g.bench_function("conflict_check_pairwise/10000", |b| {
+        b.iter(|| conflicts_pairwise(black_box(&rs)))
+    });
     g.finish();
 }
 

@@ -277,8 +277,9 @@ drop_reasons! {
     /// RX: a GRE packet whose sequence number is not after the last one accepted (RFC 2890
     /// §2.2: out of order or a duplicate).
     TunnelSeqOutOfOrder = "tunnel_seq_out_of_order",
-    /// RX: the tunnel carried an Ethernet frame that holds no IP packet (ARP, a VLAN tag),
-    /// which a TUN vNIC cannot take.
+    /// RX: the tunnel carried an Ethernet frame that holds no IP packet (ARP; two VLAN tags;
+    /// a VLAN tag from a GRE tunnel — one 802.1Q tag from a VXLAN tunnel is popped by the RX
+    /// rules, see [`Self::TunnelVlanNotPopped`]), which a TUN vNIC cannot take.
     TunnelInnerNotIp = "tunnel_inner_not_ip",
     /// TX: the encapsulated packet is larger than the tunnel NIC's MTU (VXLAN endpoints must
     /// not fragment, RFC 7348 §4.3; reduce the vNIC MTU by the tunnel's overhead).
@@ -291,6 +292,17 @@ drop_reasons! {
     /// a fragment, an address of the other IP version, a malformed header: braid-wire's
     /// `RewriteError`); the packet is dropped unchanged rather than sent half-rewritten.
     RuleRewriteFailed = "rule_rewrite_failed",
+    /// TX/RX: a packet queued for a tunnel (encapsulated, or decapsulated for the vNIC) when
+    /// a policy replacement removed the tunnel or changed its endpoints or encapsulation
+    /// (`Command::ReplacePolicies`, `engine/tunnel/replace.rs`).
+    TunnelRemoved = "tunnel_removed",
+    /// RX: a VXLAN tunnel's inner frame carried an 802.1Q tag that no RX rule pops
+    /// (`pop_vlan`): the TUN vNIC cannot take a tag (`engine/rules.rs`).
+    TunnelVlanNotPopped = "tunnel_vlan_not_popped",
+    /// TX: the rule pushes a VLAN tag but the flow is not VXLAN-encapsulated, so there is no
+    /// inner Ethernet header to carry it. Not expected: the rule tables are checked against
+    /// the flow classes and tunnels they are built for.
+    RuleVlanNoTunnel = "rule_vlan_no_tunnel",
 }
 
 impl fmt::Display for DropReason {

@@ -33,6 +33,7 @@ const META: EncapMeta = EncapMeta {
     flow_hash: 0x1234_5678,
     ip_id: 7,
     gre_seq: 42,
+    vlan: None,
 };
 
 /// A 1400-byte IPv4 UDP packet (the TUN vNIC's common case).

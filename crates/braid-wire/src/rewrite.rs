@@ -161,6 +161,18 @@ impl VlanTag {
         }
         Ok(((self.pcp as u16) << 13) | ((self.dei as u16) << 12) | self.vid)
     }
+
+    /// The tag whose tag control information is `tci` (as read from a frame): PCP from the
+    /// top 3 bits, DEI from bit 12, the VLAN id from the low 12 bits. A VID of 4095 (reserved
+    /// by 802.1Q) is kept as it is: [`Self::tci`] refuses it.
+    #[must_use]
+    pub const fn from_tci(tci: u16) -> Self {
+        Self {
+            pcp: (tci >> 13) as u8,
+            dei: tci & 0x1000 != 0,
+            vid: tci & 0x0fff,
+        }
+    }
 }
 
 /// One header edit: a rule's action, compiled. `Copy` and heap-free, so a rule holds a

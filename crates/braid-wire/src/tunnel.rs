@@ -16,9 +16,24 @@
 //! synthesized Ethernet header (VXLAN always carries Ethernet; GRE carries either).
 //!
 //! ```text
-//! VXLAN: outer IPv4/IPv6 | UDP (dst 4789) | VXLAN (8) | [Ethernet (14)] inner
-//! GRE:   outer IPv4/IPv6 (protocol 47) | GRE (4..16) | [Ethernet (14)] inner
+//! VXLAN: outer IPv4/IPv6 | UDP (dst 4789) | VXLAN (8) | [Ethernet (14) [802.1Q tag (4)]] inner
+//! GRE:   outer IPv4/IPv6 (protocol 47) | GRE (4..16) | [Ethernet (14) [802.1Q tag (4)]] inner
 //! ```
+//!
+//! # VLAN tags in the inner frame
+//!
+//! A synthesized Ethernet header ([`InnerFormat::IpInEthernet`]) may carry one IEEE 802.1Q
+//! tag (TPID 0x8100, then PCP/DEI/VID) between the source MAC and the EtherType, as a Linux
+//! VLAN device on top of a VXLAN device sends and expects (`ip link add link vxlan0 name
+//! vxlan0.100 type vlan id 100`). The tag is per packet ([`EncapMeta::vlan`]: braid-core's
+//! rules push it per flow), so the overhead is [`Encap::overhead_for`] (4 bytes more with a
+//! tag). On receipt, [`Decapped::inner_ip`] accepts an inner frame with at most one 802.1Q
+//! tag and reports it ([`InnerIp::vlan`]); the IP range it gives leaves the tag out, which
+//! is how the tag is popped for a TUN vNIC. A priority-tagged frame (VID 0, IEEE 802.1Q
+//! §6.9) belongs to no VLAN: reported as a tag with `vid` 0. Two tags (QinQ), an 802.1ad
+//! S-tag alone, or a VID of 4095 (reserved) are refused: braid delivers one IP packet per
+//! frame and has no rule that pops two tags. [`Decapped::inner_l3`] keeps refusing every
+//! tagged frame, for callers that do not handle tags.
 //!
 //! # Call protocol
 //!
@@ -103,6 +118,7 @@ use core::ops::Range;
 use crate::ParseError;
 use crate::checksum::{Sum, checksum};
 use crate::gre;
+use crate::rewrite::VlanTag;
 use crate::vxlan::{self, SrcPortRange};
 
 /// Length in bytes of an outer IPv4 header (braid emits no options).
@@ -133,6 +149,10 @@ const IPV4_DF: u16 = 0x4000;
 const IPV4_MF_OFFSET: u16 = 0x3fff;
 /// The largest 16-bit length field.
 const MAX_LEN16: usize = 0xffff;
+/// Length in bytes of an IEEE 802.1Q tag (TPID + TCI).
+pub const VLAN_TAG_LEN: usize = 4;
+/// The TPID of an IEEE 802.1Q customer VLAN tag.
+pub const TPID_8021Q: u16 = 0x8100;
 
 /// Why an encapsulation or a decapsulation failed.
 ///
@@ -164,6 +184,10 @@ pub enum TunnelError {
         /// The field's name, as in the config struct.
         field: &'static str,
     },
+    /// Encap: [`EncapMeta::vlan`] asks for a VLAN tag but the inner packet gets no
+    /// synthesized Ethernet header to carry it (only [`InnerFormat::IpInEthernet`] has
+    /// one), or the tag's PCP is above 7 or its VID above 4094.
+    VlanNotCarried,
 }
 
 impl fmt::Display for TunnelError {
@@ -175,6 +199,9 @@ impl fmt::Display for TunnelError {
             Self::NoRoom => f.write_str("no room for the outer headers"),
             Self::TooLong => f.write_str("outer packet too long"),
             Self::BadConfig { field } => write!(f, "bad tunnel config field {field}"),
+            Self::VlanNotCarried => {
+                f.write_str("vlan tag without a synthesized inner ethernet header, or invalid")
+            }
         }
     }
 }
@@ -236,13 +263,31 @@ pub enum InnerFormat {
 }
 
 impl InnerFormat {
-    /// The bytes encap adds in front of the inner packet before the tunnel header.
+    /// The bytes encap adds in front of the inner packet before the tunnel header (without
+    /// a VLAN tag: see [`Encap::overhead_for`]).
     pub const fn added_len(&self) -> usize {
         match self {
             Self::IpInEthernet(_) => ETHERNET_HEADER_LEN,
             Self::Ip | Self::Ethernet => 0,
         }
     }
+
+    /// The TCI of `tag` if this format can carry it (a synthesized Ethernet header), `None`
+    /// without a tag.
+    fn tag_tci(&self, tag: Option<VlanTag>) -> Result<Option<u16>, TunnelError> {
+        match (tag, self) {
+            (None, _) => Ok(None),
+            (Some(tag), Self::IpInEthernet(_)) => {
+                tag.tci().map(Some).map_err(|_| TunnelError::VlanNotCarried)
+            }
+            (Some(_), Self::Ip | Self::Ethernet) => Err(TunnelError::VlanNotCarried),
+        }
+    }
+}
+
+/// The bytes a VLAN tag in `meta` adds: 4 with a tag, else 0.
+const fn tag_len(meta: &EncapMeta) -> usize {
+    if meta.vlan.is_some() { VLAN_TAG_LEN } else { 0 }
 }
 
 /// The outer addresses: both IPv4 or both IPv6.
@@ -328,6 +373,11 @@ pub struct EncapMeta {
     /// The GRE sequence number, written when [`GreEncap::seq`] is set (the caller increments
     /// it per packet, per tunnel, RFC 2890 §2.2); ignored by VXLAN.
     pub gre_seq: u32,
+    /// An IEEE 802.1Q tag for the synthesized inner Ethernet header
+    /// ([`InnerFormat::IpInEthernet`] only; [`TunnelError::VlanNotCarried`] otherwise),
+    /// written between the source MAC and the EtherType; `None` (the default): untagged.
+    /// The overhead grows by [`VLAN_TAG_LEN`] ([`Encap::overhead_for`]).
+    pub vlan: Option<VlanTag>,
 }
 
 /// A VXLAN tunnel's encapsulation (RFC 7348).
@@ -392,15 +442,24 @@ impl VxlanEncap {
         self.outer.ip.header_len() + UDP_HEADER_LEN + vxlan::HEADER_LEN + self.inner.added_len()
     }
 
-    /// Writes the outer headers into the `overhead()` bytes in front of `buf[inner]` and
-    /// returns the outer packet's range in `buf` (it ends where the inner packet ends).
+    /// [`Self::overhead`] for a packet encapsulated with `meta`: 4 bytes more with a VLAN
+    /// tag ([`EncapMeta::vlan`]).
+    pub const fn overhead_for(&self, meta: &EncapMeta) -> usize {
+        self.overhead() + tag_len(meta)
+    }
+
+    /// Writes the outer headers into the `overhead_for(&meta)` bytes in front of
+    /// `buf[inner]` and returns the outer packet's range in `buf` (it ends where the inner
+    /// packet ends).
     ///
     /// # Errors
-    /// [`TunnelError::NoRoom`] if `inner.start < overhead()` or `inner` is outside `buf`;
-    /// [`TunnelError::BadConfig`] as [`Self::validate`];
+    /// [`TunnelError::NoRoom`] if `inner.start < overhead_for(&meta)` or `inner` is outside
+    /// `buf`; [`TunnelError::BadConfig`] as [`Self::validate`];
     /// `Invalid { layer: Inner, .. }` for an inner packet that does not match
     /// [`Self::inner`] (an Ethernet frame shorter than 14 bytes, an IP packet whose version is
-    /// not 4 or 6); [`TunnelError::TooLong`] if a length field would overflow.
+    /// not 4 or 6); [`TunnelError::VlanNotCarried`] for a tag in `meta` that
+    /// [`Self::inner`] cannot carry or that is invalid; [`TunnelError::TooLong`] if a length
+    /// field would overflow.
     pub fn encap_in_place(
         &self,
         buf: &mut [u8],
@@ -418,7 +477,8 @@ impl VxlanEncap {
         inner: Range<usize>,
         meta: EncapMeta,
     ) -> Result<Range<usize>, TunnelError> {
-        let start = headroom(buf, &inner, self.overhead())?;
+        let tci = self.inner.tag_tci(meta.vlan)?;
+        let start = headroom(buf, &inner, self.overhead_for(&meta))?;
         let ethertype = inner_ethertype(self.inner, &buf[inner.clone()])?;
         let ip_len = self.outer.ip.header_len();
         let udp_start = start + ip_len;
@@ -437,7 +497,7 @@ impl VxlanEncap {
         vxlan::Repr { vni: self.vni }.emit(&mut vxlan::Packet::new_unchecked(
             &mut buf[vxlan_start..vxlan_start + vxlan::HEADER_LEN],
         ));
-        write_synth_ethernet(self.inner, ethertype, &mut buf[..inner.start]);
+        write_synth_ethernet(self.inner, ethertype, tci, &mut buf[..inner.start]);
         {
             let udp = &mut buf[udp_start..udp_start + UDP_HEADER_LEN];
             udp[0..2].copy_from_slice(&self.src_ports.port(meta.flow_hash).to_be_bytes());
@@ -462,8 +522,8 @@ impl VxlanEncap {
     /// and returns its length.
     ///
     /// # Errors
-    /// [`TunnelError::NoRoom`] if `out` is shorter than `overhead() + inner.len()`; otherwise
-    /// as [`Self::encap_in_place`].
+    /// [`TunnelError::NoRoom`] if `out` is shorter than `overhead_for(&meta) + inner.len()`;
+    /// otherwise as [`Self::encap_in_place`].
     pub fn encap_into(
         &self,
         inner: &[u8],
@@ -471,7 +531,9 @@ impl VxlanEncap {
         meta: EncapMeta,
     ) -> Result<usize, TunnelError> {
         self.validate()?;
-        let range = copy_inner(self.overhead(), inner, out)?;
+        // The tag first: a refused one leaves `out` untouched.
+        self.inner.tag_tci(meta.vlan)?;
+        let range = copy_inner(self.overhead_for(&meta), inner, out)?;
         self.write_headers(out, range, meta).map(|r| r.len())
     }
 }
@@ -519,6 +581,12 @@ impl GreEncap {
         self.outer.ip.header_len() + self.gre_repr(0).buffer_len() + self.inner.added_len()
     }
 
+    /// [`Self::overhead`] for a packet encapsulated with `meta`: 4 bytes more with a VLAN
+    /// tag ([`EncapMeta::vlan`]).
+    pub const fn overhead_for(&self, meta: &EncapMeta) -> usize {
+        self.overhead() + tag_len(meta)
+    }
+
     const fn gre_repr(&self, seq: u32) -> gre::Repr {
         gre::Repr {
             protocol_type: gre::PROTOCOL_TEB,
@@ -528,8 +596,9 @@ impl GreEncap {
         }
     }
 
-    /// Writes the outer headers into the `overhead()` bytes in front of `buf[inner]` and
-    /// returns the outer packet's range in `buf` (it ends where the inner packet ends).
+    /// Writes the outer headers into the `overhead_for(&meta)` bytes in front of
+    /// `buf[inner]` and returns the outer packet's range in `buf` (it ends where the inner
+    /// packet ends).
     ///
     /// # Errors
     /// As [`VxlanEncap::encap_in_place`].
@@ -550,7 +619,8 @@ impl GreEncap {
         inner: Range<usize>,
         meta: EncapMeta,
     ) -> Result<Range<usize>, TunnelError> {
-        let start = headroom(buf, &inner, self.overhead())?;
+        let tci = self.inner.tag_tci(meta.vlan)?;
+        let start = headroom(buf, &inner, self.overhead_for(&meta))?;
         let ethertype = inner_ethertype(self.inner, &buf[inner.clone()])?;
         let gre_start = start + self.outer.ip.header_len();
         let gre_len = inner.end - gre_start;
@@ -565,7 +635,7 @@ impl GreEncap {
             gre_len,
             &mut buf[start..],
         )?;
-        write_synth_ethernet(self.inner, ethertype, &mut buf[..inner.start]);
+        write_synth_ethernet(self.inner, ethertype, tci, &mut buf[..inner.start]);
         // Last: the GRE checksum covers the synthesized Ethernet header and the inner packet.
         repr.emit(&mut gre::Packet::new_unchecked(
             &mut buf[gre_start..inner.end],
@@ -585,7 +655,9 @@ impl GreEncap {
         meta: EncapMeta,
     ) -> Result<usize, TunnelError> {
         self.validate()?;
-        let range = copy_inner(self.overhead(), inner, out)?;
+        // The tag first: a refused one leaves `out` untouched.
+        self.inner.tag_tci(meta.vlan)?;
+        let range = copy_inner(self.overhead_for(&meta), inner, out)?;
         self.write_headers(out, range, meta).map(|r| r.len())
     }
 }
@@ -617,6 +689,12 @@ impl Encap {
             Self::Vxlan(cfg) => cfg.overhead(),
             Self::Gre(cfg) => cfg.overhead(),
         }
+    }
+
+    /// The bytes encap adds in front of the inner packet with `meta`: [`Self::overhead`],
+    /// plus [`VLAN_TAG_LEN`] with a VLAN tag.
+    pub const fn overhead_for(&self, meta: &EncapMeta) -> usize {
+        self.overhead() + tag_len(meta)
     }
 
     /// As [`VxlanEncap::encap_in_place`] / [`GreEncap::encap_in_place`].
@@ -695,15 +773,27 @@ fn inner_ethertype(format: InnerFormat, inner: &[u8]) -> Result<u16, TunnelError
     }
 }
 
-/// Writes the synthesized Ethernet header into the last 14 bytes of `before_inner`, for
-/// [`InnerFormat::IpInEthernet`]; a no-op otherwise.
-fn write_synth_ethernet(format: InnerFormat, ethertype: u16, before_inner: &mut [u8]) {
+/// Writes the synthesized Ethernet header (with the 802.1Q tag `tci`, if any) into the last
+/// 14 (18) bytes of `before_inner`, for [`InnerFormat::IpInEthernet`]; a no-op otherwise.
+fn write_synth_ethernet(
+    format: InnerFormat,
+    ethertype: u16,
+    tci: Option<u16>,
+    before_inner: &mut [u8],
+) {
     if let InnerFormat::IpInEthernet(macs) = format {
-        let at = before_inner.len() - ETHERNET_HEADER_LEN;
+        let len = ETHERNET_HEADER_LEN + if tci.is_some() { VLAN_TAG_LEN } else { 0 };
+        let at = before_inner.len() - len;
         let eth = &mut before_inner[at..];
         eth[0..6].copy_from_slice(&macs.dst);
         eth[6..12].copy_from_slice(&macs.src);
-        eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        let mut next = 12;
+        if let Some(tci) = tci {
+            eth[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
+            eth[14..16].copy_from_slice(&tci.to_be_bytes());
+            next = 16;
+        }
+        eth[next..next + 2].copy_from_slice(&ethertype.to_be_bytes());
     }
 }
 
@@ -840,25 +930,55 @@ impl Decapped {
     /// another version than announced, or whose length field passes the frame, is
     /// `Truncated` / `IllegalValue { field: "version" }` / `BadLength`.
     pub fn inner_l3(&self, packet: &[u8]) -> Result<(IpVersion, Range<usize>), TunnelError> {
+        let ip = self.inner_ip(packet)?;
+        if ip.vlan.is_some() {
+            return Err(invalid(Layer::Inner, ParseError::Unsupported));
+        }
+        Ok((ip.version, ip.range))
+    }
+
+    /// [`Self::inner_l3`] for an inner Ethernet frame that may carry one IEEE 802.1Q tag
+    /// (TPID 0x8100), which it reports: the IP range leaves the tag out (see "VLAN tags in
+    /// the inner frame" in the module doc). An inner IP packet (GRE) has no tag.
+    ///
+    /// # Errors
+    /// As [`Self::inner_l3`], except that one 802.1Q tag is accepted; two tags, an 802.1ad
+    /// or 0x9100 TPID, or a non-IP EtherType after the tag are `Unsupported`; a VID of 4095
+    /// is `IllegalValue { field: "vid" }`; a frame that ends inside its tag is `Truncated`.
+    pub fn inner_ip(&self, packet: &[u8]) -> Result<InnerIp, TunnelError> {
         let Some(inner) = packet.get(self.inner.clone()) else {
             return Err(invalid(Layer::Inner, ParseError::Truncated));
         };
+        let at = |version, len, vlan| InnerIp {
+            version,
+            range: self.inner.start..self.inner.start + len,
+            vlan,
+        };
         match self.inner_kind {
             InnerKind::Ethernet => {
-                let (version, l3) = l3_in_ethernet(inner)?;
-                let start = self.inner.start + l3.start;
-                Ok((version, start..self.inner.start + l3.end))
+                let ip = l3_in_tagged_ethernet(inner)?;
+                let start = self.inner.start + ip.range.start;
+                Ok(InnerIp {
+                    range: start..self.inner.start + ip.range.end,
+                    ..ip
+                })
             }
-            InnerKind::Ipv4 => {
-                let len = ip_len(inner, IpVersion::V4)?;
-                Ok((IpVersion::V4, self.inner.start..self.inner.start + len))
-            }
-            InnerKind::Ipv6 => {
-                let len = ip_len(inner, IpVersion::V6)?;
-                Ok((IpVersion::V6, self.inner.start..self.inner.start + len))
-            }
+            InnerKind::Ipv4 => Ok(at(IpVersion::V4, ip_len(inner, IpVersion::V4)?, None)),
+            InnerKind::Ipv6 => Ok(at(IpVersion::V6, ip_len(inner, IpVersion::V6)?, None)),
         }
     }
+}
+
+/// The IP packet of a decapsulated frame ([`Decapped::inner_ip`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InnerIp {
+    /// Its version.
+    pub version: IpVersion,
+    /// Its range in the buffer, trimmed to its IP length field (no Ethernet header, tag or
+    /// padding).
+    pub range: Range<usize>,
+    /// The inner frame's 802.1Q tag, if it had one (`vid` 0: a priority tag).
+    pub vlan: Option<VlanTag>,
 }
 
 /// The IP packet inside an untagged Ethernet II frame: its version and its range in `frame`,
@@ -867,16 +987,51 @@ impl Decapped {
 /// # Errors
 /// As [`Decapped::inner_l3`].
 pub fn l3_in_ethernet(frame: &[u8]) -> Result<(IpVersion, Range<usize>), TunnelError> {
+    let ip = l3_in_tagged_ethernet(frame)?;
+    if ip.vlan.is_some() {
+        return Err(invalid(Layer::Inner, ParseError::Unsupported));
+    }
+    Ok((ip.version, ip.range))
+}
+
+/// The IP packet inside an Ethernet II frame with at most one 802.1Q tag: its version, its
+/// range in `frame` (trimmed to the IP length field) and the tag.
+///
+/// # Errors
+/// As [`Decapped::inner_ip`].
+pub fn l3_in_tagged_ethernet(frame: &[u8]) -> Result<InnerIp, TunnelError> {
     if frame.len() < ETHERNET_HEADER_LEN {
         return Err(invalid(Layer::Inner, ParseError::Truncated));
     }
-    let version = match u16::from_be_bytes([frame[12], frame[13]]) {
+    let mut at = 12;
+    let mut vlan = None;
+    if u16::from_be_bytes([frame[12], frame[13]]) == TPID_8021Q {
+        if frame.len() < ETHERNET_HEADER_LEN + VLAN_TAG_LEN {
+            return Err(invalid(Layer::Inner, ParseError::Truncated));
+        }
+        let tag = VlanTag::from_tci(u16::from_be_bytes([frame[14], frame[15]]));
+        if tag.vid == 0x0fff {
+            return Err(invalid(
+                Layer::Inner,
+                ParseError::IllegalValue { field: "vid" },
+            ));
+        }
+        vlan = Some(tag);
+        at += VLAN_TAG_LEN;
+    }
+    let version = match u16::from_be_bytes([frame[at], frame[at + 1]]) {
         ETHERTYPE_IPV4 => IpVersion::V4,
         ETHERTYPE_IPV6 => IpVersion::V6,
+        // Another tag (QinQ), an 802.1ad S-tag, ARP, ...
         _ => return Err(invalid(Layer::Inner, ParseError::Unsupported)),
     };
-    let len = ip_len(&frame[ETHERNET_HEADER_LEN..], version)?;
-    Ok((version, ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + len))
+    let l3 = at + 2;
+    let len = ip_len(&frame[l3..], version)?;
+    Ok(InnerIp {
+        version,
+        range: l3..l3 + len,
+        vlan,
+    })
 }
 
 /// The length an IP header says its packet has, checked against `data` and the expected

@@ -63,6 +63,13 @@ enum Command {
     /// peer (role and pre-shared key file), the NICs (device, UDP addresses, capacity) and
     /// the flow classes; docs/config.md explains every field. Logs go to stderr; set
     /// RUST_LOG=debug for more. On exit every socket is closed and the vNIC is removed.
+    ///
+    /// SIGHUP reloads the policies: braid reads the file again and, if only [[tunnels]],
+    /// [qos] and [[rules]] changed, replaces them on every worker as one set, between two
+    /// batches of packets (tunnels that stay keep their state; the sockets a new tunnel needs
+    /// are opened first). An invalid file, or a change to another section (which needs a
+    /// restart), is refused with an error in the log naming the field or section, and the
+    /// policies in force stay. See "Reloading" in docs/config.md.
     Run {
         /// The config file.
         #[arg(long, short, value_name = "FILE")]

@@ -17,6 +17,14 @@
 //! GRE sockets would each get every packet), so received tunnel traffic reaches the vNIC
 //! through worker 0's queue. Unlike a NIC's, a tunnel port that cannot be opened stops the
 //! daemon (it needs `CAP_NET_RAW` and the local address on the NIC's device).
+//!
+//! **SIGHUP** reloads the policies: the main thread reads the file again and, if only
+//! `[[tunnels]]`, `[qos]` and `[[rules]]` changed, replaces them on every worker as one set
+//! ([`apply_policies`]): the tunnel ports a new tunnel needs are opened first, by the main
+//! thread, and handed to the workers with the engines' command; each worker switches
+//! between two batches and closes the ports it no longer uses; a worker that refuses puts
+//! the others back. An invalid file, a change elsewhere (which needs a restart) or a port
+//! that cannot be opened leaves everything in force, and the log says why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,10 +33,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use braid_core::auth::{AuthConfig, Role};
-use braid_core::engine::{Command, CommandError, RuleTable};
-use braid_core::qos::QosConfig;
+use braid_core::engine::{Command, CommandError, FlowClass, Policies};
 use braid_core::rss::{Rss, ToeplitzKey};
-use braid_io::dataplane::{Dataplane, DataplaneConfig, NicPort, Snapshot};
+use braid_io::dataplane::{Dataplane, DataplaneConfig, NicPort, Snapshot, TunnelPortPlan};
 use braid_io::transport::NicTransport;
 use serde_json::json;
 
@@ -37,14 +44,17 @@ use crate::config::{Capacity, Config, Endpoint, NicPlan, Plan, ReceiveMode, Role
 /// Capacity assumed for `capacity = "auto"` when the device reports no speed.
 const AUTO_FALLBACK_BPS: u64 = 1_000_000_000;
 
-/// Run the daemon until SIGINT or SIGTERM.
+/// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the policies ([`reload`]).
 pub(crate) fn run(config_path: &Path) -> Result<()> {
-    let plan = Config::load(config_path)?;
+    let mut plan = Config::load(config_path)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        .context("cannot install the SIGHUP handler")?;
 
     if plan.file.vnic.kind == crate::config::VnicKindName::Tap {
         // braid-io creates TAP devices (tested), but the engine classifies IP packets only:
@@ -118,6 +128,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     } else {
         vec![None]
     };
+    warn_tunnel_mtu(&plan, &link_mtu);
     let mut dataplanes = Vec::new();
     for (k, queue) in vnic.take_queues().into_iter().enumerate() {
         let mut ports = Vec::new();
@@ -204,6 +215,9 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     let mut last_write = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) && !threads.iter().any(|t| t.is_finished()) {
         std::thread::sleep(Duration::from_millis(50));
+        if hangup.swap(false, Ordering::AcqRel) {
+            reload(config_path, &mut plan, &handles, &link_mtu);
+        }
         if workers > 1
             && let Some(snaps) = snapshots()
         {
@@ -254,141 +268,159 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replace the QoS configuration of every worker's engine with `qos`
-/// ([`Command::SetQos`], which each engine applies between batches, whole or not at all),
-/// through `apply` (in the daemon [`braid_io::dataplane::DataplaneHandle::apply`]). The
-/// engines share one configuration, so they accept or refuse alike; should one refuse or not
-/// answer after others took it, those are put back to `previous` (the set in force), so the
+/// The engine command that replaces a worker's policies with `plan`'s `[[tunnels]]`,
+/// `[qos]` and `[[rules]]` as one set ([`Command::ReplacePolicies`], all or nothing in each
+/// engine). The rule tables are built and validated here, off the data path, against the
+/// plan's own tunnels and QoS classes (errors name the `[[rules]]` entries); each tunnel's
+/// MTU is its NIC's link MTU (`link_mtu`).
+fn policies_command(plan: &Plan, link_mtu: &[u32]) -> Result<Command> {
+    let (tx_rules, rx_rules) = crate::config::build_rule_tables(plan)?;
+    // The capacities do not matter here: only the tunnels and QoS are taken.
+    let cfg = plan.engine_config(link_mtu, &vec![1; plan.nics.len()]);
+    Ok(Command::ReplacePolicies(Box::new(Policies {
+        tunnels: cfg.tunnels,
+        qos: cfg.qos,
+        tx_rules,
+        rx_rules,
+    })))
+}
+
+/// `true` if the flow classes are the same, each naming its tunnel by name: the engine
+/// follows a class's tunnel by name across a tunnel table replacement, so a class whose
+/// tunnel only moved in `[[tunnels]]` did not change.
+fn same_classes(new: &Plan, previous: &Plan) -> bool {
+    let tunnel_name = |plan: &Plan, t: Option<u8>| {
+        t.and_then(|t| plan.tunnels.get(usize::from(t)))
+            .map(|t| t.name.clone())
+    };
+    new.classes.len() == previous.classes.len()
+        && new.classes.iter().zip(&previous.classes).all(|(n, p)| {
+            let untunnelled = |c: &FlowClass| FlowClass {
+                tunnel: None,
+                ..c.clone()
+            };
+            untunnelled(n) == untunnelled(p)
+                && tunnel_name(new, n.tunnel) == tunnel_name(previous, p.tunnel)
+        })
+}
+
+/// Apply a new configuration's policies (`[[tunnels]]`, `[qos]`, `[[rules]]`) to the running
+/// workers as a whole: what `braid run` does on SIGHUP, and what the REST API will call.
+///
+/// The rest of the file (NICs, vNIC, peer, classes, reorder, policy, daemon) is not replaced
+/// at run time: a change there is refused, naming the section, before anything is applied
+/// (a restart applies it). Then the engines' command is built ([`policies_command`]: the
+/// rule tables validated against the new tunnels and QoS classes), and `ports(k, new,
+/// previous)` opens the tunnel ports each worker `k` needs for the new tunnels and does not
+/// have (the daemon's [`tunnel_port_plans`]), for every worker, before any worker switches:
+/// a port that cannot be opened changes nothing. Each worker then swaps its engine's
+/// policies and its tunnel ports between two batches, whole or not at all (`apply`: in the
+/// daemon [`braid_io::dataplane::DataplaneHandle::apply_with_tunnel_ports`]), and closes the
+/// ports it no longer uses. The engines share one configuration, so they accept or refuse
+/// alike; should one refuse or not answer after others took the new set, those are put back
+/// to `previous`'s policies (with the ports `ports(k, previous, new)` reopens), so the
 /// workers do not stay on different sets.
 ///
 /// # Errors
-/// The first worker that refused (the engine's reason, naming the field) or did not answer.
-pub(crate) fn apply_qos<W>(
-    workers: &[W],
-    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
-    qos: &QosConfig,
-    previous: &QosConfig,
-) -> Result<()> {
-    for (k, w) in workers.iter().enumerate() {
-        let failure = match apply(w, Command::SetQos(qos.clone())) {
-            Some(Ok(())) => continue,
-            Some(Err(e)) => anyhow::anyhow!("worker {k} refused the qos configuration: {e}"),
-            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
-        };
-        for (j, done) in workers[..k].iter().enumerate() {
-            if !matches!(apply(done, Command::SetQos(previous.clone())), Some(Ok(()))) {
-                tracing::error!(worker = j, "cannot put the previous qos configuration back");
-            }
-        }
-        return Err(failure);
-    }
-    tracing::info!(
-        workers = workers.len(),
-        classes = qos.classes.len(),
-        "qos replaced"
-    );
-    Ok(())
-}
-
-/// Replace the rule sets of every worker's engine with `new`'s `[[rules]]`
-/// ([`Command::ReplaceRules`]): both tables are built and validated once, here, off the data
-/// path (conflicts and shadowed rules named against the file), and each worker swaps them
-/// in between two batches, whole or not at all. The engines share one configuration, so
-/// they accept or refuse alike; should one refuse or not answer after others took the new
-/// tables, those are put back to `previous`'s, so the workers do not stay on different sets.
-///
-/// # Errors
-/// The tables do not build, or the first worker that refused (the engine's reason) or did
-/// not answer.
-pub(crate) fn apply_rules<W>(
-    workers: &[W],
-    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
-    new: &Plan,
-    previous: &Plan,
-) -> Result<()> {
-    let (tx, rx) = crate::config::build_rule_tables(new)?;
-    let command = |tx: &RuleTable, rx: &RuleTable| Command::ReplaceRules {
-        tx: Box::new(tx.clone()),
-        rx: Box::new(rx.clone()),
-    };
-    for (k, w) in workers.iter().enumerate() {
-        let failure = match apply(w, command(&tx, &rx)) {
-            Some(Ok(())) => continue,
-            Some(Err(e)) => anyhow::anyhow!("worker {k} refused the rules: {e}"),
-            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
-        };
-        if k > 0 {
-            // Built only now: a large set of one priority takes a while to validate.
-            let (old_tx, old_rx) = crate::config::build_rule_tables(previous)?;
-            for (j, done) in workers[..k].iter().enumerate() {
-                if !matches!(apply(done, command(&old_tx, &old_rx)), Some(Ok(()))) {
-                    tracing::error!(worker = j, "cannot put the previous rules back");
-                }
-            }
-        }
-        return Err(failure);
-    }
-    tracing::info!(
-        workers = workers.len(),
-        tx_rules = new.rules.tx.len(),
-        rx_rules = new.rules.rx.len(),
-        "rules replaced"
-    );
-    Ok(())
-}
-
-/// Apply a new configuration's policies to the running workers as a whole, ready for the
-/// REST API: `[qos]` first (a rule may name a class the new `[qos]` adds), then `[[rules]]`,
-/// each on every worker or on none ([`apply_qos`], [`apply_rules`]); should the rules be
-/// refused, the QoS configuration is put back too, so the workers keep the previous policies
-/// whole. The rest of the file (NICs, vNIC, peer, classes, tunnels, reorder, daemon) is not
-/// replaced at run time: a change there is refused, naming the section, before anything is
-/// applied (a restart applies it).
-///
-/// # Errors
-/// A section that cannot change at run time, or the refusal of [`apply_qos`] or
-/// [`apply_rules`].
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the REST API (issue 5) replaces policies through it"
-    )
-)]
+/// A section that cannot change at run time, rules that do not build, a tunnel port that
+/// cannot be opened (naming the tunnel and why), or the first worker that refused (the
+/// engine's reason) or did not answer.
 pub(crate) fn apply_policies<W>(
     workers: &[W],
-    apply: impl Fn(&W, Command) -> Option<Result<(), CommandError>>,
+    apply: impl Fn(&W, Command, Vec<TunnelPortPlan>) -> Option<Result<(), CommandError>>,
+    ports: impl Fn(usize, &Plan, &Plan) -> Result<Vec<TunnelPortPlan>>,
     new: &Plan,
     previous: &Plan,
+    link_mtu: &[u32],
 ) -> Result<()> {
     let (n, p) = (&new.file, &previous.file);
     let fixed = [
         ("vnic", n.vnic == p.vnic),
         ("peer", n.peer == p.peer),
         ("nics", n.nics == p.nics),
-        ("classes", new.classes == previous.classes),
-        ("tunnels", n.tunnels == p.tunnels),
+        ("classes", same_classes(new, previous)),
         ("policy", n.policy == p.policy),
         ("reorder", n.reorder == p.reorder),
         ("daemon", n.daemon == p.daemon),
     ];
     if let Some((section, _)) = fixed.iter().find(|(_, same)| !same) {
         bail!(
-            "{section}: changed, and only [qos] and [[rules]] are replaced at run time \
-             (restart braid to apply the rest)"
+            "{section}: changed, and only [[tunnels]], [qos] and [[rules]] are replaced at \
+             run time (restart braid to apply the rest)"
         );
     }
-    let qos_changed = new.qos != previous.qos;
-    if qos_changed {
-        apply_qos(workers, &apply, &new.qos, &previous.qos)?;
+    if n.tunnels == p.tunnels && n.qos == p.qos && n.rules == p.rules {
+        tracing::info!("no policy changed");
+        return Ok(());
     }
-    if let Err(e) = apply_rules(workers, &apply, new, previous) {
-        if qos_changed && let Err(back) = apply_qos(workers, &apply, &previous.qos, &new.qos) {
-            tracing::error!(error = %back, "cannot put the previous qos configuration back");
+    let command = policies_command(new, link_mtu)?;
+    let mut opened = Vec::with_capacity(workers.len());
+    for k in 0..workers.len() {
+        opened.push(ports(k, new, previous)?);
+    }
+    for (k, (w, plans)) in workers.iter().zip(opened).enumerate() {
+        let failure = match apply(w, command.clone(), plans) {
+            Some(Ok(())) => continue,
+            Some(Err(e)) => anyhow::anyhow!("worker {k} refused the policies: {e}"),
+            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
+        };
+        if k > 0 {
+            // Built only now: a large rule set of one priority takes a while to validate.
+            let back = policies_command(previous, link_mtu)?;
+            for (j, done) in workers[..k].iter().enumerate() {
+                let restored = ports(j, previous, new)
+                    .map(|plans| apply(done, back.clone(), plans))
+                    .map_err(|e| format!("{e:#}"));
+                if !matches!(restored, Ok(Some(Ok(())))) {
+                    tracing::error!(worker = j, outcome = ?restored,
+                        "cannot put the previous policies back");
+                }
+            }
         }
-        return Err(e);
+        // The workers after k never saw the new set; their new ports are closed here.
+        return Err(failure);
     }
+    tracing::info!(
+        workers = workers.len(),
+        tunnels = new.tunnels.len(),
+        qos_classes = new.qos.classes.len(),
+        tx_rules = new.rules.tx.len(),
+        rx_rules = new.rules.rx.len(),
+        "policies replaced"
+    );
     Ok(())
+}
+
+/// SIGHUP: read the config file again and apply its policies to every worker
+/// ([`apply_policies`]); `plan` becomes the new file's on success. An invalid file, a
+/// change that needs a restart, a tunnel port that cannot be opened or a refusal leaves
+/// everything in force, and the log says why (naming the field or section).
+fn reload(
+    path: &Path,
+    plan: &mut Plan,
+    handles: &[braid_io::dataplane::DataplaneHandle],
+    link_mtu: &[u32],
+) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the policies");
+    let result = Config::load(path).and_then(|new| {
+        apply_policies(
+            handles,
+            |h, cmd, ports| h.apply_with_tunnel_ports(cmd, ports),
+            |k, to, from| tunnel_port_plans(k, to, from, link_mtu),
+            &new,
+            plan,
+            link_mtu,
+        )?;
+        Ok(new)
+    });
+    match result {
+        Ok(new) => {
+            warn_tunnel_mtu(&new, link_mtu);
+            *plan = new;
+            tracing::info!("reload done: the file's policies are in force");
+        }
+        Err(e) => tracing::error!("reload refused, the policies in force stay: {e:#}"),
+    }
 }
 
 /// Open NIC `n`'s transport for worker `worker` of `workers` (UDP: local port base +
@@ -462,61 +494,142 @@ fn open_transport(
     Ok(transport)
 }
 
-/// The tunnel ports of one worker: one per kind and local endpoint of `[[tunnels]]`, bound
-/// to the NIC's device, sending for every tunnel of that endpoint; `receive` for worker 0.
-fn tunnel_ports(
-    plan: &Plan,
-    link_mtu: &[u32],
-    receive: bool,
-) -> Result<Vec<braid_io::dataplane::TunnelPortEntry>> {
-    use braid_io::tunnel::{TunnelKind, TunnelPort, TunnelPortConfig};
+/// One tunnel port a worker needs for a plan's `[[tunnels]]`.
+struct PortSpec {
+    /// `vxlan 10.77.0.1:4789`, `gre 10.77.0.1`: unique per worker (one port per kind and
+    /// local endpoint, on one NIC: config.rs checks it).
+    name: String,
+    config: braid_io::tunnel::TunnelPortConfig,
+    /// The tunnels (indexes into the plan's) that send through it.
+    tunnels: Vec<u8>,
+}
+
+/// The tunnel ports of one worker for `plan`: one per kind and local endpoint of
+/// `[[tunnels]]`, bound to the NIC's device, sending for every tunnel of that endpoint;
+/// `receive` for worker 0.
+fn tunnel_layout(plan: &Plan, link_mtu: &[u32], receive: bool) -> Vec<PortSpec> {
+    use braid_io::tunnel::{TunnelKind, TunnelPortConfig};
     use braid_wire::tunnel::Encap;
-    let mut entries: Vec<(TunnelPortConfig, braid_io::dataplane::TunnelPortEntry)> = Vec::new();
+    let mut specs: Vec<PortSpec> = Vec::new();
     for (id, t) in plan.tunnels.iter().enumerate() {
         let nic = &plan.nics[usize::from(t.nic.0)];
         let mtu = link_mtu[usize::from(t.nic.0)];
-        let overhead = t.encap.overhead();
-        if receive && plan.file.vnic.mtu as usize + overhead > mtu as usize {
-            tracing::warn!(
-                tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
-                "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger packets of                  the tunnel's flows are dropped (tunnel_too_big)"
-            );
-        }
         let kind = match &t.encap {
             Encap::Vxlan(v) => TunnelKind::Vxlan { port: v.dst_port },
             Encap::Gre(_) => TunnelKind::Gre,
         };
         let (local, _) = t.endpoints();
         let id = u8::try_from(id).expect("invariant: at most MAX_TUNNELS tunnels");
-        if let Some((_, e)) = entries
+        if let Some(s) = specs
             .iter_mut()
-            .find(|(c, _)| c.kind == kind && c.local == local)
+            .find(|s| s.config.kind == kind && s.config.local == local)
         {
-            e.tunnels.push(id);
+            s.tunnels.push(id);
             continue;
         }
-        let mut cfg = TunnelPortConfig::new(kind, local, Some(nic.device.clone()));
-        cfg.receive = receive;
-        cfg.max_tx_bytes = mtu as usize;
-        cfg.max_rx_bytes = cfg.max_rx_bytes.max(plan.file.vnic.mtu as usize + 256);
+        let mut config = TunnelPortConfig::new(kind, local, Some(nic.device.clone()));
+        config.receive = receive;
+        config.max_tx_bytes = mtu as usize;
+        config.max_rx_bytes = config.max_rx_bytes.max(plan.file.vnic.mtu as usize + 256);
         let name = match kind {
             TunnelKind::Vxlan { port } => {
                 format!("vxlan {}", std::net::SocketAddr::new(local, port))
             }
             TunnelKind::Gre => format!("gre {local}"),
         };
-        let port = TunnelPort::open(cfg.clone())
-            .with_context(|| format!("tunnels[{id}] ({}): cannot open {name}", t.name))?;
-        entries.push((
-            cfg,
-            braid_io::dataplane::TunnelPortEntry {
-                name,
-                port,
-                tunnels: vec![id],
-            },
-        ));
+        specs.push(PortSpec {
+            name,
+            config,
+            tunnels: vec![id],
+        });
     }
-    Ok(entries.into_iter().map(|(_, e)| e).collect())
+    specs
+}
+
+/// Open a port of [`tunnel_layout`]; the error names the first tunnel that needs it.
+fn open_tunnel_port(plan: &Plan, spec: &PortSpec) -> Result<braid_io::tunnel::TunnelPort> {
+    let first = usize::from(spec.tunnels[0]);
+    braid_io::tunnel::TunnelPort::open(spec.config.clone()).with_context(|| {
+        format!(
+            "tunnels[{first}] ({}): cannot open {}",
+            plan.tunnels[first].name, spec.name
+        )
+    })
+}
+
+/// Warn about tunnels whose outer packets cannot carry a vNIC-MTU packet.
+fn warn_tunnel_mtu(plan: &Plan, link_mtu: &[u32]) {
+    for t in &plan.tunnels {
+        let mtu = link_mtu[usize::from(t.nic.0)];
+        let overhead = t.encap.overhead();
+        if plan.file.vnic.mtu as usize + overhead > mtu as usize && t.fragments_outer() {
+            tracing::info!(
+                tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
+                "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger outer \
+                 packets are sent as IPv4 fragments (GRE with df = false)"
+            );
+        } else if plan.file.vnic.mtu as usize + overhead > mtu as usize {
+            tracing::warn!(
+                tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
+                "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger packets of \
+                 the tunnel's flows are dropped (tunnel_too_big)"
+            );
+        }
+    }
+}
+
+/// The tunnel ports of one worker, opened (at start).
+fn tunnel_ports(
+    plan: &Plan,
+    link_mtu: &[u32],
+    receive: bool,
+) -> Result<Vec<braid_io::dataplane::TunnelPortEntry>> {
+    tunnel_layout(plan, link_mtu, receive)
+        .into_iter()
+        .map(|spec| {
+            Ok(braid_io::dataplane::TunnelPortEntry {
+                port: open_tunnel_port(plan, &spec)?,
+                name: spec.name,
+                tunnels: spec.tunnels,
+            })
+        })
+        .collect()
+}
+
+/// The tunnel ports worker `worker` needs to go from `from`'s tunnels to `to`'s: the ports
+/// it has with the same name and configuration are kept, the others opened here (off the
+/// data path, before the worker switches); the worker closes the ones `to` does not keep.
+/// A port whose configuration changed while its local endpoint stayed (the tunnel moved to
+/// another NIC) is opened while the old one still holds the address, which a VXLAN UDP
+/// port refuses (address in use): such a change takes two reloads (remove, then add).
+///
+/// # Errors
+/// A port that cannot be opened, naming the tunnel and why; the ones opened before it are
+/// closed.
+fn tunnel_port_plans(
+    worker: usize,
+    to: &Plan,
+    from: &Plan,
+    link_mtu: &[u32],
+) -> Result<Vec<TunnelPortPlan>> {
+    let have = tunnel_layout(from, link_mtu, worker == 0);
+    tunnel_layout(to, link_mtu, worker == 0)
+        .into_iter()
+        .map(|spec| {
+            let kept = have
+                .iter()
+                .any(|h| h.name == spec.name && h.config == spec.config);
+            Ok(TunnelPortPlan {
+                port: if kept {
+                    None
+                } else {
+                    Some(open_tunnel_port(to, &spec)?)
+                },
+                name: spec.name,
+                tunnels: spec.tunnels,
+            })
+        })
+        .collect()
 }
 
 /// The engine of worker `worker`: its share of each link's capacity, and its own key,
@@ -677,7 +790,8 @@ fn write_stats(path: &Path, snaps: &[Snapshot]) {
 /// `open` is true only if it is for both.
 pub(crate) fn merge_json(a: serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
-    const LARGEST: [&str; 4] = ["at_ns", "srtt_us", "owd_us", "loss"];
+    // `replaced` (rule replacements): every worker takes each one.
+    const LARGEST: [&str; 5] = ["at_ns", "srtt_us", "owd_us", "loss", "replaced"];
     match (a, b) {
         (Value::Object(mut a), Value::Object(b)) => {
             for (k, vb) in b {
@@ -748,6 +862,7 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
                 "capacity_bps": n.engine.capacity_bps,
                 "pacing_bps": n.engine.pacing_bps,
                 "transport": transport_json(&n.transport, &n.extra),
+                "qos": qos_json(&n.qos),
             })
         })
         .collect();
@@ -780,6 +895,22 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
             .map(|(t, extra)| transport_json(t, extra))
             .collect::<Vec<_>>(),
         "drops": drops,
+        "rules": {
+            "replaced": s.rules.replaced,
+            "tx": rules_json(&s.rules.tx),
+            "rx": rules_json(&s.rules.rx),
+        },
+        "vnic_qos": s
+            .vnic_qos
+            .iter()
+            .map(|c| json!({
+                "id": c.class.0,
+                "green": c.stats.green_count,
+                "yellow": c.stats.yellow_count,
+                "red": c.stats.red_count,
+                "drop_red": c.stats.drop_red_count,
+            }))
+            .collect::<Vec<_>>(),
         "tunnel_unqueued": s.tunnel_unqueued,
         "tunnels": s
             .tunnels
@@ -792,6 +923,10 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
                 "rx_packets": t.engine.rx_packets_count,
                 "rx_bytes": t.engine.rx_bytes_count,
                 "rx_seq_resync": t.engine.rx_seq_resync_count,
+                "tx_vlan_tagged": t.engine.tx_vlan_tagged_count,
+                "rx_vlan_popped": t.engine.rx_vlan_popped_count,
+                "tx_fragmented": t.engine.tx_fragmented_count,
+                "tx_fragments": t.engine.tx_fragments_count,
             }))
             .collect::<Vec<_>>(),
         "tunnel_ports": s
@@ -821,6 +956,53 @@ pub(crate) fn stats_json(s: &Snapshot) -> serde_json::Value {
     })
 }
 
+/// One rule table's counters: per rule, by index (`id`), its name and what it applied to.
+/// Zero again after every replacement of the rules (`rules.replaced` counts them).
+fn rules_json(t: &braid_io::dataplane::RuleTableSnapshot) -> serde_json::Value {
+    t.hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            json!({
+                "id": i,
+                "name": t.names.get(i).map_or("", String::as_str),
+                "packets": h.packets_count,
+                "bytes": h.bytes_count,
+            })
+        })
+        .collect()
+}
+
+/// Per QoS class (`id`: its index in `[qos]` classes) of one NIC's scheduler: packets and
+/// bytes enqueued and dequeued, drops by reason, the colours its packets came with (the
+/// vNIC's meters colour them), and the queue's depth now.
+fn qos_json(classes: &[braid_io::dataplane::QosClassSnapshot]) -> serde_json::Value {
+    classes
+        .iter()
+        .map(|c| {
+            let st = &c.stats;
+            json!({
+                "id": c.class.0,
+                "enqueued_packets": st.enqueued_packets_count,
+                "enqueued_bytes": st.enqueued_bytes_count,
+                "dequeued_packets": st.dequeued_packets_count,
+                "dequeued_bytes": st.dequeued_bytes_count,
+                "drops": {
+                    "queue_full": st.drop_queue_full_count,
+                    "oversize": st.drop_oversize_count,
+                    "meter_red": st.drop_red_count,
+                    "class_removed": st.drop_reconfig_count,
+                },
+                "green": st.green_count,
+                "yellow": st.yellow_count,
+                "red": st.red_count,
+                "queued_packets": c.queued_packets,
+                "queued_bytes": c.queued_bytes,
+            })
+        })
+        .collect()
+}
+
 fn transport_json(
     t: &braid_io::transport::TransportStats,
     extra: &[(&'static str, u64)],
@@ -844,6 +1026,10 @@ fn transport_json(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
+    use braid_core::engine::Engine;
+
     use super::*;
 
     #[test]
@@ -871,67 +1057,39 @@ mod tests {
         assert_eq!(nic["link"]["loss"], 0.02);
     }
 
-    /// Every worker takes a new QoS set; if one refuses, the others are put back.
+    /// Several workers' rule and QoS counters add up per rule and per class; ids and names
+    /// stay, and the count of rule replacements (every worker takes each) is not summed.
     #[test]
-    fn qos_is_replaced_on_every_worker_or_on_none() {
-        use std::cell::RefCell;
-
-        use braid_core::engine::{
-            ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec,
+    fn merged_rule_and_qos_counters_add_up_per_rule_and_class() {
+        let worker = |packets: u64, queued: u64| {
+            json!({
+                "rules": {"replaced": 2, "tx": [
+                    {"id": 0, "name": "mark", "packets": packets, "bytes": packets * 100},
+                    {"id": 1, "name": "shed", "packets": 1, "bytes": 60},
+                ], "rx": []},
+                "nics": [{"id": 0, "qos": [
+                    {"id": 1, "enqueued_packets": packets, "queued_packets": queued,
+                     "drops": {"queue_full": 1}},
+                ]}],
+            })
         };
-        use braid_core::qos::{ClassConfig, ClassId, ClassKind};
-        use braid_core::{Instant, NicId};
-
-        let now = Instant::from_millis(1);
-        let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 100_000_000, 1500)]);
-        cfg.qos
-            .classes
-            .push(ClassConfig::weighted(2, 3, 100, 1 << 20));
-        let previous = cfg.qos.clone();
-        let plain = Engine::new(cfg.clone(), now).unwrap();
-        // Worker 1 has a flow class in QoS class 2.
-        cfg.classes.push(FlowClass {
-            qos_class: Some(ClassId(2)),
-            ..FlowClass::new("ssh", ClassMatch::default(), ClassPolicy::Pin)
-        });
-        let uses_class_2 = Engine::new(cfg, now).unwrap();
-        let workers = [RefCell::new(plain), RefCell::new(uses_class_2)];
-        let apply = |w: &RefCell<Engine>, cmd| Some(w.borrow_mut().apply(now, cmd));
-        // Weights changed: both take it.
-        let mut reweighted = previous.clone();
-        reweighted.classes[2].kind = ClassKind::Weighted { weight: 8 };
-        apply_qos(&workers, apply, &reweighted, &previous).unwrap();
-        for w in &workers {
-            assert_eq!(w.borrow().config().qos, reweighted);
-        }
-        // Class 2 removed: worker 1 refuses, worker 0 is put back.
-        let mut without_2 = reweighted.clone();
-        without_2.classes.pop();
-        let e = apply_qos(&workers, apply, &without_2, &reweighted).unwrap_err();
+        let m = merge_json(worker(3, 1), &worker(5, 0));
+        assert_eq!(m["rules"]["replaced"], 2);
         assert_eq!(
-            e.to_string(),
-            "worker 1 refused the qos configuration: qos configuration refused: \
-             classes[0].qos_class: names no class of qos.classes"
+            m["rules"]["tx"][0],
+            json!({"id": 0, "name": "mark", "packets": 8, "bytes": 800})
         );
-        for w in &workers {
-            assert_eq!(w.borrow().config().qos, reweighted);
-        }
-        // A worker that does not answer.
-        let e = apply_qos(&workers, |_, _| None, &without_2, &reweighted).unwrap_err();
-        assert!(e.to_string().contains("worker 0 did not answer"), "{e}");
+        assert_eq!(m["rules"]["tx"][1]["packets"], 2);
+        let q = &m["nics"][0]["qos"][0];
+        assert_eq!(
+            (q["id"].as_u64(), q["enqueued_packets"].as_u64()),
+            (Some(1), Some(8))
+        );
+        assert_eq!(q["queued_packets"], 1);
+        assert_eq!(q["drops"]["queue_full"], 2);
     }
 
-    /// A new configuration's `[qos]` and `[[rules]]` reach every worker together (a rule
-    /// naming a QoS class the new `[qos]` adds); if one worker refuses the rules, every
-    /// worker is back on the previous QoS and rules; other sections cannot change.
-    #[test]
-    fn policies_are_replaced_on_every_worker_or_on_none() {
-        use std::cell::RefCell;
-
-        use braid_core::Instant;
-        use braid_core::engine::Engine;
-
-        const BASE: &str = r#"
+    const BASE: &str = r#"
 [vnic]
 name = "braid0"
 mtu = 1400
@@ -946,69 +1104,180 @@ local = "10.77.0.1:7700"
 peer = "10.77.0.2:7700"
 capacity = "1gbit"
 
+[[tunnels]]
+name = "t0"
+kind = "gre"
+nic = "link0"
+local = "10.77.0.1"
+remote = "10.77.0.2"
+key = 1
+
+[[classes]]
+name = "tunnelled"
+protocol = "udp"
+dst_ports = "6000"
+policy = "pin"
+tunnel = "t0"
+
 [[rules]]
 name = "mark"
 protocol = "udp"
 dst_ports = "5000"
 set_dscp = 10
 "#;
-        let previous = Config::parse(BASE).unwrap();
-        let new_text = format!(
-            "{}qos = \"gold\"\n\n[[rules]]\nname = \"un-nat\"\ndirection = \"rx\"\n\
-             src = \"192.0.2.7/32\"\nset_src = \"10.99.0.2\"\n\n[qos]\n\
-             [[qos.classes]]\nname = \"feed\"\nstrict = true\n[[qos.classes]]\n\
-             name = \"bulk\"\n[[qos.classes]]\nname = \"gold\"\nweight = 4\n",
-            BASE.replacen("set_dscp = 10", "set_dscp = 20", 1)
-        );
-        let new = Config::parse(&new_text).unwrap();
-        assert_eq!(new.qos.classes.len(), 3);
-        let now = Instant::from_millis(1);
-        let engine = || {
-            let cfg = previous.engine_config(&[1500], &[1_000_000_000]);
-            RefCell::new(Engine::new(cfg, now).unwrap())
-        };
-        let workers = [engine(), engine()];
-        let real = |w: &RefCell<Engine>, cmd| Some(w.borrow_mut().apply(now, cmd));
-        let on = |plan: &Plan| {
-            workers.iter().all(|w| {
+
+    /// A worker's engine in the tests of [`apply_policies`].
+    type Worker = RefCell<braid_core::engine::Engine>;
+
+    /// Two workers' engines on `plan`, driven as the daemon drives them (no sockets: the
+    /// port plans are recorded as (worker, tunnels in `to`, tunnels in `from`)).
+    struct Workers {
+        engines: [Worker; 2],
+        port_calls: RefCell<Vec<(usize, usize, usize)>>,
+    }
+
+    impl Workers {
+        fn new(plan: &Plan) -> Self {
+            let engine = || {
+                let cfg = plan.engine_config(&[1500], &[1_000_000_000]);
+                Worker::new(Engine::new(cfg, braid_core::Instant::from_millis(1)).unwrap())
+            };
+            Self {
+                engines: [engine(), engine()],
+                port_calls: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn ports(&self, k: usize, to: &Plan, from: &Plan) -> Result<Vec<TunnelPortPlan>> {
+            self.port_calls
+                .borrow_mut()
+                .push((k, to.tunnels.len(), from.tunnels.len()));
+            Ok(Vec::new())
+        }
+
+        /// `true` if every engine runs `plan`'s policies.
+        fn on(&self, plan: &Plan) -> bool {
+            self.engines.iter().all(|w| {
                 let w = w.borrow();
                 let c = w.config();
-                c.tx_rules == plan.rules.tx && c.rx_rules == plan.rules.rx && c.qos == plan.qos
+                let names = |t: &[braid_core::engine::TunnelSpec]| -> Vec<String> {
+                    t.iter().map(|t| t.name.clone()).collect()
+                };
+                c.tx_rules == plan.rules.tx
+                    && c.rx_rules == plan.rules.rx
+                    && c.qos == plan.qos
+                    && names(&c.tunnels) == names(&plan.tunnels)
             })
+        }
+    }
+
+    fn real(w: &Worker, cmd: Command) -> Option<Result<(), CommandError>> {
+        Some(
+            w.borrow_mut()
+                .apply(braid_core::Instant::from_millis(2), cmd),
+        )
+    }
+
+    /// A new configuration's `[[tunnels]]`, `[qos]` and `[[rules]]` reach every worker
+    /// together (a rule naming a tunnel and a QoS class the same file adds); if one worker
+    /// refuses, every worker is back on the previous policies; other sections cannot change;
+    /// an unchanged file sends nothing; a port that cannot be opened changes nothing.
+    #[test]
+    fn policies_are_replaced_on_every_worker_or_on_none() {
+        let previous = Config::parse(BASE).unwrap();
+        // A tunnel in front of t0 (the class follows t0 by name), a QoS class, a rule into
+        // the new tunnel in the new class, an rx rule; the marking changed.
+        let new_text = BASE.replacen("set_dscp = 10", "set_dscp = 20", 1).replacen(
+            "[[tunnels]]",
+            "[[tunnels]]\nname = \"t1\"\nkind = \"gre\"\nnic = \"link0\"\n\
+                 local = \"10.77.0.1\"\nremote = \"10.77.0.9\"\n\n[[tunnels]]",
+            1,
+        ) + "\n[[rules]]\nname = \"to-t1\"\nprotocol = \"udp\"\ndst_ports = \"7000\"\n\
+               tunnel = \"t1\"\nqos = \"gold\"\n\n\
+               [[rules]]\nname = \"un-nat\"\ndirection = \"rx\"\n\
+               src = \"192.0.2.7/32\"\nset_src = \"10.99.0.2\"\n\n[qos]\n\
+               [[qos.classes]]\nname = \"feed\"\nstrict = true\n[[qos.classes]]\n\
+               name = \"bulk\"\n[[qos.classes]]\nname = \"gold\"\nweight = 4\n";
+        let new = Config::parse(&new_text).unwrap();
+        assert_eq!((new.tunnels.len(), new.qos.classes.len()), (2, 3));
+        assert_eq!(new.classes[0].tunnel, Some(1), "t0 moved");
+        let w = Workers::new(&previous);
+        let ports = |k: usize, to: &Plan, from: &Plan| w.ports(k, to, from);
+        let apply = |e: &Worker, cmd, p: Vec<TunnelPortPlan>| {
+            assert!(p.is_empty());
+            real(e, cmd)
         };
-        assert!(on(&previous));
-        // Worker 1 refuses the rules: worker 0 gets the previous rules back, and both the
-        // previous QoS.
-        let refusing = |w: &RefCell<Engine>, cmd: Command| {
-            if std::ptr::eq(w, &workers[1]) && matches!(cmd, Command::ReplaceRules { .. }) {
+        assert!(w.on(&previous));
+        // Worker 1 refuses: worker 0 is put back, with the ports of the previous tunnels.
+        let refusing = |e: &Worker, cmd, p| {
+            if std::ptr::eq(e, &w.engines[1]) {
                 return Some(Err(CommandError::InvalidValue("tx")));
             }
-            real(w, cmd)
+            apply(e, cmd, p)
         };
-        let e = apply_policies(&workers, refusing, &new, &previous).unwrap_err();
+        let err = apply_policies(&w.engines, refusing, ports, &new, &previous, &[1500]);
         assert_eq!(
-            e.to_string(),
-            "worker 1 refused the rules: invalid value for tx"
+            err.unwrap_err().to_string(),
+            "worker 1 refused the policies: invalid value for tx"
         );
-        assert!(on(&previous), "everything put back");
+        assert!(w.on(&previous), "everything put back");
+        assert_eq!(*w.port_calls.borrow(), [(0, 2, 1), (1, 2, 1), (0, 1, 2)]);
         // Both take them.
-        apply_policies(&workers, real, &new, &previous).unwrap();
-        assert!(on(&new));
-        for w in &workers {
-            let w = w.borrow();
-            assert_eq!(w.tx_rule_set().len(), 1);
-            assert_eq!(w.rx_rule_set().len(), 1);
+        apply_policies(&w.engines, apply, ports, &new, &previous, &[1500]).unwrap();
+        assert!(w.on(&new));
+        for e in &w.engines {
+            let e = e.borrow();
+            assert_eq!(
+                e.config().classes[0].tunnel,
+                Some(1),
+                "the class follows t0"
+            );
+            assert_eq!(e.tx_rule_set().len(), 2);
+            assert_eq!(e.rx_rule_set().len(), 1);
         }
+        // Unchanged: nothing is sent.
+        let never =
+            |_: &Worker, _, _| -> Option<Result<(), CommandError>> { panic!("nothing to apply") };
+        apply_policies(&w.engines, never, ports, &new, &new, &[1500]).unwrap();
+        // A port that cannot be opened (for worker 1): no worker switches.
+        let failing = |k: usize, _: &Plan, _: &Plan| -> Result<Vec<TunnelPortPlan>> {
+            if k == 1 {
+                bail!("tunnels[0] (t1): cannot open gre 10.77.0.1");
+            }
+            Ok(Vec::new())
+        };
+        let err = apply_policies(&w.engines, never, failing, &previous, &new, &[1500]);
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "tunnels[0] (t1): cannot open gre 10.77.0.1"
+        );
+        assert!(w.on(&new));
         // And back.
-        apply_policies(&workers, real, &previous, &new).unwrap();
-        assert!(on(&previous));
-        // A section the daemon does not replace at run time.
-        let other_nic =
-            Config::parse(&BASE.replacen("capacity = \"1gbit\"", "capacity = \"2gbit\"", 1))
-                .unwrap();
-        let e = apply_policies(&workers, real, &other_nic, &previous).unwrap_err();
-        assert!(e.to_string().starts_with("nics: changed"), "{e}");
-        assert!(on(&previous));
+        apply_policies(&w.engines, apply, ports, &previous, &new, &[1500]).unwrap();
+        assert!(w.on(&previous));
+        assert_eq!(w.engines[0].borrow().config().classes[0].tunnel, Some(0));
+        // Sections the daemon does not replace at run time, named.
+        for (from, to, section) in [
+            ("capacity = \"1gbit\"", "capacity = \"2gbit\"", "nics"),
+            ("dst_ports = \"6000\"", "dst_ports = \"6001\"", "classes"),
+            // The class's tunnel is another one (by name).
+            ("tunnel = \"t0\"", "tunnel = \"t9\"", "classes"),
+            ("mtu = 1400", "mtu = 1300", "vnic"),
+        ] {
+            let mut text = BASE.replacen(from, to, 1);
+            if section == "classes" && to.contains("t9") {
+                text = text.replacen("name = \"t0\"", "name = \"t9\"", 1);
+            }
+            let other = Config::parse(&text).unwrap();
+            let e = apply_policies(&w.engines, never, ports, &other, &previous, &[1500])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{section}: changed, and only")),
+                "{e}"
+            );
+        }
+        assert!(w.on(&previous));
     }
 
     #[test]

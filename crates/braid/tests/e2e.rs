@@ -851,8 +851,12 @@ mod tests {
             a["nics"][1]
         );
         let after = a["nics"][1]["tx_bytes"].as_u64().unwrap_or(0);
+        // Data, not probes: a probe every 5 ms is about 20 kB/s, under 100 kB in this window
+        // of a few seconds. How much of the stream the returned link gets depends on when
+        // its health says Up again, so the bar is 200 kB (about 150 full packets), not a
+        // share (one run under load gave it 0.74 MB of the 20 MB).
         assert!(
-            after > before + 1_000_000,
+            after > before + 200_000,
             "link1 carries traffic again: {before} -> {after}"
         );
     }

@@ -57,7 +57,8 @@
 //! (rewrites, drop; `engine/rules.rs`), into the delivery queue, with a hold time that
 //! follows the measured delay spread between the links the flow uses. Rule conditions on
 //! live link state are evaluated at every `handle_timeout`; [`Command::ReplaceRules`]
-//! swaps both rule sets between batches.
+//! swaps both rule sets between batches, and [`Command::ReplacePolicies`] the tunnels, the
+//! QoS configuration and the rule sets together, all or nothing (`engine/policies.rs`).
 //!
 //! Every drop is counted by [`DropReason`]. Nothing on these paths allocates once the tables
 //! have warmed up, logs, or makes a syscall.
@@ -77,9 +78,10 @@ pub use config::{
     ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, UDP_IPV4_OVERHEAD_BYTES,
 };
 pub use metrics::{EngineStats, NicCounters};
-pub use state::rules::{RuleDirection, RuleRefusal, RuleStats, RuleTable, RulesError};
+pub use state::policies::Policies;
+pub use state::rules::{RuleDirection, RuleHits, RuleRefusal, RuleStats, RuleTable, RulesError};
 pub use state::{Delivered, Engine, RxFlowInfo, Transmit, TxVerdict};
-pub use tunnel::{MAX_TUNNELS, TunnelSpec, TunnelStats, TunnelTransmit};
+pub use tunnel::{MAX_TUNNELS, TunnelRefusal, TunnelSpec, TunnelStats, TunnelTransmit};
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -136,6 +138,16 @@ pub enum Command {
         /// The new RX table ([`RuleDirection::Rx`]).
         rx: Box<RuleTable>,
     },
+    /// Replace the tunnel table, the QoS configuration and both rule sets as one set,
+    /// between batches, all or nothing: every part is checked against the others first
+    /// (the rules against the new tunnels and QoS classes, the flow classes' tunnels by
+    /// name against the new table), and a refusal changes nothing. Tunnels that stay (same
+    /// name, NIC and encapsulation) keep their state (outer IPv4 id, GRE sequence numbers
+    /// sent and checked, counters, queued packets); the queued packets of the others are
+    /// dropped and counted ([`crate::DropReason::TunnelRemoved`]); every TX flow is looked
+    /// up again on its next packet. QoS as [`Command::SetQos`], rules as
+    /// [`Command::ReplaceRules`]. See `engine/policies.rs`.
+    ReplacePolicies(Box<Policies>),
 }
 
 /// Why [`Engine::apply`] refused a command. The engine's state is unchanged.
@@ -151,8 +163,17 @@ pub enum CommandError {
     /// A QoS configuration the engine refuses ([`Command::SetQos`]).
     InvalidQos(QosError),
     /// A rule of [`Command::ReplaceRules`] the engine cannot carry out with the
-    /// configuration in force (a tunnel or QoS class it names is gone).
+    /// configuration in force (a tunnel or QoS class it names is gone), or of
+    /// [`Command::ReplacePolicies`] with the tunnels and QoS classes it brings.
     InvalidRules(RuleRefusal),
+    /// A tunnel table the engine refuses ([`Command::ReplacePolicies`]).
+    InvalidTunnels(TunnelRefusal),
+    /// Flow class `class` (index into [`EngineConfig::classes`]) names a tunnel that the
+    /// new table of [`Command::ReplacePolicies`] does not have (by name).
+    ClassTunnelRemoved {
+        /// Index into [`EngineConfig::classes`].
+        class: usize,
+    },
 }
 
 impl fmt::Display for CommandError {
@@ -163,6 +184,12 @@ impl fmt::Display for CommandError {
             Self::InvalidValue(field) => write!(f, "invalid value for {field}"),
             Self::InvalidQos(e) => write!(f, "qos configuration refused: {e}"),
             Self::InvalidRules(r) => write!(f, "rule set refused: {r}"),
+            Self::InvalidTunnels(r) => write!(f, "tunnel table refused: {r}"),
+            Self::ClassTunnelRemoved { class } => write!(
+                f,
+                "tunnel table refused: classes[{class}].tunnel: the flow class's tunnel is \
+                 not in the new table (a class follows its tunnel by name)"
+            ),
         }
     }
 }

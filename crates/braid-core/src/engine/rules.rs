@@ -55,12 +55,24 @@
 //!
 //! The RX set applies to braid's packets as they leave the reorder buffer for the delivery
 //! queue (whole, in order, after reassembly), and to the inner packets the tunnels
-//! decapsulated, as they are handed to the vNIC: rewrites and `drop` only (striping,
+//! decapsulated, as they are handed to the vNIC: rewrites, `drop` and `pop_vlan` only
+//! (striping,
 //! priority classes and encapsulation have no meaning there; decapsulation is the tunnel
 //! endpoint's, which runs first, so a rule cannot ask for it — [`RuleTable::build`] refuses
 //! these with an error naming the rule). A braid flow on RX is a sender's flow, which the
 //! receiver does not classify, so each RX flow caches its last [`RuleKey`] with the lookup:
 //! a packet with the same key and the same set version takes the fast path.
+//!
+//! # VLAN
+//!
+//! The vNIC is TUN, so VLAN tags exist only in the inner Ethernet header of VXLAN (RFC
+//! 7348; `engine/tunnel.rs`). A TX rule's `PushVlan` is the tag of its flows' VXLAN inner
+//! frames: [`RuleTable::build`] refuses it, naming the rule and why, unless every flow the
+//! rule matches is VXLAN-encapsulated (its own VXLAN action, or the flow classes its match
+//! can fall in; `check_vlan`). On RX a tunnel hands the VLAN id of a tagged inner frame
+//! with the packet: the key carries it (a `vlan` match sees it) and the rule that applies
+//! must `PopVlan` it, else [`DropReason::TunnelVlanNotPopped`]. `PopVlan` on TX, `PushVlan`
+//! on RX, `PopVlan` without a VXLAN tunnel and a TX `vlan` match are refused.
 //!
 //! # Conditions on live state
 //!
@@ -80,28 +92,53 @@
 //! changed since the build), swaps both in between two batches with
 //! [`RuleSet::replace`](crate::rules::RuleSet::replace) (so every cached lookup is stale),
 //! evaluates their conditions at once and widens the flow classification if the new rules
-//! match on a key it did not use (DSCP, VLAN, VNI, ports: flows then get new keys, and their
-//! old entries idle out). A refused table changes nothing.
+//! match on a key it did not use (DSCP, VLAN, VNI, ports). A refused table changes nothing.
+//!
+//! **One slow-path lookup per flow after a change.** A replacement or a condition flip makes
+//! every flow's cached lookup stale, and each flow is looked up again on its next packet
+//! (one tuple-space lookup, about a microsecond with 10 000 rules), not all at the swap:
+//! the cost is spread over the flows' next packets, a flow that never sends again costs
+//! nothing, and the swap itself stays a move of a few pointers. This is deliberate.
+//!
+//! **Widening.** After a widening every flow's packets have a new, wider key (a DSCP, a
+//! VNI). Installed again under it, each live flow would hold two entries until the old one
+//! idled out, and count twice against the TX flow table. Instead, a TX miss first narrows
+//! its key to each classification in force before the widening (at most
+//! [`MAX_WIDENINGS`], for one TX idle timeout after the last one: by then every entry under
+//! a narrower key has moved or expired) and, if the flow is there, moves its entry to the
+//! new key: the table keeps one entry per flow, and the flow keeps its id, sequence and
+//! placement (`tx_flows_rekeyed_count`). Packets of one old flow that now differ in the new
+//! field are new flows, except for the first of them, which takes the old entry.
+//!
+//! # Counters
+//!
+//! Each table has one [`RuleHits`] pair (packets, bytes) per rule, allocated when it is
+//! built and bumped on the fast path by index ([`Engine::rule_hits`], with the names in
+//! [`Engine::rule_names`]). A replacement brings the new table's counters, at zero:
+//! nothing carries over, not even for a rule of the same name (the rule may match other
+//! packets now). [`RuleStats`] counts the stages' work across replacements.
 
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
 use braid_wire::IpSummary;
-use braid_wire::rewrite::{Edit, apply_l3};
+use braid_wire::rewrite::{Edit, VlanTag as WireVlanTag, apply_l3};
 
 use super::{Engine, TxFlow};
 use crate::engine::config::{ClassPolicy, EngineConfig};
-use crate::engine::tunnel::MAX_TUNNELS;
+use crate::engine::tunnel::{MAX_TUNNELS, TunnelSpec};
 use crate::engine::{CommandError, ConfigError, TxVerdict};
 use crate::flow::{ClassifyConfig, FlowKey};
 use crate::health::LinkState;
+use crate::qos::QosConfig;
 use crate::rules::{
     Action, CachedRule, CompiledActions, Encap, LinkSnapshot, LiveState, Rule, RuleContext,
-    RuleIndex, RuleKey, RuleSet, RuleSetConfig, TunnelId, TunnelKind, TunnelRef, ValidationErrors,
-    VnicLayer,
+    RuleIndex, RuleKey, RuleMatch, RuleSet, RuleSetConfig, TunVlan, TunnelId, TunnelKind,
+    TunnelRef, ValidationErrors, VnicLayer,
 };
 use crate::{DropReason, FlowId, Instant, NicSet};
 
@@ -207,6 +244,10 @@ struct RuleOps {
     drop: bool,
     edits: [Edit; MAX_EDITS],
     edit_count: u8,
+    /// TX: the 802.1Q tag for the flow's VXLAN inner Ethernet header.
+    push_vlan: Option<WireVlanTag>,
+    /// RX: a VXLAN tunnel's tagged inner frame may be delivered (its tag removed).
+    pop_vlan: bool,
 }
 
 impl RuleOps {
@@ -215,6 +256,12 @@ impl RuleOps {
             drop: a.drop,
             edits: [Edit::SetDscp(0); MAX_EDITS],
             edit_count: 0,
+            push_vlan: a.push_vlan.map(|t| WireVlanTag {
+                pcp: t.pcp,
+                dei: false,
+                vid: t.vid,
+            }),
+            pop_vlan: a.pop_vlan,
         };
         let edits = [
             a.dscp.map(Edit::SetDscp),
@@ -244,6 +291,12 @@ struct Compiled {
     /// Per rule, by [`RuleIndex`].
     ops: Vec<RuleOps>,
     has_conditions: bool,
+    /// Per rule, by [`RuleIndex`]: what it applied to. Allocated with the table (one pair
+    /// per rule), replaced with it: counters do not survive a replacement.
+    hits: Vec<RuleHits>,
+    /// The rules' names, by [`RuleIndex`], shared with the counters' readers (a snapshot
+    /// clones a reference count, not the strings).
+    names: Arc<[String]>,
 }
 
 impl Compiled {
@@ -255,6 +308,8 @@ impl Compiled {
             })
             .collect();
         Self {
+            hits: vec![RuleHits::default(); set.len()],
+            names: rules.iter().map(|r| r.name.clone()).collect(),
             set,
             ops,
             has_conditions: rules.iter().any(|r| r.condition.is_some()),
@@ -264,15 +319,44 @@ impl Compiled {
     fn ops(&self, rule: RuleIndex) -> Option<&RuleOps> {
         self.ops.get(rule.0 as usize)
     }
+
+    /// A packet of `len` bytes that `rule` applied to. No allocation: the counters exist.
+    #[inline]
+    fn count(&mut self, rule: RuleIndex, len: usize) {
+        if let Some(h) = self.hits.get_mut(rule.0 as usize) {
+            h.packets_count += 1;
+            h.bytes_count += len as u64;
+        }
+    }
+}
+
+/// Packets and bytes one rule applied to, in its direction (one pair per rule of the table
+/// in force: [`Engine::rule_hits`]). Units are in the names.
+///
+/// On TX a packet counts for the rule of its flow when it reaches the rule stage (after the
+/// flow lookup, before the QoS stage): whatever the rule then does with it (drops it,
+/// rewrites it, places or tunnels its flow), and whether or not a later stage drops it.
+/// On RX it counts for the rule that matched it on its way to the vNIC. Bytes are the IP
+/// packet's as it reached the rule, before any rewrite. Counters start at zero with the
+/// table: a replacement ([`Command::ReplaceRules`]) brings new ones, even for a rule of the
+/// same name; a condition flip does not reset them.
+///
+/// [`Command::ReplaceRules`]: super::super::Command::ReplaceRules
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleHits {
+    /// Packets the rule applied to.
+    pub packets_count: u64,
+    /// Their bytes.
+    pub bytes_count: u64,
 }
 
 /// A rule list validated against an engine configuration and compiled: what
 /// [`EngineConfig::tx_rules`]/[`EngineConfig::rx_rules`] become in [`Engine::new`], and what
 /// [`Command::ReplaceRules`] carries to a running engine. Build it off the fast path (the
 /// control thread): [`RuleTable::build`] allocates and costs the rule engine's validation and
-/// compilation. That is `O(n log n)` plus the conflict check, which compares the rules of
-/// one priority pairwise: 10 000 rules of distinct priorities build in tens of
-/// milliseconds, 10 000 of one priority in seconds.
+/// compilation: 10 000 rules build in tens of milliseconds, whether their priorities differ
+/// or not (the conflict check among the rules of one priority compares only the rules their
+/// fields do not tell apart; see `crate::rules::validate`).
 ///
 /// Two tables are equal if they hold the same rules for the same direction.
 ///
@@ -318,13 +402,23 @@ impl RuleTable {
         direction: RuleDirection,
         rules: Vec<Rule>,
     ) -> Result<Self, RulesError> {
-        check_actions(direction, &rules, &Env::of(config)).map_err(|refusal| {
-            RulesError::Unsupported {
+        check_actions(direction, &rules, &Env::of(config))
+            .and_then(|()| check_vlan(direction, &rules, config))
+            .map_err(|refusal| RulesError::Unsupported {
                 name: rules[refusal.rule.0 as usize].name.clone(),
                 refusal,
-            }
-        })?;
-        let ctx = config.rule_context();
+            })?;
+        let mut ctx = config.rule_context();
+        // VLAN lives in the VXLAN inner frame (see `check_vlan`): a push on TX (checked
+        // there per rule), a pop and a VLAN match on RX when a VXLAN tunnel can bring one.
+        let vxlan = config
+            .tunnels
+            .iter()
+            .any(|t| matches!(t.encap, braid_wire::tunnel::Encap::Vxlan(_)));
+        ctx.tun_vlan = TunVlan {
+            push: direction == RuleDirection::Tx,
+            pop_and_match: direction == RuleDirection::Rx && vxlan,
+        };
         let set_cfg = RuleSetConfig {
             hash_seed: config.seed,
             ..RuleSetConfig::default()
@@ -395,6 +489,8 @@ impl EngineConfig {
                 .map(|c| c.id.0.saturating_add(1))
                 .max()
                 .unwrap_or(0),
+            // No VLAN here; `RuleTable::build` allows it per direction (VXLAN inner frames).
+            tun_vlan: TunVlan::default(),
         }
     }
 }
@@ -415,14 +511,15 @@ struct Env {
 
 impl Env {
     fn of(config: &EngineConfig) -> Self {
+        Self::new(&config.tunnels, &config.qos)
+    }
+
+    /// For a tunnel table and QoS configuration that are not (yet) the configuration's
+    /// ([`Engine::check_rule_tables`]).
+    fn new(tunnels: &[TunnelSpec], qos: &QosConfig) -> Self {
         Self {
-            tunnels: config
-                .tunnels
-                .iter()
-                .map(|t| tunnel_kind(&t.encap))
-                .collect(),
-            qos_known: config
-                .qos
+            tunnels: tunnels.iter().map(|t| tunnel_kind(&t.encap)).collect(),
+            qos_known: qos
                 .classes
                 .iter()
                 .filter(|c| c.id.0 < 8)
@@ -483,6 +580,138 @@ fn tunnel_refusal(env: &Env, t: TunnelId, kind: TunnelKind) -> Option<&'static s
     }
 }
 
+/// The engine's VLAN checks (the vNIC is TUN: the one Ethernet header braid writes and reads
+/// for peers that are not braid is the inner one of VXLAN, RFC 7348): a TX rule may push a
+/// tag only if every flow it applies to is VXLAN-encapsulated — by its own VXLAN tunnel
+/// action, or, without one, by the flow classes its match falls in (each class it may
+/// overlap, in class order until one covers it, has a VXLAN tunnel); an RX rule may pop one
+/// only when a VXLAN tunnel is configured. The first refusal, naming the rule and why.
+fn check_vlan(
+    direction: RuleDirection,
+    rules: &[Rule],
+    config: &EngineConfig,
+) -> Result<(), RuleRefusal> {
+    let vxlan = |t: u8| {
+        config
+            .tunnels
+            .get(usize::from(t))
+            .is_some_and(|t| matches!(t.encap, braid_wire::tunnel::Encap::Vxlan(_)))
+    };
+    let any_vxlan = (0..config.tunnels.len()).any(|t| u8::try_from(t).is_ok_and(vxlan));
+    for (i, r) in rules.iter().enumerate() {
+        for (j, a) in r.actions.iter().enumerate() {
+            let why = match (direction, a) {
+                (RuleDirection::Tx, Action::PushVlan(_)) => push_vlan_refusal(r, config, vxlan),
+                (RuleDirection::Tx, Action::PopVlan) => Some(
+                    "pop_vlan on tx: the packets come from the tun vnic and carry no vlan tag \
+                     (a tag from a vxlan peer is popped by an rx rule)",
+                ),
+                (RuleDirection::Rx, Action::PushVlan(_)) => Some(
+                    "push_vlan on rx: the packets go to the tun vnic, which cannot carry a vlan \
+                     tag (push_vlan is a tx action for flows into a vxlan tunnel)",
+                ),
+                (RuleDirection::Rx, Action::PopVlan) if !any_vxlan => Some(
+                    "pop_vlan needs a vxlan tunnel: only a vxlan tunnel's inner ethernet frame \
+                     brings a vlan tag",
+                ),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(RuleRefusal {
+                    direction,
+                    rule: RuleIndex(u32::try_from(i).unwrap_or(u32::MAX)),
+                    action: u32::try_from(j).unwrap_or(u32::MAX),
+                    why,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why TX rule `r` may not push a VLAN tag (see [`check_vlan`]), `None` if it may.
+fn push_vlan_refusal(
+    r: &Rule,
+    config: &EngineConfig,
+    vxlan: impl Fn(u8) -> bool,
+) -> Option<&'static str> {
+    for a in &r.actions {
+        match a {
+            // Its own tunnel: the kind was checked by `check_actions`.
+            Action::VxlanEncap(_) => return None,
+            Action::GreEncap(_) => {
+                return Some(
+                    "push_vlan needs a vxlan tunnel: the rule's gre tunnel carries the ip \
+                     packet without an ethernet header to hold the tag",
+                );
+            }
+            _ => {}
+        }
+    }
+    // No tunnel of its own: the flow's class gives it one. The first class that matches a
+    // packet is its flow's, so walk the classes in order: each one that may take some of
+    // the rule's flows must tunnel them over VXLAN, until one takes them all.
+    for c in &config.classes {
+        if !class_may_overlap(&c.matcher, &r.matcher) {
+            continue;
+        }
+        if !c.tunnel.is_some_and(&vxlan) {
+            return Some(
+                "push_vlan needs a vxlan-encapsulated flow: some of the flows it matches are \
+                 in a flow class without a vxlan tunnel (the tag goes in the vxlan inner \
+                 ethernet header); add a vxlan tunnel action or narrow the match",
+            );
+        }
+        if class_covers(&c.matcher, &r.matcher) {
+            return None;
+        }
+    }
+    Some(
+        "push_vlan needs a vxlan-encapsulated flow: some of the flows it matches are in no \
+         flow class with a vxlan tunnel (the tag goes in the vxlan inner ethernet header); \
+         add a vxlan tunnel action or narrow the match to such a class",
+    )
+}
+
+/// `true` unless no flow the rule match `m` takes can be in class `c` (conservative: `true`
+/// when unsure).
+fn class_may_overlap(c: &crate::engine::ClassMatch, m: &RuleMatch) -> bool {
+    c.protocol.is_none_or(|p| m.protocol.is_none_or(|q| p == q))
+        && ports_may_overlap(c.dst_ports, m.dst_ports)
+        && ports_may_overlap(c.src_ports, m.src_ports)
+        && c.dscp
+            .is_none_or(|d| m.dscp.is_none_or(|set| set.contains(d)))
+}
+
+/// `true` if every flow the rule match `m` takes is in class `c` (if no earlier class takes
+/// it): every field the class matches on is one the rule fixes inside it.
+fn class_covers(c: &crate::engine::ClassMatch, m: &RuleMatch) -> bool {
+    c.protocol.is_none_or(|p| m.protocol == Some(p))
+        && ports_cover(c.dst_ports, m.dst_ports)
+        && ports_cover(c.src_ports, m.src_ports)
+        && c.dscp
+            .is_none_or(|d| m.dscp.is_some_and(|set| set.as_single() == Some(d)))
+}
+
+/// A class port range against a rule's. A flow key's ports are 0 for fragments, other
+/// protocols and classification without ports, whatever its packets' ports (which the class
+/// matches), so a rule range that holds 0 may meet any class range and is covered by none.
+fn ports_may_overlap(class: Option<(u16, u16)>, rule: Option<crate::rules::PortRange>) -> bool {
+    match (class, rule) {
+        (Some((lo, hi)), Some(r)) => r.lo == 0 || (r.lo <= hi && lo <= r.hi),
+        _ => true,
+    }
+}
+
+/// See [`ports_may_overlap`].
+fn ports_cover(class: Option<(u16, u16)>, rule: Option<crate::rules::PortRange>) -> bool {
+    match (class, rule) {
+        (None, _) => true,
+        (Some((lo, hi)), Some(r)) => r.lo > 0 && lo <= r.lo && r.hi <= hi,
+        (Some(_), None) => false,
+    }
+}
+
 /// Check [`EngineConfig::tx_rules`] and [`EngineConfig::rx_rules`] (builds both).
 pub(in crate::engine) fn validate(config: &EngineConfig) -> Result<(), ConfigError> {
     RulesRt::tables(config).map(drop)
@@ -516,6 +745,12 @@ impl FlowRules {
             tunnel: None,
         },
     };
+
+    /// The tunnel table was replaced: the class's tunnel by its new index (`new_index`; the
+    /// replacement checked that every class's tunnel has one).
+    pub(super) fn remap_class_tunnel(&mut self, new_index: impl Fn(u8) -> Option<u8>) {
+        self.class.tunnel = self.class.tunnel.and_then(new_index);
+    }
 }
 
 /// An RX flow's (or a tunnel's) cached lookup, with the key it was made for.
@@ -557,7 +792,14 @@ pub struct RuleStats {
     ///
     /// [`Command::ReplaceRules`]: super::super::Command::ReplaceRules
     pub sets_replaced_count: u64,
+    /// TX flows moved to their new key after a replacement widened the classification
+    /// (their entry kept, not installed a second time: see the module doc).
+    pub tx_flows_rekeyed_count: u64,
 }
+
+/// The most times the classification can widen: each widening turns on at least one of
+/// ports, DSCP, VLAN and VNI, and none is ever turned off.
+const MAX_WIDENINGS: usize = 4;
 
 /// The engine's rule state.
 #[derive(Debug)]
@@ -573,6 +815,14 @@ pub(super) struct RulesRt {
     /// large as the vNIC MTU when there are tunnels, else empty.
     scratch: Vec<u8>,
     stats: RuleStats,
+    /// The classifications in force before replacements widened it, most recent first
+    /// (`narrower[..narrower_len]`): TX flows installed under one of them may still be in
+    /// the table under their narrower key (see the module doc, "Widening").
+    narrower: [ClassifyConfig; MAX_WIDENINGS],
+    narrower_len: usize,
+    /// Until when `narrower` is tried: one TX idle timeout after the last widening, when
+    /// every entry under a narrower key has moved or expired.
+    rekey_until: Instant,
 }
 
 impl RulesRt {
@@ -601,7 +851,30 @@ impl RulesRt {
                 vec![0; config.vnic_mtu as usize]
             },
             stats: RuleStats::default(),
+            narrower: [config.classify; MAX_WIDENINGS],
+            narrower_len: 0,
+            rekey_until: Instant::ZERO,
         })
+    }
+
+    /// The classification widened from `before`: remember it until `until`.
+    fn widened(&mut self, before: ClassifyConfig, until: Instant) {
+        // Most recent first; the oldest falls off (never, by MAX_WIDENINGS).
+        self.narrower.copy_within(..MAX_WIDENINGS - 1, 1);
+        self.narrower[0] = before;
+        self.narrower_len = (self.narrower_len + 1).min(MAX_WIDENINGS);
+        self.rekey_until = until;
+    }
+
+    /// The tunnel table was replaced (now `count` tunnels): one RX lookup per tunnel, all
+    /// stale, and the rewrite scratch if there are tunnels now. Between batches: it may
+    /// allocate.
+    pub(super) fn tunnels_replaced(&mut self, count: usize, vnic_mtu: u32) {
+        self.tunnel_rx.clear();
+        self.tunnel_rx.resize(count, RxRuleCache::STALE);
+        if count > 0 && self.scratch.is_empty() {
+            self.scratch = vec![0; vnic_mtu as usize];
+        }
     }
 
     /// The classification the sets need, on top of `classify`.
@@ -635,26 +908,54 @@ impl RulesRt {
         classify: &ClassifyConfig,
         packet: &mut [u8],
     ) -> Result<(), DropReason> {
+        self.rx_apply_tagged(cache, classify, packet, None)
+    }
+
+    /// [`Self::rx_apply`] for a packet whose VXLAN inner frame had an 802.1Q tag with VLAN
+    /// id `vlan` (left out of `packet`): the key carries it (when the classification uses
+    /// VLAN ids), and the rule that applies must pop it, else
+    /// [`DropReason::TunnelVlanNotPopped`].
+    pub(super) fn rx_apply_tagged(
+        &mut self,
+        cache: &mut RxRuleCache,
+        classify: &ClassifyConfig,
+        packet: &mut [u8],
+        vlan: Option<u16>,
+    ) -> Result<(), DropReason> {
+        let untagged = || match vlan {
+            Some(_) => Err(DropReason::TunnelVlanNotPopped),
+            None => Ok(()),
+        };
         if self.rx.set.is_empty() {
-            return Ok(());
+            return untagged();
         }
         // A packet that does not parse as IP matches no rule (the sender's engine parsed
         // it; a tunnel's inner packet was checked by the decapsulation).
         let Ok(summary) = IpSummary::parse_l3(packet) else {
-            return Ok(());
+            return untagged();
         };
-        let key = RuleKey::from_flow_key(&FlowKey::from_summary(&summary, classify), VNIC);
+        let mut key = RuleKey::from_flow_key(&FlowKey::from_summary(&summary, classify), VNIC);
+        if classify.vlan {
+            key.vlan = vlan;
+        }
         if cache.key != Some(key) || cache.cache.version() != self.rx.set.version() {
             // Slow path: a new key on this flow, or a changed set.
             cache.cache = self.rx.set.classify(&key);
             cache.key = Some(key);
             self.stats.rx_lookups_count += 1;
         }
-        let Some(ops) = cache.cache.rule().and_then(|r| self.rx.ops(r)) else {
-            return Ok(());
+        let Some(rule) = cache.cache.rule() else {
+            return untagged();
+        };
+        self.rx.count(rule, packet.len());
+        let Some(ops) = self.rx.ops(rule) else {
+            return untagged();
         };
         if ops.drop {
             return Err(DropReason::RuleDrop);
+        }
+        if vlan.is_some() && !ops.pop_vlan {
+            return Err(DropReason::TunnelVlanNotPopped);
         }
         if ops.edit_count > 0 {
             apply_l3(packet, ops.edits()).map_err(|_| DropReason::RuleRewriteFailed)?;
@@ -672,6 +973,25 @@ impl ClassDefaults {
             qos_class: flow.qos_class,
             tunnel: flow.tunnel,
         }
+    }
+}
+
+/// `key` as a classification narrower than its own (`cfg`, one the classification widened
+/// from) keys the same packet: the fields `cfg` leaves out cleared. Equal to
+/// `FlowKey::from_summary(s, cfg)` whenever `key` is `from_summary(s, wider)`.
+fn narrowed(key: &FlowKey, cfg: &ClassifyConfig) -> FlowKey {
+    let (src_port, dst_port) = if cfg.use_ports {
+        (key.src_port, key.dst_port)
+    } else {
+        (0, 0)
+    };
+    FlowKey {
+        src_port,
+        dst_port,
+        dscp: key.dscp.filter(|_| cfg.dscp),
+        vlan: key.vlan.filter(|_| cfg.vlan),
+        vni: key.vni.filter(|_| cfg.vni),
+        ..*key
     }
 }
 
@@ -720,6 +1040,27 @@ impl Engine {
         &self.rules.stats
     }
 
+    /// Per-rule counters of the table in force in `direction`, by [`RuleIndex`] (one pair
+    /// per rule; zeroed by a replacement: see [`RuleHits`]).
+    #[must_use]
+    pub fn rule_hits(&self, direction: RuleDirection) -> &[RuleHits] {
+        match direction {
+            RuleDirection::Tx => &self.rules.tx.hits,
+            RuleDirection::Rx => &self.rules.rx.hits,
+        }
+    }
+
+    /// The names of the rules in force in `direction`, by [`RuleIndex`], shared: cloning
+    /// the `Arc` does not copy them (what a counter snapshot holds next to
+    /// [`Self::rule_hits`]).
+    #[must_use]
+    pub fn rule_names(&self, direction: RuleDirection) -> &Arc<[String]> {
+        match direction {
+            RuleDirection::Tx => &self.rules.tx.names,
+            RuleDirection::Rx => &self.rules.rx.names,
+        }
+    }
+
     /// The rule a TX flow (by key) is under as of its last packet, `None` if no rule applies
     /// or the flow is not installed.
     #[must_use]
@@ -743,11 +1084,59 @@ impl Engine {
         apply_overrides(&self.rules.tx.set, self.nic_set, flow);
     }
 
+    /// **Slow path**, on a TX flow table miss for `key`, before a flow is installed: if a
+    /// replacement widened the classification less than one idle timeout ago and the flow
+    /// is still in the table under its key of before (the key narrowed to an earlier
+    /// classification), its entry moves to `key` — same flow id, sequence, placement — and
+    /// is returned with its slot. `None`: install a new flow. At most [`MAX_WIDENINGS`]
+    /// probes; none once the window has passed.
+    pub(super) fn rules_rekey_tx(&mut self, now: Instant, key: &FlowKey) -> Option<(u32, TxFlow)> {
+        if self.rules.narrower_len == 0 {
+            return None;
+        }
+        if now >= self.rules.rekey_until {
+            // Every entry of a narrower key has moved or idled out by now.
+            self.rules.narrower_len = 0;
+            return None;
+        }
+        for i in 0..self.rules.narrower_len {
+            let old = narrowed(key, &self.rules.narrower[i]);
+            if old == *key {
+                continue;
+            }
+            let Some(flow) = self.tx_flows.remove(&old) else {
+                continue;
+            };
+            // The removal made room, and `key` missed: the insert neither evicts nor fails.
+            return match self.tx_flows.insert(*key, now, flow) {
+                Ok(inserted) => {
+                    let slot = inserted.slot;
+                    if let Some((_, evicted)) = inserted.evicted {
+                        self.controller.remove_flow(evicted.id);
+                    }
+                    self.rules.stats.tx_flows_rekeyed_count += 1;
+                    Some((slot, flow))
+                }
+                Err(_) => {
+                    self.controller.remove_flow(flow.id);
+                    None
+                }
+            };
+        }
+        None
+    }
+
     /// **Fast path** of every TX packet of an installed flow (the flow entry at `slot`, its
     /// copy `flow`): the cached rule if the set's version is the cached one; else the slow
     /// path looks the flow up again, re-applies the overrides and, if its policy, NICs or
-    /// tunnel changed, places it again (the entry is updated). Returns the rewrite to apply
-    /// to the stored packet, if any.
+    /// tunnel changed, places it again (the entry is updated). Counts the packet (`len`
+    /// bytes) for its rule ([`RuleHits`]). Returns the rewrite to apply to the stored
+    /// packet, if any.
+    ///
+    /// After a replacement or a condition flip every flow takes that slow path once, on its
+    /// next packet (one tuple-space lookup, about a microsecond with 10 000 rules): the
+    /// lookups are spread over the flows' next packets instead of stalling one batch with
+    /// all of them, and a flow that never sends again costs none. Left so on purpose.
     ///
     /// # Errors
     /// [`DropReason::RuleDrop`] when the rule drops the flow's packets.
@@ -757,6 +1146,7 @@ impl Engine {
         slot: u32,
         flow: &mut TxFlow,
         key: &FlowKey,
+        len: usize,
     ) -> Result<Option<Rewrite>, DropReason> {
         if flow.rules.cache.version() != self.rules.tx.set.version() {
             self.tx_relookup(now, slot, flow, key);
@@ -764,9 +1154,10 @@ impl Engine {
         let Some(rule) = flow.rules.cache.rule() else {
             return Ok(None);
         };
+        self.rules.tx.count(rule, len);
         match self.rules.tx.ops(rule) {
             Some(ops) if ops.drop => Err(DropReason::RuleDrop),
-            Some(ops) if ops.edit_count > 0 => Ok(Some(Rewrite(rule))),
+            Some(ops) if ops.edit_count > 0 || ops.push_vlan.is_some() => Ok(Some(Rewrite(rule))),
             _ => Ok(None),
         }
     }
@@ -820,6 +1211,14 @@ impl Engine {
         let Some(ops) = self.rules.tx.ops(rule) else {
             return Ok(());
         };
+        if ops.push_vlan.is_some() {
+            // A braid packet has no Ethernet header: the tag needs a VXLAN tunnel, which
+            // the rule tables were checked to give every such flow (`check_vlan`).
+            return Err(DropReason::RuleVlanNoTunnel);
+        }
+        if ops.edit_count == 0 {
+            return Ok(());
+        }
         let bytes = self.store.get_mut(buf);
         let packet = bytes.get_mut(..len).ok_or(DropReason::RuleRewriteFailed)?;
         apply_l3(packet, ops.edits()).map_err(|_| DropReason::RuleRewriteFailed)?;
@@ -837,8 +1236,12 @@ impl Engine {
         packet: &[u8],
     ) -> TxVerdict {
         let Some(ops) = rewrite.and_then(|Rewrite(r)| self.rules.tx.ops(r)).copied() else {
-            return self.tunnel_tx(tunnel, flow, packet);
+            return self.tunnel_tx(tunnel, flow, packet, None);
         };
+        if ops.edit_count == 0 {
+            // A VLAN tag only: the tunnel stage writes it in the inner Ethernet header.
+            return self.tunnel_tx(tunnel, flow, packet, ops.push_vlan);
+        }
         let mut scratch = core::mem::take(&mut self.rules.scratch);
         let verdict = match scratch.get_mut(..packet.len()) {
             Some(copy) => {
@@ -846,7 +1249,7 @@ impl Engine {
                 match apply_l3(copy, ops.edits()) {
                     Ok(()) => {
                         self.rules.stats.tx_rewritten_count += 1;
-                        self.tunnel_tx(tunnel, flow, copy)
+                        self.tunnel_tx(tunnel, flow, copy, ops.push_vlan)
                     }
                     Err(_) => TxVerdict::Drop(DropReason::RuleRewriteFailed),
                 }
@@ -861,20 +1264,28 @@ impl Engine {
     // ------------------------------------------------------------------ RX hook
 
     /// RX hook for a tunnel's decapsulated packet (`engine/tunnel.rs`), as it is handed to
-    /// the vNIC: the RX set, cached per tunnel.
+    /// the vNIC: the RX set, cached per tunnel. `vlan`: the VLAN id of the VXLAN inner
+    /// frame's 802.1Q tag, already left out of `packet`; the rule that applies must pop it
+    /// (and may match on it).
     ///
     /// # Errors
     /// The drop reason (the caller counts it).
     pub(in crate::engine) fn rules_rx_tunnel(
         &mut self,
         tunnel: u8,
+        vlan: Option<u16>,
         packet: &mut [u8],
     ) -> Result<(), DropReason> {
         let Some(cache) = self.rules.tunnel_rx.get_mut(usize::from(tunnel)) else {
-            return Ok(());
+            return match vlan {
+                Some(_) => Err(DropReason::TunnelVlanNotPopped),
+                None => Ok(()),
+            };
         };
         let mut c = *cache;
-        let result = self.rules.rx_apply(&mut c, &self.config.classify, packet);
+        let result = self
+            .rules
+            .rx_apply_tagged(&mut c, &self.config.classify, packet, vlan);
         self.rules.tunnel_rx[usize::from(tunnel)] = c;
         result
     }
@@ -918,6 +1329,33 @@ impl Engine {
         tx: RuleTable,
         rx: RuleTable,
     ) -> Result<(), CommandError> {
+        self.check_rule_tables(&tx, &rx, &Env::of(&self.config))?;
+        self.swap_rule_tables(now, tx, rx);
+        Ok(())
+    }
+
+    /// The checks of [`Self::replace_rules`] against `tunnels` and `qos`, which a
+    /// policy replacement installs together with the tables
+    /// (`Command::ReplacePolicies`, `engine/policies.rs`).
+    ///
+    /// # Errors
+    /// As [`Self::replace_rules`].
+    pub(super) fn check_rules_against(
+        &self,
+        tx: &RuleTable,
+        rx: &RuleTable,
+        tunnels: &[TunnelSpec],
+        qos: &QosConfig,
+    ) -> Result<(), CommandError> {
+        self.check_rule_tables(tx, rx, &Env::new(tunnels, qos))
+    }
+
+    fn check_rule_tables(
+        &self,
+        tx: &RuleTable,
+        rx: &RuleTable,
+        env: &Env,
+    ) -> Result<(), CommandError> {
         if tx.direction != RuleDirection::Tx {
             return Err(CommandError::InvalidValue("tx"));
         }
@@ -925,16 +1363,20 @@ impl Engine {
             return Err(CommandError::InvalidValue("rx"));
         }
         let nics = self.nic_set;
-        for t in [&tx, &rx] {
+        for t in [tx, rx] {
             // Built for another set of NICs: its conditions and striping were checked
             // against those. (An empty table names none.)
             if !t.rules.is_empty() && t.nics != nics {
                 return Err(CommandError::InvalidValue(t.direction.field()));
             }
         }
-        let env = Env::of(&self.config);
-        check_actions(RuleDirection::Tx, &tx.rules, &env).map_err(CommandError::InvalidRules)?;
-        check_actions(RuleDirection::Rx, &rx.rules, &env).map_err(CommandError::InvalidRules)?;
+        check_actions(RuleDirection::Tx, &tx.rules, env).map_err(CommandError::InvalidRules)?;
+        check_actions(RuleDirection::Rx, &rx.rules, env).map_err(CommandError::InvalidRules)?;
+        Ok(())
+    }
+
+    /// Swap in two tables that passed [`Self::check_rule_tables`].
+    pub(super) fn swap_rule_tables(&mut self, now: Instant, tx: RuleTable, rx: RuleTable) {
         // The swap. The old sets are freed here, between batches.
         let RuleTable {
             rules: tx_rules,
@@ -951,18 +1393,29 @@ impl Engine {
                 set,
                 ops,
                 has_conditions,
+                hits,
+                names,
             } = new;
             drop(old.set.replace(set));
             old.ops = ops;
             old.has_conditions = has_conditions;
+            // New counters with the new table (documented on `RuleHits`).
+            old.hits = hits;
+            old.names = names;
         }
         self.config.tx_rules = tx_rules;
         self.config.rx_rules = rx_rules;
-        self.config.classify = self.rules.widen(self.config.classify);
+        let before = self.config.classify;
+        self.config.classify = self.rules.widen(before);
+        if self.config.classify != before {
+            // Installed flows keep their entries, moved to their new key on their next
+            // packet (`rules_rekey_tx`).
+            let until = now + self.tx_flows.config().idle_timeout;
+            self.rules.widened(before, until);
+        }
         self.rules.stats.sets_replaced_count += 1;
         // Conditions of a new set start off: evaluate them on the live state now.
         self.update_rule_conditions(now);
-        Ok(())
     }
 
     /// At build: the classification the rule sets need.

@@ -36,6 +36,11 @@ use crate::{DropReason, FlowId, Instant, MAX_NICS, NicId, NicSet};
 #[path = "rules.rs"]
 pub(super) mod rules;
 
+// The replacement of the policies as one set (tunnels, QoS, rules); a child module for the
+// same reason.
+#[path = "policies.rs"]
+pub(super) mod policies;
+
 /// The receive side of one flow, from [`Engine::rx_flow`].
 #[derive(Clone, Copy, Debug)]
 pub struct RxFlowInfo<'a> {
@@ -697,7 +702,7 @@ impl Engine {
         };
         // Rules (engine/rules.rs): the flow's cached rule (fast path), looked up again when
         // the set changed; a drop, and the rewrite to apply to the stored copy.
-        let rewrite = match self.tx_rule(now, flow_slot, &mut flow, &key) {
+        let rewrite = match self.tx_rule(now, flow_slot, &mut flow, &key, packet.len()) {
             Ok(rewrite) => rewrite,
             Err(reason) => return TxVerdict::Drop(reason),
         };
@@ -754,12 +759,14 @@ impl Engine {
         let limits = self.qos.class(ClassId(class)).map_or((0, 0), |c| {
             (c.queue_packets as usize, u64::from(c.queue_bytes))
         });
-        for (i, n) in self.nics.iter().enumerate() {
+        for (i, n) in self.nics.iter_mut().enumerate() {
             if let Some(n) = n
                 && count[i] > 0
             {
                 let (packets, bytes) = n.queue.class_queued(ClassId(class));
                 if packets + count[i] > limits.0 || bytes + need[i] as u64 > limits.1 {
+                    // Counted by the full NIC's class too (its QoS counters).
+                    n.queue.count_refused(ClassId(class), QosDrop::QueueFull);
                     return TxVerdict::Drop(DropReason::TxQueueFull);
                 }
             }
@@ -925,6 +932,11 @@ impl Engine {
         key: FlowKey,
         summary: &IpSummary,
     ) -> Result<(u32, TxFlow), DropReason> {
+        // Rules (engine/rules.rs): a flow installed before a rule replacement widened the
+        // classification moves to its new key instead of being installed a second time.
+        if let Some(moved) = self.rules_rekey_tx(now, &key) {
+            return Ok(moved);
+        }
         let class = self
             .config
             .classes
@@ -1824,6 +1836,7 @@ impl Engine {
             }
             Command::SetQos(qos) => self.set_qos(now, qos)?,
             Command::ReplaceRules { tx, rx } => self.replace_rules(now, *tx, *rx)?,
+            Command::ReplacePolicies(policies) => self.replace_policies(now, *policies)?,
         }
         Ok(())
     }
@@ -1834,6 +1847,12 @@ impl Engine {
         self.config
             .check_qos(&qos)
             .map_err(CommandError::InvalidQos)?;
+        self.swap_qos(now, qos);
+        Ok(())
+    }
+
+    /// The swap of [`Self::set_qos`], for a configuration `check_qos` accepted.
+    fn swap_qos(&mut self, now: Instant, qos: QosConfig) {
         let effective = self.config.effective_qos(&qos);
         // More slots first, if the new queues hold more pieces (between batches: it may
         // allocate).
@@ -1866,7 +1885,6 @@ impl Engine {
         self.qos = effective;
         self.config.qos = qos;
         self.sync_queue_gauges();
-        Ok(())
     }
 }
 

@@ -1283,13 +1283,17 @@ fn a_meter_red_packet_is_a_counted_drop() {
     let m = a.vnic_meter_stats().class(ClassId(1));
     assert_eq!((m.green_count, m.red_count, m.drop_red_count), (8, 92, 92));
     // Metered once, at the vNIC: the NICs' schedulers carry no meter of their own, so a
-    // piece the vNIC passed can never turn Red on a NIC.
+    // piece the vNIC passed can never turn Red on a NIC (they count the colour each piece
+    // came with: the 8 Green packets).
+    let mut green = 0;
     for nic in [NicId(0), NicId(1)] {
         if let Some(q) = a.nic_qos_stats(nic) {
             let c = q.class(ClassId(1));
-            assert_eq!((c.green_count, c.red_count), (0, 0), "nic {}", nic.0);
+            assert_eq!((c.yellow_count, c.red_count), (0, 0), "nic {}", nic.0);
+            green += c.green_count;
         }
     }
+    assert_eq!(green, 8);
     // The strict class has no meter: the feed is not policed.
     for seq in 0..20 {
         assert_eq!(
@@ -1303,6 +1307,58 @@ fn a_meter_red_packet_is_a_counted_drop() {
         .filter(|&seq| a.handle_tx(later, &udp_packet(5000, seq, 1000)) == TxVerdict::Queued)
         .count();
     assert_eq!(ok, 3);
+}
+
+/// Per NIC and class, the QoS counters see every packet: queued (with the colour the vNIC's
+/// meter gave it), refused because the class queue was full (the room check's refusal is
+/// counted on the full NIC's class, not only as `tx_queue_full`), dequeued, and the queue's
+/// depth; the vNIC meter's counters agree on the colours.
+#[test]
+fn nic_qos_counters_see_every_packet_of_a_class() {
+    use crate::qos::{ClassId, MeterConfig, MeterMode, QosConfig, SrTcmConfig};
+    let mut qos = QosConfig::default();
+    qos.classes[1].queue_packets = 24;
+    qos.classes[1].meter = Some(MeterConfig::SrTcm(SrTcmConfig {
+        cir_bps: 8_000_000,
+        cbs_bytes: 9 * 1028,
+        ebs_bytes: 9 * 1028,
+        mode: MeterMode::ColorBlind,
+    }));
+    let (mut a, _b) = qos_engines(1_000_000_000, Vec::new(), Some(qos));
+    let now = Instant::from_millis(1);
+    // 1028-byte packets: 9 Green (the committed burst), 9 Yellow (the excess burst), then
+    // Red (queued: no drop_red); the 25th and 26th find the queue full and take no tokens.
+    let verdicts: Vec<TxVerdict> = (0..26)
+        .map(|seq| a.handle_tx(now, &udp_packet(5000, seq, 1000)))
+        .collect();
+    assert!(verdicts[..24].iter().all(|v| *v == TxVerdict::Queued));
+    assert!(
+        verdicts[24..]
+            .iter()
+            .all(|v| *v == TxVerdict::Drop(DropReason::TxQueueFull))
+    );
+    let c = a.nic_qos_stats(NicId(0)).expect("nic 0").class(ClassId(1));
+    assert_eq!(
+        (c.enqueued_packets_count, c.enqueued_bytes_count),
+        (24, 24 * 1028)
+    );
+    assert_eq!((c.green_count, c.yellow_count, c.red_count), (9, 9, 6));
+    assert_eq!(c.drop_queue_full_count, 2);
+    assert_eq!(
+        a.nic_qos_queued(NicId(0), ClassId(1)),
+        Some((24, 24 * 1028))
+    );
+    let m = a.vnic_meter_stats().class(ClassId(1));
+    assert_eq!((m.green_count, m.yellow_count, m.red_count), (9, 9, 6));
+    // Send what pacing allows: the dequeued and the still queued make the 24.
+    let mut buf = vec![0u8; 2048];
+    let later = now + Duration::from_micros(30);
+    while a.poll_transmit(later, &mut buf).is_some() {}
+    let c = a.nic_qos_stats(NicId(0)).expect("nic 0").class(ClassId(1));
+    let (queued, _) = a.nic_qos_queued(NicId(0), ClassId(1)).expect("class 1");
+    assert!(c.dequeued_packets_count > 0);
+    assert_eq!(c.dequeued_packets_count + queued as u64, 24);
+    assert_eq!(c.dequeued_bytes_count, c.dequeued_packets_count * 1028);
 }
 
 /// `SetQos` replaces every NIC's configuration between batches: packets queued in classes

@@ -22,17 +22,20 @@
 //! [`Engine::poll_tunnel_transmit`] and sends it as it is on the tunnel's NIC (braid-io: a raw
 //! `IPPROTO_RAW` socket, the IP header ours). The VXLAN UDP source port comes from the flow's
 //! id (one port per flow, RFC 7348 §5); the outer IPv4 id is a per-tunnel counter (RFC 6864
-//! allows it); the GRE sequence number a per-tunnel counter from 0 (RFC 2890 §2.2).
+//! allows it), never 0 (the kernel's raw socket replaces a 0 id per packet); the GRE
+//! sequence number a per-tunnel counter from 0 (RFC 2890 §2.2). A flow whose TX rule pushes
+//! a VLAN tag (VXLAN only, checked by the rule tables) gets it in the inner Ethernet header
+//! ([`EncapMeta::vlan`], 4 bytes more overhead).
 //!
 //! **Too big for the NIC.** An outer packet larger than the tunnel's
-//! [`TunnelSpec::mtu_bytes`] is dropped and counted ([`DropReason::TunnelTooBig`]), for two
-//! reasons. VXLAN endpoints must not fragment (RFC 7348 §4.3): the fix is a vNIC MTU reduced
-//! by the overhead, as Linux sets vxlan0's MTU to the link's minus 50. And the kernel would
-//! not do it for us: a raw socket that supplies its own IP header (`IP_HDRINCL`) has its
-//! oversized sends refused with `EMSGSIZE`, whatever DF says (`raw_send_hdrinc`). For GRE,
-//! whose RFCs allow an endpoint to fragment the outer packet when DF is clear, the hook is
-//! marked `XXX(#4)` in `Tunnels::encap`: braid-core's standard IP fragmentation (`ipfrag`)
-//! can split the outer packet there once the engine uses it.
+//! [`TunnelSpec::mtu_bytes`] is dropped and counted ([`DropReason::TunnelTooBig`]): VXLAN
+//! endpoints must not fragment (RFC 7348 §4.3), and the fix is a vNIC MTU reduced by the
+//! overhead, as Linux sets vxlan0's MTU to the link's minus 50. The kernel would not
+//! fragment for us: a raw socket that supplies its own IP header (`IP_HDRINCL`) has its
+//! oversized sends refused with `EMSGSIZE`, whatever DF says (`raw_send_hdrinc`). The
+//! exception is GRE over IPv4 with DF clear ([`TunnelSpec::fragments_outer`]): braid
+//! fragments the outer packet itself with `ipfrag`, all or none into the queue
+//! (`tunnel/fragment.rs`).
 //!
 //! Tunnel traffic is not paced or shaped by braid: it leaves through the NIC's own kernel
 //! queue (XXX(#4): a QoS class of the NIC's scheduler once the rule engine sets priorities
@@ -51,25 +54,35 @@
 //! GRE tunnel with [`TunnelSpec::rx_check_seq`], the RFC 2890 sequence check, last so that a
 //! packet dropped for another reason never moves it ([`DropReason::TunnelSeqOutOfOrder`]) →
 //! copy the inner packet into the store and queue it for the vNIC (bounded by
-//! [`EngineConfig::deliver_queue_packets`]). Inner packets skip braid's reorder stage: they
-//! are delivered in arrival order. The inner destination MAC of a VXLAN frame is not checked
-//! (a TUN vNIC has none).
+//! [`EngineConfig::deliver_queue_packets`]). A VXLAN inner frame may carry one 802.1Q tag
+//! ([`Decapped::inner_ip`]): the IP packet is stored without it and its VLAN id goes with
+//! it to the RX rules, which match on it and must pop it
+//! ([`DropReason::TunnelVlanNotPopped`] otherwise). Outer fragments are reassembled by the
+//! kernel before the sockets see them (see `tunnel/fragment.rs`). Inner packets skip
+//! braid's reorder stage: they are delivered in arrival order. The inner destination MAC of
+//! a VXLAN frame is not checked (a TUN vNIC has none).
 //!
 //! Nothing here allocates once the packet store has warmed up: the queues are reserved when
 //! the engine is built.
+//!
+//! The table is replaced at run time with the rest of the policies
+//! ([`Command::ReplacePolicies`](super::Command::ReplacePolicies)), between batches: which
+//! tunnels keep their state and what becomes of the others' queued packets is
+//! `tunnel/replace.rs`'s; `check_tunnels` checks a table for both paths.
 
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use core::net::IpAddr;
 
+use braid_wire::rewrite::VlanTag;
 use braid_wire::tunnel::{
     DecapConfig, Decapped, Encap, EncapMeta, GreSeqCheck, InnerFormat, Layer, OuterIp, PayloadMeta,
     SeqVerdict, Tunnel, TunnelError, decap, decap_payload,
 };
 
 use super::ConfigError;
-use super::config::EngineConfig;
+use super::config::{EngineConfig, NicSpec};
 use super::state::{Delivered, Engine, TxVerdict};
 use crate::buffer::{BufHandle, PacketStore};
 use crate::{DropCounters, DropReason, FlowId, Instant, NicId};
@@ -118,6 +131,14 @@ impl TunnelSpec {
             rx_seq_resync_after: 64,
             encap,
         }
+    }
+
+    /// `true` if an outer packet larger than [`Self::mtu_bytes`] is sent as IPv4 fragments
+    /// instead of dropped: GRE over IPv4 with DF clear (VXLAN never fragments, RFC 7348
+    /// §4.3). See `tunnel/fragment.rs`.
+    #[must_use]
+    pub fn fragments_outer(&self) -> bool {
+        fragment::may_fragment(self)
     }
 
     /// (local, remote) outer addresses.
@@ -171,6 +192,18 @@ pub struct TunnelStats {
     /// GRE: times the sequence check took a packet as its new base after a run of drops
     /// ([`TunnelSpec::rx_seq_resync_after`]).
     pub rx_seq_resync_count: u64,
+    /// VXLAN: packets sent with an 802.1Q tag in the inner Ethernet header (a TX rule's
+    /// `push_vlan`).
+    pub tx_vlan_tagged_count: u64,
+    /// VXLAN: received tagged inner frames delivered with their tag removed (an RX rule's
+    /// `pop_vlan`).
+    pub rx_vlan_popped_count: u64,
+    /// GRE over IPv4 with DF clear: outer packets larger than the tunnel's MTU that were
+    /// fragmented (RFC 791) instead of dropped.
+    pub tx_fragmented_count: u64,
+    /// The fragments they made, queued for [`Engine::poll_tunnel_transmit`] (each is counted
+    /// again in `tx_packets_count` when handed out).
+    pub tx_fragments_count: u64,
 }
 
 /// An outer packet for a tunnel's NIC, written by [`Engine::poll_tunnel_transmit`] into the
@@ -197,6 +230,32 @@ struct TunnelRt {
     stats: TunnelStats,
 }
 
+impl TunnelRt {
+    /// A tunnel's state when it is configured (at build, or added by a replacement): the
+    /// IPv4 ids start from `ip_id`, the GRE sequence from 0, nothing received yet.
+    fn new(spec: TunnelSpec, ip_id: u16) -> Self {
+        Self {
+            seq_check: GreSeqCheck::new(spec.rx_seq_resync_after),
+            spec,
+            ip_id,
+            gre_seq: 0,
+            stats: TunnelStats::default(),
+        }
+    }
+
+    /// One outer packet (whole, or all the fragments of one) was queued: the next IPv4 id
+    /// and GRE sequence number, and the tag counter.
+    fn sent_one(&mut self, tagged: bool) {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        if matches!(self.spec.encap, Encap::Gre(g) if g.seq) {
+            self.gre_seq = self.gre_seq.wrapping_add(1);
+        }
+        if tagged {
+            self.stats.tx_vlan_tagged_count += 1;
+        }
+    }
+}
+
 /// A packet in a tunnel queue: the stored bytes and their tunnel.
 #[derive(Debug)]
 struct Queued {
@@ -204,6 +263,9 @@ struct Queued {
     buf: BufHandle,
     /// RX: the tunnel's count of accepted packets, this one included (`Delivered::seq`).
     seq: u64,
+    /// RX: the VLAN id of the VXLAN inner frame's 802.1Q tag (left out of the stored IP
+    /// packet), which an RX rule must pop; `None` untagged or priority-tagged (VID 0).
+    vlan: Option<u16>,
 }
 
 /// The tunnels of an engine and their queues (see the module doc).
@@ -218,6 +280,11 @@ pub(super) struct Tunnels {
     rx_capacity: usize,
     /// How whole outer packets are decapsulated: the first VXLAN tunnel's port.
     decap: DecapConfig,
+    /// Where an outer packet to be fragmented is built (`tunnel/fragment.rs`): a vNIC-MTU
+    /// packet with the largest overhead, reserved at build when there are tunnels.
+    scratch: alloc::vec::Vec<u8>,
+    /// That size, bytes.
+    scratch_bytes: usize,
 }
 
 impl Tunnels {
@@ -226,56 +293,66 @@ impl Tunnels {
         let has = !cfg.tunnels.is_empty();
         let tx_capacity = if has { cfg.tunnel_queue_packets } else { 0 };
         let rx_capacity = if has { cfg.deliver_queue_packets } else { 0 };
-        let mut decap = DecapConfig::default();
-        if let Some(port) = cfg.tunnels.iter().find_map(|t| match &t.encap {
-            Encap::Vxlan(v) => Some(v.dst_port),
-            Encap::Gre(_) => None,
-        }) {
-            decap.vxlan_port = port;
-        }
-        // The IPv4 id starts somewhere the seed says, so two engines (or a restarted one)
-        // do not start with the same ids towards one peer.
-        let id0 = (cfg.seed >> 16) as u16;
         Self {
             rt: cfg
                 .tunnels
                 .iter()
                 .enumerate()
-                .map(|(i, spec)| TunnelRt {
-                    seq_check: GreSeqCheck::new(spec.rx_seq_resync_after),
-                    spec: spec.clone(),
-                    ip_id: id0.wrapping_add((i as u16).wrapping_mul(0x1000)),
-                    gre_seq: 0,
-                    stats: TunnelStats::default(),
-                })
+                .map(|(i, spec)| TunnelRt::new(spec.clone(), first_ip_id(cfg.seed, i)))
                 .collect(),
             tx: VecDeque::with_capacity(tx_capacity),
             tx_capacity,
             rx: VecDeque::with_capacity(rx_capacity),
             rx_capacity,
-            decap,
+            decap: decap_config(&cfg.tunnels),
+            scratch: alloc::vec![0; if has { fragment::scratch_bytes(cfg) } else { 0 }],
+            scratch_bytes: fragment::scratch_bytes(cfg),
         }
     }
 
-    /// TX: encapsulate `packet` (an IP packet of flow `flow`) for `tunnel` into the store and
-    /// queue it. The caller counts the drop.
+    /// TX: encapsulate `packet` (an IP packet of flow `flow`, with the 802.1Q tag `vlan` in
+    /// the VXLAN inner Ethernet header if any) for `tunnel` into the store and queue it —
+    /// as fragments for a GRE tunnel over IPv4 with DF clear when it is larger than the
+    /// tunnel's MTU (`tunnel/fragment.rs`). The caller counts the drop.
     fn encap(
         &mut self,
         tunnel: u8,
         flow: FlowId,
         packet: &[u8],
+        vlan: Option<VlanTag>,
         store: &mut PacketStore,
     ) -> Result<(), DropReason> {
         let rt = self
             .rt
             .get_mut(usize::from(tunnel))
             .ok_or(DropReason::TunnelUnknown)?;
-        let overhead = rt.spec.encap.overhead();
+        if vlan.is_some() && !matches!(rt.spec.encap, Encap::Vxlan(_)) {
+            // The rules give a tag only to VXLAN flows (engine/rules.rs `check_vlan`).
+            return Err(DropReason::RuleVlanNoTunnel);
+        }
+        // Never 0: braid-io sends through a raw socket, whose kernel replaces an IPv4 id of
+        // 0 by one of its own for each packet, which would give each fragment of one
+        // datagram another id.
+        if rt.ip_id == 0 {
+            rt.ip_id = 1;
+        }
+        let meta = EncapMeta {
+            // A multiplicative hash of the flow id, so that consecutive ids spread over the
+            // whole source port range (which takes the hash's high bits).
+            flow_hash: flow.0.wrapping_mul(0x9e37_79b9),
+            ip_id: rt.ip_id,
+            gre_seq: rt.gre_seq,
+            vlan,
+        };
+        let overhead = rt.spec.encap.overhead_for(&meta);
         let total = overhead + packet.len();
         if total > rt.spec.mtu_bytes as usize {
-            // XXX(#4): GRE with DF clear may fragment the outer packet here (crate::ipfrag)
-            // instead; VXLAN must not (RFC 7348 §4.3).
-            return Err(DropReason::TunnelTooBig);
+            // VXLAN must not fragment (RFC 7348 §4.3), nor a tunnel with DF set; GRE over
+            // IPv4 with DF clear does (an IPv4 delivery header, RFC 2784, RFC 791).
+            if !fragment::may_fragment(&rt.spec) {
+                return Err(DropReason::TunnelTooBig);
+            }
+            return self.encap_fragmented(tunnel, packet, meta, store);
         }
         if self.tx.len() >= self.tx_capacity {
             return Err(DropReason::TunnelQueueFull);
@@ -283,34 +360,20 @@ impl Tunnels {
         let buf = store.alloc(total).ok_or(DropReason::StoreFull)?;
         let bytes = store.get_mut(&buf);
         bytes[overhead..].copy_from_slice(packet);
-        let meta = EncapMeta {
-            // A multiplicative hash of the flow id, so that consecutive ids spread over the
-            // whole source port range (which takes the hash's high bits).
-            flow_hash: flow.0.wrapping_mul(0x9e37_79b9),
-            ip_id: rt.ip_id,
-            gre_seq: rt.gre_seq,
-        };
         match rt.spec.encap.encap_in_place(bytes, overhead..total, meta) {
             Ok(_) => {
-                rt.ip_id = rt.ip_id.wrapping_add(1);
-                if matches!(rt.spec.encap, Encap::Gre(g) if g.seq) {
-                    rt.gre_seq = rt.gre_seq.wrapping_add(1);
-                }
+                rt.sent_one(vlan.is_some());
                 self.tx.push_back(Queued {
                     tunnel,
                     buf,
                     seq: 0,
+                    vlan: None,
                 });
                 Ok(())
             }
             Err(e) => {
                 store.free(buf);
-                Err(match e {
-                    // The length fields: a packet above 64 KiB with its headers.
-                    TunnelError::TooLong | TunnelError::NoRoom => DropReason::TunnelTooBig,
-                    // Not IPv4/IPv6 (handle_tx has classified it, so not expected).
-                    _ => DropReason::MalformedPacket,
-                })
+                Err(encap_drop(e))
             }
         }
     }
@@ -330,13 +393,22 @@ impl Tunnels {
             .position(|t| t.spec.accepts(&d))
             .ok_or(DropReason::TunnelUnknown)?;
         let rt = &mut self.rt[index];
-        let (_, l3) = d.inner_l3(bytes).map_err(|e| match e {
+        let not_ip = |e| match e {
             TunnelError::Invalid {
                 layer: Layer::Inner,
                 error: braid_wire::ParseError::Unsupported,
             } => DropReason::TunnelInnerNotIp,
             _ => DropReason::TunnelMalformed,
-        })?;
+        };
+        // VXLAN: one 802.1Q tag in the inner frame is taken off here (the IP packet is what
+        // is stored) and its VLAN id goes with the packet to the RX rules, which must pop
+        // it (engine/rules.rs). Other tunnels: no tag.
+        let (l3, vlan) = if matches!(rt.spec.encap, Encap::Vxlan(_)) {
+            let ip = d.inner_ip(bytes).map_err(not_ip)?;
+            (ip.range, ip.vlan.map(|t| t.vid).filter(|vid| *vid != 0))
+        } else {
+            (d.inner_l3(bytes).map_err(not_ip)?.1, None)
+        };
         if self.rx.len() >= self.rx_capacity {
             return Err(DropReason::DeliverQueueFull);
         }
@@ -371,15 +443,26 @@ impl Tunnels {
             tunnel,
             buf,
             seq: rt.stats.rx_packets_count,
+            vlan,
         });
         Ok(tunnel)
     }
 }
 
 impl Engine {
-    /// TX hook of [`Engine::handle_tx`] for a flow whose TX entry names `tunnel`.
-    pub(super) fn tunnel_tx(&mut self, tunnel: u8, flow: FlowId, packet: &[u8]) -> TxVerdict {
-        match self.tunnels.encap(tunnel, flow, packet, &mut self.store) {
+    /// TX hook of [`Engine::handle_tx`] for a flow whose TX entry names `tunnel`; `vlan`:
+    /// the tag its TX rule pushes into the VXLAN inner Ethernet header.
+    pub(super) fn tunnel_tx(
+        &mut self,
+        tunnel: u8,
+        flow: FlowId,
+        packet: &[u8],
+        vlan: Option<VlanTag>,
+    ) -> TxVerdict {
+        match self
+            .tunnels
+            .encap(tunnel, flow, packet, vlan, &mut self.store)
+        {
             Ok(()) => TxVerdict::Queued,
             Err(reason) => TxVerdict::Drop(reason),
         }
@@ -471,9 +554,14 @@ impl Engine {
                 continue;
             }
             // The RX rule set, on the inner packet going to the vNIC (engine/rules.rs).
-            if let Err(reason) = self.rules_rx_tunnel(q.tunnel, &mut buf[..len]) {
+            if let Err(reason) = self.rules_rx_tunnel(q.tunnel, q.vlan, &mut buf[..len]) {
                 self.stats.drops.count(reason);
                 continue;
+            }
+            if q.vlan.is_some()
+                && let Some(rt) = self.tunnels.rt.get_mut(usize::from(q.tunnel))
+            {
+                rt.stats.rx_vlan_popped_count += 1;
             }
             self.stats.rx_delivered_count += 1;
             self.stats.rx_delivered_bytes += len as u64;
@@ -501,6 +589,37 @@ impl Engine {
     }
 }
 
+/// How whole outer packets are decapsulated for `tunnels`: the first VXLAN tunnel's port.
+fn decap_config(tunnels: &[TunnelSpec]) -> DecapConfig {
+    let mut decap = DecapConfig::default();
+    if let Some(port) = tunnels.iter().find_map(|t| match &t.encap {
+        Encap::Vxlan(v) => Some(v.dst_port),
+        Encap::Gre(_) => None,
+    }) {
+        decap.vxlan_port = port;
+    }
+    decap
+}
+
+/// Where tunnel `index`'s outer IPv4 ids start: somewhere the seed says, so two engines (or
+/// a restarted one) do not start with the same ids towards one peer, and 4096 apart between
+/// tunnels.
+fn first_ip_id(seed: u64, index: usize) -> u16 {
+    ((seed >> 16) as u16).wrapping_add((index as u16).wrapping_mul(0x1000))
+}
+
+/// The drop reason of an encapsulation that failed.
+fn encap_drop(e: TunnelError) -> DropReason {
+    match e {
+        // The length fields: a packet above 64 KiB with its headers.
+        TunnelError::TooLong | TunnelError::NoRoom => DropReason::TunnelTooBig,
+        // A tag on a tunnel without a synthesized Ethernet header (checked before).
+        TunnelError::VlanNotCarried => DropReason::RuleVlanNoTunnel,
+        // Not IPv4/IPv6 (handle_tx has classified it, so not expected).
+        _ => DropReason::MalformedPacket,
+    }
+}
+
 /// Count a refusal.
 fn count(drops: &mut DropCounters, result: Result<u8, DropReason>) -> Result<u8, DropReason> {
     if let Err(reason) = result {
@@ -513,55 +632,9 @@ fn count(drops: &mut DropCounters, result: Result<u8, DropReason>) -> Result<u8,
 /// field (`tunnels[1].vni`, `classes[0].tunnel`).
 pub(super) fn validate(cfg: &EngineConfig) -> Result<(), ConfigError> {
     let invalid = |field: String, why: &'static str| ConfigError::Invalid { field, why };
-    if cfg.tunnels.len() > MAX_TUNNELS {
-        return Err(invalid("tunnels".into(), "at most 32 tunnels"));
-    }
+    check_tunnels(&cfg.tunnels, &cfg.nics).map_err(|r| invalid(r.path(), r.why))?;
     if cfg.tunnel_queue_packets == 0 {
         return Err(invalid("tunnel_queue_packets".into(), "must be > 0"));
-    }
-    for (i, t) in cfg.tunnels.iter().enumerate() {
-        let at = |f: &str| format!("tunnels[{i}].{f}");
-        if t.name.is_empty() || cfg.tunnels[..i].iter().any(|o| o.name == t.name) {
-            return Err(invalid(at("name"), "is empty or used twice"));
-        }
-        if !cfg.nics.iter().any(|n| n.id == t.nic) {
-            return Err(invalid(at("nic"), "names no configured nic"));
-        }
-        if let Err(TunnelError::BadConfig { field }) = t.encap.validate() {
-            let why = match field {
-                "vni" => "must fit in 24 bits (0..=16777215)",
-                "inner" => "VXLAN carries Ethernet frames: use IpInEthernet (inner MACs)",
-                "dst_port" => "must be > 0",
-                "src_ports" => "range start is above its end",
-                "ttl" => "must be 1..=255",
-                "flow_label" => "must fit in 20 bits",
-                _ => "is out of range",
-            };
-            return Err(invalid(at(field), why));
-        }
-        let inner = match &t.encap {
-            Encap::Vxlan(v) => v.inner,
-            Encap::Gre(g) => g.inner,
-        };
-        if inner == InnerFormat::Ethernet {
-            return Err(invalid(
-                at("inner"),
-                "the engine's packets are IP packets: use Ip (GRE) or IpInEthernet",
-            ));
-        }
-        let overhead = u32::try_from(t.encap.overhead()).unwrap_or(u32::MAX);
-        if t.mtu_bytes < overhead + MIN_INNER_BYTES || t.mtu_bytes > 65_535 {
-            return Err(invalid(
-                at("mtu_bytes"),
-                "must hold the tunnel's overhead plus a 68-byte packet, and be at most 65535",
-            ));
-        }
-        if cfg.tunnels[..i].iter().any(|o| o.same_rx(t)) {
-            return Err(invalid(
-                format!("tunnels[{i}]"),
-                "accepts the same packets as an earlier tunnel (same addresses and VNI or key)",
-            ));
-        }
     }
     for (i, c) in cfg.classes.iter().enumerate() {
         if c.tunnel
@@ -576,5 +649,103 @@ pub(super) fn validate(cfg: &EngineConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Why a tunnel table is refused: by [`Engine::new`] (as a [`ConfigError`]) or by
+/// [`Command::ReplacePolicies`](super::Command::ReplacePolicies) (as a
+/// [`CommandError::InvalidTunnels`](super::CommandError::InvalidTunnels), hence `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelRefusal {
+    /// The tunnel, by its position in the table; `None`: the table as a whole.
+    pub tunnel: Option<u8>,
+    /// The [`TunnelSpec`] field at fault (`vni`, `mtu_bytes`, ...); empty when the tunnel as
+    /// a whole is.
+    pub field: &'static str,
+    /// What is allowed.
+    pub why: &'static str,
+}
+
+impl TunnelRefusal {
+    /// The field as a path from [`EngineConfig`]: `tunnels`, `tunnels[1]`, `tunnels[1].vni`.
+    #[must_use]
+    pub fn path(&self) -> String {
+        match (self.tunnel, self.field) {
+            (None, _) => "tunnels".into(),
+            (Some(i), "") => format!("tunnels[{i}]"),
+            (Some(i), f) => format!("tunnels[{i}].{f}"),
+        }
+    }
+}
+
+impl core::fmt::Display for TunnelRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.path(), self.why)
+    }
+}
+
+/// Check a tunnel table against the engine's NICs (each tunnel on its own; names unique; no
+/// two tunnels accept the same packets): the first problem.
+pub(super) fn check_tunnels(tunnels: &[TunnelSpec], nics: &[NicSpec]) -> Result<(), TunnelRefusal> {
+    if tunnels.len() > MAX_TUNNELS {
+        return Err(TunnelRefusal {
+            tunnel: None,
+            field: "",
+            why: "at most 32 tunnels",
+        });
+    }
+    for (i, t) in tunnels.iter().enumerate() {
+        let refuse = |field: &'static str, why: &'static str| TunnelRefusal {
+            tunnel: u8::try_from(i).ok(),
+            field,
+            why,
+        };
+        if t.name.is_empty() || tunnels[..i].iter().any(|o| o.name == t.name) {
+            return Err(refuse("name", "is empty or used twice"));
+        }
+        if !nics.iter().any(|n| n.id == t.nic) {
+            return Err(refuse("nic", "names no configured nic"));
+        }
+        if let Err(TunnelError::BadConfig { field }) = t.encap.validate() {
+            let why = match field {
+                "vni" => "must fit in 24 bits (0..=16777215)",
+                "inner" => "VXLAN carries Ethernet frames: use IpInEthernet (inner MACs)",
+                "dst_port" => "must be > 0",
+                "src_ports" => "range start is above its end",
+                "ttl" => "must be 1..=255",
+                "flow_label" => "must fit in 20 bits",
+                _ => "is out of range",
+            };
+            return Err(refuse(field, why));
+        }
+        let inner = match &t.encap {
+            Encap::Vxlan(v) => v.inner,
+            Encap::Gre(g) => g.inner,
+        };
+        if inner == InnerFormat::Ethernet {
+            return Err(refuse(
+                "inner",
+                "the engine's packets are IP packets: use Ip (GRE) or IpInEthernet",
+            ));
+        }
+        let overhead = u32::try_from(t.encap.overhead()).unwrap_or(u32::MAX);
+        if t.mtu_bytes < overhead + MIN_INNER_BYTES || t.mtu_bytes > 65_535 {
+            return Err(refuse(
+                "mtu_bytes",
+                "must hold the tunnel's overhead plus a 68-byte packet, and be at most 65535",
+            ));
+        }
+        if tunnels[..i].iter().any(|o| o.same_rx(t)) {
+            return Err(refuse(
+                "",
+                "accepts the same packets as an earlier tunnel (same addresses and VNI or key)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+mod fragment;
+pub(super) mod replace;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vlan_tests;

@@ -26,11 +26,14 @@ pub struct ClassStats {
     pub drop_red_count: u64,
     /// Packets given back by a configuration replacement.
     pub drop_reconfig_count: u64,
-    /// Packets the meter coloured Green (counted whether or not they were then queued).
+    /// Packets of colour Green past the queue limits: as the class's meter coloured them,
+    /// or, for a class without a meter, as the caller pre-coloured them (the engine's NIC
+    /// schedulers have no meter: there each piece counts the colour the vNIC's meter gave
+    /// its packet). Counted whether or not they were then queued (`drop_red`).
     pub green_count: u64,
-    /// Packets the meter coloured Yellow.
+    /// Packets of colour Yellow (as `green_count`).
     pub yellow_count: u64,
-    /// Packets the meter coloured Red.
+    /// Packets of colour Red (as `green_count`).
     pub red_count: u64,
     /// Weighted packets sent while the strict class had a packet waiting, because the strict
     /// class's guard was spent (strict class only; 0 for others).

@@ -237,10 +237,24 @@ impl<T: Copy> Qos<T> {
             .map_or((0, 0), |c| (c.queue.len(), c.bytes))
     }
 
+    /// Count a packet of class `class` that the caller refused before offering it, for a
+    /// reason of this scheduler's (e.g. [`QosDrop::QueueFull`] when its own room check,
+    /// across several schedulers, found this one's class queue full), so the class's
+    /// counters see every refusal. Nothing is queued.
+    pub fn count_refused(&mut self, class: ClassId, why: QosDrop) {
+        match self.stats.classes.get_mut(class.index()) {
+            Some(st) if self.classes.get(class.index()).is_some_and(Option::is_some) => {
+                st.count_drop(why);
+            }
+            _ => self.stats.drop_unknown_class_count += 1,
+        }
+    }
+
     /// Queue a packet of `len` bytes (its handle) in class `class`, metering it with
     /// pre-colour `pre` (use [`Color::Green`] when nothing upstream coloured it).
     ///
-    /// Returns the packet's colour (`pre` unchanged if the class has no meter).
+    /// Returns the packet's colour (`pre` unchanged if the class has no meter), counted in
+    /// the class's `green_count`/`yellow_count`/`red_count` either way.
     ///
     /// # Errors
     /// [`Rejected`] with the handle and the reason ([`QosDrop::UnknownClass`], `Oversize`,
@@ -277,13 +291,10 @@ impl<T: Copy> Qos<T> {
             return reject(st, QosDrop::QueueFull);
         }
         let color = match c.meter.as_mut() {
-            Some(m) => {
-                let color = m.meter(now, len, pre);
-                st.count_color(color);
-                color
-            }
+            Some(m) => m.meter(now, len, pre),
             None => pre,
         };
+        st.count_color(color);
         if color == Color::Red && c.cfg.drop_red {
             return reject(st, QosDrop::MeterRed);
         }

@@ -609,3 +609,28 @@ fn pop_back_and_push_front_move_a_queue_in_order() {
     q.enqueue(t(0), ClassId(2), 21, 1500, Color::Green).unwrap();
     assert_eq!(q.dequeue(t(0)).unwrap().handle, 21);
 }
+
+/// A class without a meter counts the colour its packets came with (the engine's NIC
+/// schedulers count the vNIC meter's colours this way), only for packets past the queue
+/// limits; a refusal the caller made for the scheduler (`count_refused`) is counted with the
+/// class's own refusals, and one for a class it does not have as an unknown class.
+#[test]
+fn unmetered_classes_count_the_given_colour_and_caller_refusals() {
+    let mut q: Qos<u32> =
+        Qos::new(cfg(vec![ClassConfig::weighted(2, 1, 3, 1 << 20)]), t(0)).unwrap();
+    for (i, c) in [Color::Green, Color::Yellow, Color::Red, Color::Red]
+        .into_iter()
+        .enumerate()
+    {
+        let r = q.enqueue(t(0), ClassId(2), i as u32, 100, c);
+        // Three fit; the fourth is a tail drop and counts no colour.
+        assert_eq!(r.is_ok(), i < 3, "packet {i}");
+    }
+    q.count_refused(ClassId(2), QosDrop::QueueFull);
+    q.count_refused(ClassId(3), QosDrop::QueueFull);
+    let s = q.stats().class(ClassId(2));
+    assert_eq!((s.green_count, s.yellow_count, s.red_count), (1, 1, 1));
+    assert_eq!(s.drop_queue_full_count, 2);
+    assert_eq!(s.enqueued_packets_count, 3);
+    assert_eq!(q.stats().drop_unknown_class_count, 1);
+}

@@ -85,9 +85,13 @@ pub enum Action {
     SetSrcPort(u16),
     /// Rewrite the TCP/UDP destination port.
     SetDstPort(u16),
-    /// Push an 802.1Q tag (TAP vNICs only).
+    /// Push an 802.1Q tag: on a TAP vNIC's frame, or, on a TUN vNIC, into the inner
+    /// Ethernet header of the VXLAN tunnel that encapsulates the flow (see
+    /// [`super::TunVlan`]).
     PushVlan(VlanTag),
-    /// Pop the outer 802.1Q tag (TAP vNICs only).
+    /// Pop the outer 802.1Q tag: of a TAP vNIC's frame, or, on a TUN vNIC, of a VXLAN
+    /// tunnel's tagged inner frame before its IP packet is delivered (see
+    /// [`super::TunVlan`]).
     PopVlan,
     /// Encapsulate in VXLAN with the tunnel table entry.
     VxlanEncap(TunnelId),
@@ -323,7 +327,8 @@ pub enum ActionError {
     VlanOutOfRange(u16),
     /// A pushed PCP above 7.
     PcpOutOfRange(u8),
-    /// VLAN push or pop on a rule that applies to a TUN (layer 3) vNIC.
+    /// VLAN push or pop on a rule that applies to a TUN (layer 3) vNIC, where the context
+    /// allows none ([`super::TunVlan`]).
     VlanOnTunVnic,
     /// A tunnel id that is not in the tunnel table.
     UnknownTunnel(TunnelId),
@@ -358,7 +363,10 @@ impl fmt::Display for ActionError {
             }
             Self::VlanOutOfRange(v) => write!(f, "vlan {v} outside 1..=4094"),
             Self::PcpOutOfRange(v) => write!(f, "pcp {v} above 7"),
-            Self::VlanOnTunVnic => f.write_str("vlan push/pop on a tun (layer 3) vnic"),
+            Self::VlanOnTunVnic => f.write_str(
+                "vlan push/pop on a tun (layer 3) vnic: only a vxlan tunnel's inner ethernet \
+                 header carries a tag",
+            ),
             Self::UnknownTunnel(t) => write!(f, "unknown tunnel {}", t.0),
             Self::TunnelKindMismatch(t) => write!(f, "tunnel {} is of another kind", t.0),
             Self::UnknownPriorityClass(c) => write!(f, "unknown priority class {}", c.0),

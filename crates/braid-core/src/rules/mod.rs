@@ -54,6 +54,7 @@ pub mod action;
 pub mod condition;
 mod lookup;
 pub mod matcher;
+mod overlap;
 mod set;
 pub mod validate;
 
@@ -70,7 +71,7 @@ pub use action::{
 pub use condition::{Aggregate, Condition, ConditionError, LinkSnapshot, LiveState, Metric};
 pub use matcher::{DscpSet, IpFamily, IpPrefix, MatchError, PortRange, RuleKey, RuleMatch};
 pub use set::{CachedRule, RuleSet, RuleSetConfig, RuleSetVersion};
-pub use validate::{Problem, RuleContext, TunnelRef, ValidationErrors, VnicLayer};
+pub use validate::{Problem, RuleContext, TunVlan, TunnelRef, ValidationErrors, VnicLayer};
 
 /// A rule's position in the list it was built from; problems and lookups name rules by it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]

@@ -59,6 +59,7 @@ fn ctx() -> RuleContext {
             },
         ],
         qos_classes: 4,
+        tun_vlan: TunVlan::default(),
     }
 }
 
@@ -1490,4 +1491,149 @@ fn rules_that_differ_only_in_values_share_one_tuple() {
         5000 + (999 % 7),
     );
     assert_eq!(set.lookup(&k), Some(RuleIndex(999)));
+}
+
+/// A TUN vNIC's VLAN actions and matches follow [`RuleContext::tun_vlan`]: the engine allows
+/// a push on TX (into a VXLAN inner frame, which it checks itself) and a pop and a VLAN
+/// match on RX; everything else stays refused.
+#[test]
+fn tun_vlan_context_allows_what_it_says() {
+    let on_tun = RuleMatch {
+        vnic: Some(0),
+        ..udp_to(6000)
+    };
+    let tagged = RuleMatch {
+        vlan: Some(100),
+        ..on_tun
+    };
+    let push = Rule::new(
+        "push",
+        1,
+        on_tun,
+        &[Action::PushVlan(VlanTag { vid: 100, pcp: 3 })],
+    );
+    let pop = Rule::new("pop", 1, tagged, &[Action::PopVlan]);
+    let check = |tun_vlan: TunVlan, rule: &Rule| {
+        let ctx = RuleContext { tun_vlan, ..ctx() };
+        match RuleSet::build(core::slice::from_ref(rule), &ctx, &RuleSetConfig::default()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().to_vec(),
+        }
+    };
+    let act = Problem::InvalidAction {
+        rule: RuleIndex(0),
+        action: 0,
+        error: ActionError::VlanOnTunVnic,
+    };
+    let vlan_match = Problem::InvalidMatch {
+        rule: RuleIndex(0),
+        error: MatchError::VlanOnTunVnic,
+    };
+    let none = TunVlan::default();
+    let tx = TunVlan {
+        push: true,
+        pop_and_match: false,
+    };
+    let rx = TunVlan {
+        push: false,
+        pop_and_match: true,
+    };
+    assert_eq!(check(none, &push), vec![act]);
+    assert_eq!(check(tx, &push), vec![]);
+    assert_eq!(check(rx, &push), vec![act]);
+    assert_eq!(check(none, &pop), vec![vlan_match, act]);
+    assert_eq!(check(tx, &pop), vec![vlan_match, act]);
+    assert_eq!(check(rx, &pop), vec![]);
+    // The values are checked whatever the context.
+    let bad = Rule::new(
+        "bad",
+        1,
+        on_tun,
+        &[Action::PushVlan(VlanTag { vid: 4095, pcp: 3 })],
+    );
+    assert_eq!(
+        check(tx, &bad),
+        vec![Problem::InvalidAction {
+            rule: RuleIndex(0),
+            action: 0,
+            error: ActionError::VlanOutOfRange(4095),
+        }]
+    );
+    assert!(ActionError::VlanOnTunVnic.to_string().contains("vxlan"));
+}
+
+/// The conflicts and duplicates of a set, as a loop over every pair of each priority level
+/// reports them (the validator's check before `overlap`): the reference.
+fn pairwise_conflicts(rules: &[Rule]) -> Vec<Problem> {
+    let acts = |i: usize| CompiledActions::compile(&rules[i].actions);
+    let mut order: Vec<usize> = (0..rules.len())
+        .filter(|&i| rules[i].matcher.check().is_ok())
+        .collect();
+    order.sort_by_key(|&i| (rules[i].priority, i));
+    let mut out = Vec::new();
+    for level in order.chunk_by(|&a, &b| rules[a].priority == rules[b].priority) {
+        for (x, &a) in level.iter().enumerate() {
+            for &b in &level[x + 1..] {
+                if !rules[a].matcher.overlaps(&rules[b].matcher) {
+                    continue;
+                }
+                let (ra, rb) = (RuleIndex(a as u32), RuleIndex(b as u32));
+                if acts(a) != acts(b) {
+                    out.push(Problem::Conflict { a: ra, b: rb });
+                } else if rules[a].matcher == rules[b].matcher
+                    && rules[a].condition == rules[b].condition
+                {
+                    out.push(Problem::Duplicate { rule: rb, of: ra });
+                }
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The conflict check, which does not compare every pair, reports the conflicts and
+    /// duplicates a pairwise loop reports, in the same order; with a bounded report it keeps
+    /// the same first problems and counts the same total. Few priorities, so levels hold
+    /// up to a few hundred rules (the search splits them) over a small space (they overlap).
+    #[test]
+    fn conflict_check_equals_pairwise(seed in any::<u64>(), n in 10usize..600, levels in 1u32..4) {
+        let mut g = Gen(ChaCha8Rng::seed_from_u64(seed));
+        let rules: Vec<Rule> = (0..n)
+            .map(|i| {
+                let mut r = g.rule(i);
+                r.priority %= levels;
+                r
+            })
+            .collect();
+        let ctx = RuleContext { nics: NicSet::ALL, vnics: vec![VnicLayer::Tap; 2], ..ctx() };
+        let all = |max_problems| {
+            let cfg = RuleSetConfig { max_problems, ..RuleSetConfig::default() };
+            RuleSet::build(&rules, &ctx, &cfg).err()
+        };
+        let full = all(usize::MAX);
+        let found: Vec<Problem> = full
+            .as_ref()
+            .map(|e| {
+                e.problems()
+                    .iter()
+                    .filter(|p| matches!(p, Problem::Conflict { .. } | Problem::Duplicate { .. }))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        prop_assert_eq!(&found, &pairwise_conflicts(&rules));
+        // The generator makes conflicts (the property is not vacuous).
+        prop_assert!(n < 40 || !found.is_empty());
+        if let Some(full) = full {
+            for max in [1, 7, 50] {
+                let bounded = all(max).expect("the same problems");
+                let keep = max.min(full.problems().len());
+                prop_assert_eq!(bounded.problems(), &full.problems()[..keep]);
+                prop_assert_eq!(bounded.total(), full.total());
+            }
+        }
+    }
 }

@@ -43,12 +43,14 @@ use rustix::event::{EventfdFlags, epoll};
 
 use crate::transport::{NicTransport, QueueError, RxBatch, TransportStats};
 
+pub mod counters;
 pub mod share;
 pub mod steer;
 pub mod tunnel;
+pub use counters::{QosClassSnapshot, RuleTableSnapshot, RulesSnapshot};
 pub use share::{CapacityShares, ShareChange, SharedNic};
 pub use steer::{MAX_WORKERS, SteerError, SteerStats, Steering};
-pub use tunnel::{TunnelPortEntry, TunnelPortSnapshot, TunnelSnapshot};
+pub use tunnel::{TunnelPortEntry, TunnelPortPlan, TunnelPortSnapshot, TunnelSnapshot};
 
 /// How often the worker publishes its counters.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(200);
@@ -110,6 +112,8 @@ pub struct NicSnapshot {
     pub extra: Vec<(&'static str, u64)>,
     /// `false` while the transport is closed (its device is gone).
     pub open: bool,
+    /// Per configured QoS class, the NIC's scheduler ([`counters`]).
+    pub qos: Vec<QosClassSnapshot>,
 }
 
 /// Everything the worker counts, copied out between batches.
@@ -141,8 +145,14 @@ pub struct Snapshot {
     pub tunnels: Vec<TunnelSnapshot>,
     /// Per tunnel port, the sockets' counters.
     pub tunnel_ports: Vec<TunnelPortSnapshot>,
-    /// Encapsulated packets that no tunnel port took.
+    /// Encapsulated packets for a tunnel that has no port on this worker. A packet a
+    /// tunnel port refuses (full, too big) is counted once, by the port
+    /// ([`TunnelPortSnapshot::transport`]'s `tx_drop_*`), not here.
     pub tunnel_unqueued: u64,
+    /// Per rule of the TX and RX tables in force ([`counters`]).
+    pub rules: RulesSnapshot,
+    /// Per configured QoS class, the vNIC's meters ([`counters`]).
+    pub vnic_qos: Vec<QosClassSnapshot>,
 }
 
 /// What [`Dataplane::run`] gives back when it stops.
@@ -159,6 +169,13 @@ pub struct Stopped {
 enum Control {
     /// A command, its answer channel, and whether to log it (routine ones are not).
     Apply(Command, mpsc::SyncSender<Result<(), CommandError>>, bool),
+    /// A policy replacement with the worker's next tunnel ports ([`tunnel`]), and its
+    /// answer channel.
+    ApplyWithTunnelPorts(
+        Command,
+        Vec<TunnelPortPlan>,
+        mpsc::SyncSender<Result<(), CommandError>>,
+    ),
 }
 
 /// The other threads' handle on a running worker: stop it, send it commands, read its
@@ -175,6 +192,9 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Apply(c, _, _) => write!(f, "Apply({c:?})"),
+            Self::ApplyWithTunnelPorts(c, p, _) => {
+                write!(f, "ApplyWithTunnelPorts({c:?}, {p:?})")
+            }
         }
     }
 }
@@ -202,6 +222,28 @@ impl DataplaneHandle {
     /// As [`DataplaneHandle::apply`].
     pub fn apply_quiet(&self, cmd: Command) -> Option<Result<(), CommandError>> {
         self.send(cmd, false)
+    }
+
+    /// Apply `cmd`, a policy replacement (`Command::ReplacePolicies`) whose tunnel table
+    /// needs the tunnel ports of `ports`, and switch the worker to those ports, between
+    /// batches, both or neither ([`tunnel`]): the ports the caller opened for the new set are
+    /// watched, the worker's ports that `ports` does not keep are closed. On a refusal the
+    /// ports the caller opened are closed and nothing changes.
+    ///
+    /// # Errors
+    /// The engine's refusal, `InvalidValue("tunnel_ports")` for ports that do not fit the
+    /// worker's, or `None` if the worker did not answer within a second.
+    pub fn apply_with_tunnel_ports(
+        &self,
+        cmd: Command,
+        ports: Vec<TunnelPortPlan>,
+    ) -> Option<Result<(), CommandError>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.control
+            .try_send(Control::ApplyWithTunnelPorts(cmd, ports, tx))
+            .ok()?;
+        self.wake();
+        rx.recv_timeout(Duration::from_secs(1)).ok()
     }
 
     fn send(&self, cmd: Command, log: bool) -> Option<Result<(), CommandError>> {
@@ -745,6 +787,13 @@ impl Dataplane {
                     }
                     let _ = reply.try_send(result);
                 }
+                Control::ApplyWithTunnelPorts(cmd, ports, reply) => {
+                    let ports_named: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
+                    let result = self.replace_tunnel_ports(now, cmd, ports);
+                    tracing::info!(ports = ?ports_named, result = ?result,
+                        "policy replacement with tunnel ports");
+                    let _ = reply.try_send(result);
+                }
             }
         }
     }
@@ -860,6 +909,7 @@ impl Dataplane {
                     v
                 },
                 open: n.transport.fd().is_some(),
+                qos: counters::nic_qos(engine, n.id),
             })
             .collect();
         let drops = DropReason::ALL
@@ -889,6 +939,8 @@ impl Dataplane {
             tunnels: self.tunnel_snapshots(),
             tunnel_ports: self.tunnels.snapshot(),
             tunnel_unqueued: self.tunnels.unqueued,
+            rules: RulesSnapshot::of(engine),
+            vnic_qos: counters::vnic_qos(engine),
         };
         *self
             .snapshot

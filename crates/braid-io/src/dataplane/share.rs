@@ -273,6 +273,7 @@ mod tests {
                 transport: TransportStats::default(),
                 extra: Vec::new(),
                 open: true,
+                qos: Vec::new(),
             }],
             vnic_queues: Vec::new(),
             drops: Vec::new(),
@@ -285,6 +286,8 @@ mod tests {
             tunnels: Vec::new(),
             tunnel_ports: Vec::new(),
             tunnel_unqueued: 0,
+            rules: crate::dataplane::RulesSnapshot::default(),
+            vnic_qos: Vec::new(),
         }
     }
 

@@ -218,3 +218,185 @@ fn per_nic_receive_hands_another_lanes_packets_to_their_engine() {
     s0.rx.as_mut().expect("rx lanes").pool.reclaim();
     assert_eq!(s0.rx.as_ref().expect("rx lanes").pool.in_flight(), 0);
 }
+
+/// A tunnel packet the port refuses is counted once, by the port (`tx_drop_too_big`), not
+/// also in `tunnel_unqueued`, which counts only packets of a tunnel without a port here.
+/// Root: a tunnel port opens a raw socket (in a namespace of the test's own; nothing is sent,
+/// every packet is refused before the kernel or has no port).
+#[test]
+fn a_refused_tunnel_packet_is_counted_once_by_its_port() {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use braid_core::engine::{ClassMatch, ClassPolicy, FlowClass, TunnelSpec};
+    use braid_wire::tunnel::{Encap, GreEncap, InnerFormat, OuterIp};
+
+    use crate::sys::netns::NetNs;
+    use crate::tunnel::{TunnelKind, TunnelPort, TunnelPortConfig};
+
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: a tunnel port opens a raw socket"
+    );
+    let local = Ipv4Addr::new(127, 0, 0, 1);
+    let gre = |name: &str, remote: Ipv4Addr| {
+        TunnelSpec::new(
+            name,
+            NicId(0),
+            Encap::Gre(GreEncap::new(
+                OuterIp::V4 {
+                    src: local,
+                    dst: remote,
+                },
+                InnerFormat::Ip,
+            )),
+        )
+    };
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+    cfg.tunnels = vec![
+        gre("t0", Ipv4Addr::new(127, 0, 0, 2)),
+        gre("t1", Ipv4Addr::new(127, 0, 0, 3)),
+    ];
+    for (port, tunnel) in [(40_000, 0), (40_001, 1)] {
+        let mut class = FlowClass::new(
+            &format!("to-t{tunnel}"),
+            ClassMatch {
+                protocol: Some(17),
+                src_ports: Some((port, port)),
+                ..ClassMatch::default()
+            },
+            ClassPolicy::Pin,
+        );
+        class.tunnel = Some(tunnel);
+        cfg.classes.push(class);
+    }
+    let engine = Engine::new(cfg, now()).expect("engine");
+    let ns = NetNs::create(&format!("braid-counters-{}", std::process::id())).expect("netns");
+    // Tunnel 0's port takes outer packets of at most 64 bytes; tunnel 1 has no port.
+    let port = ns.run(|| {
+        let mut c = TunnelPortConfig::new(TunnelKind::Gre, IpAddr::V4(local), None);
+        c.receive = false;
+        c.max_tx_bytes = 64;
+        TunnelPort::open(c).expect("open the tunnel port")
+    });
+    let (vnic, _app) = PipePort::pair(9000, 4096).expect("pair");
+    let mut dp = Dataplane::new(
+        engine,
+        Vec::new(),
+        vec![Box::new(vnic) as Box<dyn NicTransport>],
+        Rss::new(ToeplitzKey::MICROSOFT, 1).expect("rss"),
+        DataplaneConfig::default(),
+    )
+    .expect("dataplane")
+    .with_tunnels(vec![TunnelPortEntry {
+        name: "gre 127.0.0.1".into(),
+        port,
+        tunnels: vec![0],
+    }])
+    .expect("tunnel ports");
+    let t = now();
+    for sport in [40_000, 40_000, 40_001] {
+        assert!(matches!(
+            dp.engine.handle_tx(t, &udp_v4(sport, 100)),
+            braid_core::engine::TxVerdict::Queued
+        ));
+    }
+    dp.drain_tunnel_transmit(t);
+    dp.publish(t);
+    let snap = dp
+        .snapshot
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("published");
+    assert_eq!(
+        snap.tunnel_ports[0].transport.tx_drop_too_big, 2,
+        "the port counted them"
+    );
+    assert_eq!(snap.tunnel_ports[0].transport.tx_packets, 0);
+    assert_eq!(
+        snap.tunnel_unqueued, 1,
+        "only tunnel 1's packet, which has no port"
+    );
+    drop(dp);
+    drop(ns);
+}
+
+/// The snapshot carries the rule counters (names shared with the engine's table, one pair
+/// per rule) and, per NIC and configured QoS class, the scheduler's counters and queue
+/// depth, plus the vNIC meters' colours.
+#[test]
+fn the_snapshot_has_rule_hits_and_qos_counters_per_nic_and_class() {
+    use braid_core::engine::{RuleHits, TxVerdict};
+    use braid_core::qos::ClassId;
+    use braid_core::rules::{Action, PortRange, Rule, RuleMatch};
+
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+    let from = |port| RuleMatch {
+        protocol: Some(17),
+        src_ports: Some(PortRange::single(port)),
+        ..RuleMatch::ANY
+    };
+    cfg.tx_rules = vec![
+        Rule::new("mark", 1, from(40_000), &[Action::SetDscp(10)]),
+        Rule::new("shed", 1, from(40_001), &[Action::Drop]),
+    ];
+    let engine = Engine::new(cfg, now()).expect("engine");
+    let (nic, _peer) = PipePort::pair(1500, 4096).expect("pair");
+    let (vnic, _app) = PipePort::pair(9000, 4096).expect("pair");
+    let mut dp = Dataplane::new(
+        engine,
+        vec![NicPort {
+            id: NicId(0),
+            name: "n0".into(),
+            transport: Box::new(nic),
+        }],
+        vec![Box::new(vnic) as Box<dyn NicTransport>],
+        Rss::new(ToeplitzKey::MICROSOFT, 1).expect("rss"),
+        DataplaneConfig::default(),
+    )
+    .expect("dataplane");
+    let t = now();
+    for _ in 0..3 {
+        assert_eq!(
+            dp.engine.handle_tx(t, &udp_v4(40_000, 100)),
+            TxVerdict::Queued
+        );
+    }
+    assert_eq!(
+        dp.engine.handle_tx(t, &udp_v4(40_001, 50)),
+        TxVerdict::Drop(DropReason::RuleDrop)
+    );
+    dp.publish(t);
+    let snap = dp
+        .snapshot
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("published");
+    assert_eq!(snap.rules.tx.names[..], ["mark", "shed"]);
+    assert_eq!(
+        snap.rules.tx.hits,
+        [
+            RuleHits {
+                packets_count: 3,
+                bytes_count: 3 * 128
+            },
+            RuleHits {
+                packets_count: 1,
+                bytes_count: 78
+            }
+        ]
+    );
+    assert!(snap.rules.rx.hits.is_empty());
+    // The default QoS: class 0 (strict) and 1 (the rest), on the one NIC and the vNIC.
+    let classes: Vec<ClassId> = snap.nics[0].qos.iter().map(|c| c.class).collect();
+    assert_eq!(classes, [ClassId(0), ClassId(1)]);
+    let bulk = snap.nics[0].qos[1];
+    assert_eq!(bulk.stats.enqueued_packets_count, 3);
+    assert_eq!(bulk.stats.green_count, 3);
+    assert_eq!(
+        bulk.queued_packets as u64 + bulk.stats.dequeued_packets_count,
+        3
+    );
+    assert_eq!(snap.vnic_qos.len(), 2);
+}

@@ -5,13 +5,20 @@
 //! `RX_BATCHES_PER_TURN` batches) into `Engine::handle_tunnel_rx` /
 //! `handle_tunnel_payload_rx`, and after braid's own packets drains
 //! `Engine::poll_tunnel_transmit` into the port of each packet's tunnel and flushes them.
-//! What this file owns: the ports of one worker, the tunnel → port map, and their counters
-//! in the [`Snapshot`](super::Snapshot). What it does not: the sockets (the ports) or the
-//! packets (the engine).
+//! A policy replacement that changes the tunnel table comes with the worker's next set of
+//! ports ([`TunnelPortPlan`], through `DataplaneHandle::apply_with_tunnel_ports`): the
+//! ports it keeps, by name, and the ones the control thread opened for it (a new kind or
+//! local endpoint; opening sockets is the control thread's, off the data path). The worker
+//! applies the engine's command and switches ports between two batches, both or neither,
+//! then closes the ports no longer used.
+//!
+//! What this file owns: the ports of one worker, the tunnel → port map, their replacement,
+//! and their counters in the [`Snapshot`](super::Snapshot). What it does not: the sockets
+//! (the ports), which ports a tunnel table needs (the daemon), or the packets (the engine).
 
 use std::io;
 
-use braid_core::engine::{MAX_TUNNELS, TunnelStats};
+use braid_core::engine::{Command, CommandError, MAX_TUNNELS, TunnelStats};
 use braid_core::time::Instant;
 use rustix::event::epoll;
 
@@ -62,7 +69,9 @@ pub(super) struct TunnelPorts {
     ports: Vec<TunnelPortEntry>,
     /// Port index by tunnel id (`u8::MAX`: none).
     by_tunnel: [u8; MAX_TUNNELS],
-    /// Outer packets `poll_tunnel_transmit` produced that no port took.
+    /// Outer packets `poll_tunnel_transmit` produced for a tunnel that has no port here.
+    /// A packet a port refuses is not counted here: the port counts it (its
+    /// `tx_drop_queue_full` / `tx_drop_too_big`), and each refusal is counted once.
     pub(super) unqueued: u64,
 }
 
@@ -106,6 +115,52 @@ impl TunnelPorts {
     }
 }
 
+/// One port of a worker's next set of tunnel ports ([`DataplaneHandle::apply_with_tunnel_ports`]):
+/// a port the worker has, by name, or one the caller opened for the new set.
+///
+/// [`DataplaneHandle::apply_with_tunnel_ports`]: super::DataplaneHandle::apply_with_tunnel_ports
+#[derive(Debug)]
+pub struct TunnelPortPlan {
+    /// The port's name ([`TunnelPortEntry::name`]).
+    pub name: String,
+    /// `None`: the worker's port of this name, kept open. `Some`: a port opened for the new
+    /// set; the worker's port of the same name, if it has one, is closed.
+    pub port: Option<TunnelPort>,
+    /// The engine's tunnels (indexes into the new tunnel table) that leave through it.
+    pub tunnels: Vec<u8>,
+}
+
+/// Port index by tunnel id for ports that send for `tunnels` (one list per port, in order).
+fn tunnel_map<'a>(tunnels: impl Iterator<Item = &'a Vec<u8>>) -> Result<[u8; MAX_TUNNELS], String> {
+    let mut by_tunnel = [u8::MAX; MAX_TUNNELS];
+    for (i, ids) in tunnels.enumerate() {
+        let i = u8::try_from(i).map_err(|_| "more than 255 tunnel ports".to_owned())?;
+        for &id in ids {
+            match by_tunnel
+                .get_mut(usize::from(id))
+                .filter(|s| **s == u8::MAX)
+            {
+                Some(slot) => *slot = i,
+                None => return Err(format!("tunnel {id} is out of range or has two ports")),
+            }
+        }
+    }
+    Ok(by_tunnel)
+}
+
+/// Check `plans` against the names of the ports a worker has: the port map of the new set.
+fn check_plans(plans: &[TunnelPortPlan], have: &[&str]) -> Result<[u8; MAX_TUNNELS], String> {
+    for (i, p) in plans.iter().enumerate() {
+        if p.port.is_none() && !have.contains(&p.name.as_str()) {
+            return Err(format!("no tunnel port {:?} to keep", p.name));
+        }
+        if plans[..i].iter().any(|o| o.name == p.name) {
+            return Err(format!("two tunnel ports are named {:?}", p.name));
+        }
+    }
+    tunnel_map(plans.iter().map(|p| &p.tunnels))
+}
+
 impl Dataplane {
     /// Give the worker its tunnel ports: each sends for its `tunnels` and, if it receives,
     /// is read every turn. The engine must have the tunnels they name.
@@ -114,26 +169,13 @@ impl Dataplane {
     /// [`DataplaneError::Poll`] if a port cannot be watched, or if a tunnel id is not below
     /// `MAX_TUNNELS` or named by two ports (as an `InvalidInput` error).
     pub fn with_tunnels(mut self, ports: Vec<TunnelPortEntry>) -> Result<Self, DataplaneError> {
-        let mut t = TunnelPorts::default();
+        let mut t = TunnelPorts {
+            by_tunnel: tunnel_map(ports.iter().map(|e| &e.tunnels)).map_err(|e| {
+                DataplaneError::Poll(io::Error::new(io::ErrorKind::InvalidInput, e))
+            })?,
+            ..TunnelPorts::default()
+        };
         for (i, entry) in ports.iter().enumerate() {
-            for &id in &entry.tunnels {
-                let slot = t
-                    .by_tunnel
-                    .get_mut(usize::from(id))
-                    .filter(|s| **s == u8::MAX);
-                let Some(slot) = slot else {
-                    return Err(DataplaneError::Poll(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("tunnel {id} is out of range or has two ports"),
-                    )));
-                };
-                *slot = u8::try_from(i).map_err(|_| {
-                    DataplaneError::Poll(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "more than 255 tunnel ports",
-                    ))
-                })?;
-            }
             if let Some(fd) = entry.port.fd() {
                 epoll::add(
                     &self.epoll,
@@ -147,6 +189,81 @@ impl Dataplane {
         t.ports = ports;
         self.tunnels = t;
         Ok(self)
+    }
+
+    /// Between batches: apply `cmd` (a policy replacement with a new tunnel table) to the
+    /// engine and switch to the ports of `plans`, both or neither. The plans are checked
+    /// first (every kept port exists, every tunnel has at most one port), then the engine
+    /// applies the command; if either refuses, nothing changes and the ports the plans
+    /// opened are closed. Otherwise the new ports are watched, and the worker's ports that
+    /// the plans do not keep are flushed (what the kernel takes) and closed.
+    ///
+    /// # Errors
+    /// The engine's refusal, or `InvalidValue("tunnel_ports")` for plans that do not fit the
+    /// worker's ports (logged with the reason).
+    pub(super) fn replace_tunnel_ports(
+        &mut self,
+        now: Instant,
+        cmd: Command,
+        plans: Vec<TunnelPortPlan>,
+    ) -> Result<(), CommandError> {
+        let have: Vec<&str> = self.tunnels.ports.iter().map(|e| e.name.as_str()).collect();
+        let by_tunnel = check_plans(&plans, &have).map_err(|e| {
+            tracing::warn!(error = %e, "tunnel ports refused");
+            CommandError::InvalidValue("tunnel_ports")
+        })?;
+        self.engine.apply(now, cmd)?;
+        let mut old: Vec<Option<TunnelPortEntry>> = std::mem::take(&mut self.tunnels.ports)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut ports = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.into_iter().enumerate() {
+            let port = match plan.port {
+                Some(port) => {
+                    // The epoll token only wakes the worker, which reads every port each
+                    // turn; a port that cannot be watched is still read.
+                    if let Some(fd) = port.fd()
+                        && let Err(e) = epoll::add(
+                            &self.epoll,
+                            fd,
+                            epoll::EventData::new_u64(TOKEN_TUNNEL + i as u64),
+                            epoll::EventFlags::IN,
+                        )
+                    {
+                        tracing::warn!(port = %plan.name, error = %e, "cannot watch tunnel port");
+                    }
+                    tracing::info!(port = %plan.name, receives = port.fd().is_some(),
+                        "tunnel port opened");
+                    port
+                }
+                None => {
+                    let kept = old
+                        .iter_mut()
+                        .find(|e| e.as_ref().is_some_and(|e| e.name == plan.name))
+                        .and_then(Option::take)
+                        .expect("invariant: check_plans found the port");
+                    kept.port
+                }
+            };
+            ports.push(TunnelPortEntry {
+                name: plan.name,
+                port,
+                tunnels: plan.tunnels,
+            });
+        }
+        for mut e in old.into_iter().flatten() {
+            if e.port.has_backlog() {
+                let _ = e.port.flush();
+            }
+            if let Some(fd) = e.port.fd() {
+                let _ = epoll::delete(&self.epoll, fd);
+            }
+            tracing::info!(port = %e.name, "tunnel port closed");
+        }
+        self.tunnels.ports = ports;
+        self.tunnels.by_tunnel = by_tunnel;
+        Ok(())
     }
 
     /// Read every receiving tunnel port until it has nothing more (or
@@ -209,11 +326,9 @@ impl Dataplane {
                 continue;
             };
             // Full even after a flush (the socket's buffer is full), too big, not IP: the
-            // port counted why; no waiting for room, as tunnel traffic has no pacing to
-            // keep.
-            if entry.port.queue(&self.scratch[..t.len]).is_err() {
-                self.tunnels.unqueued += 1;
-            }
+            // port counted why, and that count is the only one (not `unqueued` too); no
+            // waiting for room, as tunnel traffic has no pacing to keep.
+            let _ = entry.port.queue(&self.scratch[..t.len]);
         }
         for entry in &mut self.tunnels.ports {
             if entry.port.has_backlog()
@@ -237,5 +352,59 @@ impl Dataplane {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan that keeps the worker's port `name` (a new port needs a socket: the daemon's
+    /// tests/reload.rs opens them, as root).
+    fn kept(name: &str, tunnels: &[u8]) -> TunnelPortPlan {
+        TunnelPortPlan {
+            name: name.into(),
+            port: None,
+            tunnels: tunnels.to_vec(),
+        }
+    }
+
+    /// The port map of a new set: each tunnel to its port's index, the others none.
+    #[test]
+    fn plans_map_each_tunnel_to_its_port() {
+        let plans = [
+            kept("gre 10.0.0.1", &[2, 0]),
+            kept("vxlan 10.0.0.1:4789", &[1]),
+        ];
+        let map = check_plans(&plans, &["vxlan 10.0.0.1:4789", "gre 10.0.0.1"]).unwrap();
+        assert_eq!(&map[..4], &[0, 1, 0, u8::MAX]);
+        assert!(map[3..].iter().all(|&p| p == u8::MAX));
+    }
+
+    /// Plans that do not fit the worker's ports are refused, saying why.
+    #[test]
+    fn plans_that_do_not_fit_are_refused() {
+        let have = ["gre 10.0.0.1"];
+        let cases: [(&[TunnelPortPlan], &str); 4] = [
+            (
+                &[kept("vxlan 10.0.0.1:4789", &[0])],
+                "no tunnel port \"vxlan 10.0.0.1:4789\" to keep",
+            ),
+            (
+                &[kept("gre 10.0.0.1", &[0]), kept("gre 10.0.0.1", &[1])],
+                "two tunnel ports are named \"gre 10.0.0.1\"",
+            ),
+            (
+                &[kept("gre 10.0.0.1", &[0, 0])],
+                "tunnel 0 is out of range or has two ports",
+            ),
+            (
+                &[kept("gre 10.0.0.1", &[MAX_TUNNELS as u8])],
+                "tunnel 32 is out of range or has two ports",
+            ),
+        ];
+        for (plans, why) in cases {
+            assert_eq!(check_plans(plans, &have).unwrap_err(), why);
+        }
     }
 }

@@ -55,6 +55,7 @@ fn outer(encap: &Encap, count: u8, len: usize) -> Vec<Vec<u8>> {
                 // Non-zero: the kernel fills in a zero IPv4 id of a raw packet itself.
                 ip_id: 100 + u16::from(k),
                 gre_seq: u32::from(k),
+                vlan: None,
             };
             let n = encap.encap_into(&inner, &mut out, meta).unwrap();
             out.truncate(n);

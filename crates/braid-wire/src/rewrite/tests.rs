@@ -1422,3 +1422,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn vlan_tag_from_tci_inverts_tci() {
+    for (pcp, dei, vid) in [
+        (0, false, 0),
+        (3, false, 100),
+        (7, true, 4094),
+        (5, true, 1),
+    ] {
+        let tag = VlanTag { pcp, dei, vid };
+        let tci = tag.tci().expect("valid tag");
+        assert_eq!(VlanTag::from_tci(tci), tag);
+    }
+    // PCP 3, VID 100 on the wire: 0x6064.
+    assert_eq!(
+        VlanTag::from_tci(0x6064),
+        VlanTag {
+            pcp: 3,
+            dei: false,
+            vid: 100
+        }
+    );
+    // VID 4095 is read as it is, and refused on the way out.
+    assert_eq!(VlanTag::from_tci(0x0fff).vid, 4095);
+    assert_eq!(
+        VlanTag::from_tci(0x0fff).tci(),
+        Err(RewriteError::IllegalValue)
+    );
+}

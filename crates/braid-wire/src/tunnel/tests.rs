@@ -115,6 +115,7 @@ const META: EncapMeta = EncapMeta {
     flow_hash: 0xdead_beef,
     ip_id: 0x1234,
     gre_seq: 7,
+    vlan: None,
 };
 
 fn decap_default(packet: &[u8]) -> Result<Decapped, TunnelError> {
@@ -124,12 +125,12 @@ fn decap_default(packet: &[u8]) -> Result<Decapped, TunnelError> {
 /// Encapsulates both ways (copying, and in place with `extra` spare bytes of headroom),
 /// asserts they agree, and returns the outer packet.
 fn encap_both(cfg: &Encap, inner: &[u8], meta: EncapMeta, extra: usize) -> Vec<u8> {
-    let mut out = vec![0u8; cfg.overhead() + inner.len() + 3];
+    let mut out = vec![0u8; cfg.overhead_for(&meta) + inner.len() + 3];
     let len = cfg.encap_into(inner, &mut out, meta).unwrap();
-    assert_eq!(len, cfg.overhead() + inner.len());
+    assert_eq!(len, cfg.overhead_for(&meta) + inner.len());
     out.truncate(len);
 
-    let start = extra + cfg.overhead();
+    let start = extra + cfg.overhead_for(&meta);
     let mut buf = vec![0xeeu8; start + inner.len() + 5];
     buf[start..start + inner.len()].copy_from_slice(inner);
     let range = cfg
@@ -1288,6 +1289,7 @@ proptest! {
         if let Ok(d) = d {
             prop_assert!(d.inner.end <= bytes.len());
             let _ = d.inner_l3(&bytes);
+            let _ = d.inner_ip(&bytes);
         }
     }
 
@@ -1335,13 +1337,21 @@ proptest! {
         len in 0usize..1500,
         fill in any::<u8>(),
         meta in (any::<u32>(), any::<u16>(), any::<u32>())
-            .prop_map(|(flow_hash, ip_id, gre_seq)| EncapMeta { flow_hash, ip_id, gre_seq }),
+            .prop_map(|(flow_hash, ip_id, gre_seq)| EncapMeta {
+                flow_hash, ip_id, gre_seq, vlan: None,
+            }),
+        tag in proptest::option::of((0u8..8, any::<bool>(), 0u16..4095)),
         extra in 0usize..8,
     ) {
         let format = match cfg {
             Encap::Vxlan(v) => v.inner,
             Encap::Gre(g) => g.inner,
         };
+        // A tag only where a synthesized Ethernet header can carry it.
+        let vlan = tag
+            .filter(|_| matches!(format, InnerFormat::IpInEthernet(_)))
+            .map(|(pcp, dei, vid)| VlanTag { pcp, dei, vid });
+        let meta = EncapMeta { vlan, ..meta };
         let (inner, l3) = make_inner(format, v6_inner, len, fill);
         let packet = encap_both(&cfg, &inner, meta, extra);
         let d = decap(&packet, &DecapConfig {
@@ -1371,9 +1381,18 @@ proptest! {
         if format == InnerFormat::Ip || format == InnerFormat::Ethernet {
             prop_assert_eq!(&packet[d.inner.clone()], &inner[..]);
         }
-        let (version, range) = d.inner_l3(&packet).unwrap();
-        prop_assert_eq!(version == IpVersion::V6, v6_inner);
-        prop_assert_eq!(&packet[range], &l3[..]);
+        let ip = d.inner_ip(&packet).unwrap();
+        prop_assert_eq!(ip.version == IpVersion::V6, v6_inner);
+        prop_assert_eq!(&packet[ip.range.clone()], &l3[..]);
+        prop_assert_eq!(ip.vlan, vlan);
+        // The tag-blind entry agrees on untagged frames and refuses tagged ones.
+        match d.inner_l3(&packet) {
+            Ok((_, range)) => prop_assert!(vlan.is_none() && range == ip.range),
+            Err(e) => prop_assert!(
+                vlan.is_some() && e == invalid(Layer::Inner, ParseError::Unsupported),
+                "{e:?}"
+            ),
+        }
     }
 
     /// A valid packet with bytes flipped: decap must return (not panic), and an accepted
@@ -1403,6 +1422,9 @@ proptest! {
                 prop_assert!(d.inner.start <= d.inner.end && d.inner.end <= packet.len());
                 if let Ok((_, range)) = d.inner_l3(&packet) {
                     prop_assert!(range.start >= d.inner.start && range.end <= d.inner.end);
+                }
+                if let Ok(ip) = d.inner_ip(&packet) {
+                    prop_assert!(ip.range.start >= d.inner.start && ip.range.end <= d.inner.end);
                 }
             }
         }
@@ -1511,4 +1533,254 @@ proptest! {
             let _ = d.inner_l3(&bytes);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// VLAN tags in the inner frame
+
+/// VXLAN_V4_GOLDEN with an 802.1Q tag (PCP 3, VID 100: TCI 0x6064) in the inner Ethernet
+/// header: outer total length 86, UDP length 66, IPv4 header checksum 0x5461 (computed
+/// independently).
+const VXLAN_V4_TAGGED_GOLDEN: [u8; 86] = [
+    0x45, 0x00, 0x00, 0x56, 0x12, 0x34, 0x00, 0x00, 0x40, 0x11, 0x54, 0x61, 10, 0, 0, 1, 10, 0, 0,
+    2, //
+    0xc3, 0x50, 0x12, 0xb5, 0x00, 0x42, 0x00, 0x00, // UDP 50000 → 4789, length 66
+    0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x00, // VXLAN, VNI 0x123456
+    // Inner Ethernet: destination, source, TPID 0x8100, TCI 0x6064, EtherType IPv4.
+    0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x81, 0x00, 0x60, 0x64, 0x08, 0x00, //
+    0x45, 0x00, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11, 0xf7, 0x78, 192, 168, 1, 1, 192,
+    168, 1, 2, 0x04, 0xd2, 0x16, 0x2e, 0x00, 0x0c, 0x00, 0x00, b'p', b'i', b'n', b'g',
+];
+
+const TAG_100: VlanTag = VlanTag {
+    pcp: 3,
+    dei: false,
+    vid: 100,
+};
+
+#[test]
+fn vxlan_tagged_golden_encap_and_decap() {
+    let cfg = Encap::Vxlan(golden_vxlan(OUTER_V4));
+    let meta = EncapMeta {
+        vlan: Some(TAG_100),
+        ..META
+    };
+    assert_eq!(cfg.overhead(), 50);
+    assert_eq!(cfg.overhead_for(&meta), 54);
+    assert_eq!(cfg.overhead_for(&META), 50);
+    // In place and copying, with and without spare headroom.
+    for extra in [0, 3] {
+        assert_eq!(
+            encap_both(&cfg, &INNER_V4, meta, extra),
+            VXLAN_V4_TAGGED_GOLDEN
+        );
+    }
+    let d = decap_default(&VXLAN_V4_TAGGED_GOLDEN).unwrap();
+    assert_eq!(d.inner_kind, InnerKind::Ethernet);
+    assert_eq!(d.inner, 36..86);
+    let ip = d.inner_ip(&VXLAN_V4_TAGGED_GOLDEN).unwrap();
+    assert_eq!(ip.version, IpVersion::V4);
+    assert_eq!(ip.range, 54..86);
+    assert_eq!(&VXLAN_V4_TAGGED_GOLDEN[ip.range], &INNER_V4[..]);
+    assert_eq!(ip.vlan, Some(TAG_100));
+    // The tag-blind entry refuses the tagged frame, and takes the untagged golden one.
+    assert_eq!(
+        d.inner_l3(&VXLAN_V4_TAGGED_GOLDEN),
+        Err(invalid(Layer::Inner, ParseError::Unsupported))
+    );
+    let plain = decap_default(&VXLAN_V4_GOLDEN).unwrap();
+    let ip = plain.inner_ip(&VXLAN_V4_GOLDEN).unwrap();
+    assert_eq!((ip.range, ip.vlan), (50..82, None));
+    // Through the socket entry (what braid's VXLAN UDP socket hands over).
+    let payload = &VXLAN_V4_TAGGED_GOLDEN[28..];
+    let d = decap_payload(
+        payload,
+        &PayloadMeta {
+            src: IpAddr::V4(V4_SRC),
+            dst: IpAddr::V4(V4_DST),
+            kind: PayloadKind::Vxlan { src_port: 50000 },
+        },
+        &DecapConfig::default(),
+    )
+    .unwrap();
+    let ip = d.inner_ip(payload).unwrap();
+    assert_eq!(
+        (&payload[ip.range], ip.vlan),
+        (&INNER_V4[..], Some(TAG_100))
+    );
+}
+
+#[test]
+fn vxlan_tagged_over_ipv6_and_gre_teb_carry_the_tag() {
+    let tag = VlanTag {
+        pcp: 7,
+        dei: true,
+        vid: 4094,
+    };
+    let meta = EncapMeta {
+        vlan: Some(tag),
+        ..META
+    };
+    let gre = GreEncap::new(OUTER_V4, InnerFormat::IpInEthernet(MACS));
+    for cfg in [Encap::Vxlan(golden_vxlan(OUTER_V6)), Encap::Gre(gre)] {
+        for (l3, version) in inners() {
+            let packet = encap_both(&cfg, &l3, meta, 1);
+            assert_eq!(packet.len(), cfg.overhead() + 4 + l3.len());
+            let d = decap_default(&packet).unwrap();
+            // The inner frame: MACs, then 81 00, TCI 0xf ffe, then the EtherType.
+            let eth = &packet[d.inner.clone()];
+            assert_eq!(&eth[..12], &[MAC_PEER, MAC_BRAID].concat()[..]);
+            assert_eq!(&eth[12..16], &[0x81, 0x00, 0xff, 0xfe]);
+            let ethertype: u16 = if version == IpVersion::V4 {
+                0x0800
+            } else {
+                0x86dd
+            };
+            assert_eq!(eth[16..18], ethertype.to_be_bytes());
+            let ip = d.inner_ip(&packet).unwrap();
+            assert_eq!((ip.version, ip.vlan), (version, Some(tag)));
+            assert_eq!(&packet[ip.range], &l3[..]);
+        }
+    }
+}
+
+#[test]
+fn a_tag_needs_a_synthesized_ethernet_header_and_a_valid_value() {
+    let tagged = EncapMeta {
+        vlan: Some(TAG_100),
+        ..META
+    };
+    let eth = ethernet_frame(&INNER_V4);
+    let cases = [
+        (Encap::Gre(golden_gre()), INNER_V4.to_vec()),
+        (
+            Encap::Gre(GreEncap::new(OUTER_V4, InnerFormat::Ethernet)),
+            eth.clone(),
+        ),
+        (
+            Encap::Vxlan(VxlanEncap::new(OUTER_V4, 1, InnerFormat::Ethernet)),
+            eth,
+        ),
+    ];
+    for (cfg, inner) in cases {
+        let mut out = vec![0u8; 200];
+        assert_eq!(
+            cfg.encap_into(&inner, &mut out, tagged),
+            Err(TunnelError::VlanNotCarried),
+            "{cfg:?}"
+        );
+        let start = cfg.overhead_for(&tagged);
+        let mut buf = vec![0u8; start + inner.len()];
+        buf[start..].copy_from_slice(&inner);
+        let end = buf.len();
+        assert_eq!(
+            cfg.encap_in_place(&mut buf, start..end, tagged),
+            Err(TunnelError::VlanNotCarried)
+        );
+    }
+    // PCP above 7 or VID 4095: refused, nothing written.
+    let cfg = Encap::Vxlan(golden_vxlan(OUTER_V4));
+    for bad in [
+        VlanTag {
+            pcp: 8,
+            dei: false,
+            vid: 1,
+        },
+        VlanTag {
+            pcp: 0,
+            dei: false,
+            vid: 4095,
+        },
+    ] {
+        let mut out = vec![0u8; 200];
+        let meta = EncapMeta {
+            vlan: Some(bad),
+            ..META
+        };
+        assert_eq!(
+            cfg.encap_into(&INNER_V4, &mut out, meta),
+            Err(TunnelError::VlanNotCarried)
+        );
+        assert!(out.iter().all(|b| *b == 0));
+    }
+    // Headroom for the untagged header only: no room for the tag.
+    let start = cfg.overhead();
+    let mut buf = vec![0u8; start + INNER_V4.len()];
+    buf[start..].copy_from_slice(&INNER_V4);
+    let end = buf.len();
+    assert_eq!(
+        cfg.encap_in_place(&mut buf, start..end, tagged),
+        Err(TunnelError::NoRoom)
+    );
+    assert!(TunnelError::VlanNotCarried.to_string().contains("vlan"));
+}
+
+/// The inner-frame rules of [`Decapped::inner_ip`] on hand-made frames in a VXLAN packet.
+#[test]
+fn inner_ip_tag_errors() {
+    let vxlan = |frame: &[u8]| {
+        let cfg = Encap::Vxlan(VxlanEncap::new(OUTER_V4, 5, InnerFormat::Ethernet));
+        encap_both(&cfg, frame, META, 0)
+    };
+    let with = |tags: &[[u8; 4]], ethertype: [u8; 2], l3: &[u8]| {
+        let mut f = [MAC_PEER, MAC_BRAID].concat();
+        for t in tags {
+            f.extend_from_slice(t);
+        }
+        f.extend_from_slice(&ethertype);
+        f.extend_from_slice(l3);
+        f
+    };
+    let check = |frame: Vec<u8>| {
+        let p = vxlan(&frame);
+        decap_default(&p).unwrap().inner_ip(&p)
+    };
+    // One 802.1Q tag: accepted, the range leaves the tag out.
+    let ok = check(with(&[[0x81, 0, 0x00, 0x64]], [8, 0], &INNER_V4)).unwrap();
+    assert_eq!(ok.vlan.map(|t| (t.pcp, t.vid)), Some((0, 100)));
+    assert_eq!(ok.range.len(), INNER_V4.len());
+    // A priority tag (VID 0) is reported as such.
+    let prio = check(with(&[[0x81, 0, 0xa0, 0x00]], [8, 0], &INNER_V4)).unwrap();
+    assert_eq!(prio.vlan.map(|t| (t.pcp, t.vid)), Some((5, 0)));
+    let unsupported = Err(invalid(Layer::Inner, ParseError::Unsupported));
+    // Two tags (QinQ), an 802.1ad S-tag, ARP under a tag.
+    assert_eq!(
+        check(with(
+            &[[0x81, 0, 0, 100], [0x81, 0, 0, 7]],
+            [8, 0],
+            &INNER_V4
+        )),
+        unsupported
+    );
+    assert_eq!(
+        check(with(&[[0x88, 0xa8, 0, 100]], [8, 0], &INNER_V4)),
+        unsupported
+    );
+    assert_eq!(
+        check(with(&[[0x81, 0, 0, 100]], [8, 6], &[0u8; 28])),
+        unsupported
+    );
+    // VID 4095 is reserved.
+    assert_eq!(
+        check(with(&[[0x81, 0, 0x0f, 0xff]], [8, 0], &INNER_V4)),
+        Err(invalid(
+            Layer::Inner,
+            ParseError::IllegalValue { field: "vid" }
+        ))
+    );
+    // A frame that ends inside its tag or its IP header.
+    let mut short = [MAC_PEER, MAC_BRAID].concat();
+    short.extend_from_slice(&[0x81, 0x00, 0x00]);
+    let tagged = with(&[[0x81, 0, 0, 100]], [8, 0], &INNER_V4[..10]);
+    let truncated = Err(invalid(Layer::Inner, ParseError::Truncated));
+    assert_eq!(l3_in_tagged_ethernet(&short), truncated);
+    assert_eq!(
+        l3_in_tagged_ethernet(&[[MAC_PEER, MAC_BRAID].concat(), vec![0x81, 0]].concat()),
+        truncated
+    );
+    assert_eq!(check(tagged), truncated);
+    // GRE's inner IP packets have no tag.
+    let p = encap_both(&Encap::Gre(golden_gre()), &INNER_V4, META, 0);
+    let ip = decap_default(&p).unwrap().inner_ip(&p).unwrap();
+    assert_eq!((ip.version, ip.vlan), (IpVersion::V4, None));
 }

@@ -15,7 +15,7 @@ use braid_core::engine::{RuleDirection, RuleTable, RulesError};
 use braid_core::qos::ClassId;
 use braid_core::rules::{
     Action, Condition, DscpSet, IpPrefix, Metric, PortRange, Problem, QosClass, Rule, RuleIndex,
-    RuleMatch, Striping, TunnelId,
+    RuleMatch, Striping, TunnelId, VlanTag,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +56,8 @@ pub(crate) struct RuleSection {
     /// DSCP value 0..=63.
     #[serde(default)]
     pub dscp: Option<u8>,
-    /// 802.1Q VLAN id (a TAP vNIC's; the daemon's vNIC is TUN, so it never matches).
+    /// RX: the 802.1Q VLAN id of a VXLAN tunnel's tagged inner frame, 1..=4094 (the
+    /// daemon's vNIC is TUN: its own packets have none, so not on TX).
     #[serde(default)]
     pub vlan: Option<u16>,
     /// VXLAN VNI of an encapsulated packet, 0..=16777215.
@@ -97,6 +98,17 @@ pub(crate) struct RuleSection {
     /// TX: encapsulate the flow for this `[[tunnels]]` entry (by name).
     #[serde(default)]
     pub tunnel: Option<String>,
+    /// TX: push an 802.1Q tag with this VLAN id, 1..=4094, into the inner Ethernet header
+    /// of the VXLAN tunnel the flow goes into (this rule's `tunnel`, or its class's).
+    #[serde(default)]
+    pub push_vlan: Option<u16>,
+    /// TX, with `push_vlan`: the tag's priority code point, 0..=7 (default 0).
+    #[serde(default)]
+    pub vlan_pcp: Option<u8>,
+    /// RX: accept a VXLAN tunnel's inner frame tagged 802.1Q, and remove the tag before its
+    /// IP packet goes to the vNIC (a tagged frame no such rule matches is dropped).
+    #[serde(default)]
+    pub pop_vlan: bool,
     /// Drop the packets (no other action).
     #[serde(default)]
     pub drop: bool,
@@ -192,7 +204,8 @@ pub(crate) fn check(rules: &[RuleSection], names: &Names<'_>) -> Result<RulePlan
         let (actions, fields) = actions(r, names, &at)?;
         if actions.is_empty() {
             bail!(
-                "rules[{i}] ({:?}): no action (set_*, qos, policy, tunnel or drop)",
+                "rules[{i}] ({:?}): no action (set_*, push_vlan, pop_vlan, qos, policy, tunnel \
+                 or drop)",
                 r.name
             );
         }
@@ -306,6 +319,9 @@ fn actions(
         s.parse()
             .map_err(|_| anyhow::anyhow!("{}: {s:?} is not an IP address", at(f)))
     };
+    if r.pop_vlan {
+        push(Action::PopVlan, "pop_vlan");
+    }
     if let Some(v) = r.set_dscp {
         if v > 63 {
             bail!("{}: must be 0..=63", at("set_dscp"));
@@ -338,6 +354,20 @@ fn actions(
     }
     if let Some(p) = r.set_dst_port {
         push(Action::SetDstPort(p), "set_dst_port");
+    }
+    match (r.push_vlan, r.vlan_pcp) {
+        (Some(vid), pcp) => {
+            if !(1..=4094).contains(&vid) {
+                bail!("{}: must be 1..=4094", at("push_vlan"));
+            }
+            let pcp = pcp.unwrap_or(0);
+            if pcp > 7 {
+                bail!("{}: must be 0..=7", at("vlan_pcp"));
+            }
+            push(Action::PushVlan(VlanTag { vid, pcp }), "push_vlan");
+        }
+        (None, Some(_)) => bail!("{}: only with push_vlan", at("vlan_pcp")),
+        (None, None) => {}
     }
     if let Some(name) = &r.tunnel {
         let id = names
@@ -872,5 +902,116 @@ drop = true
         // A rule with nothing to do.
         let e = err(&BASE.replacen("drop = true\n", "", 1));
         assert!(e.contains("rules[5] (\"block\"): no action"), "{e}");
+    }
+
+    const VLAN: &str = r#"
+[vnic]
+name = "braid0"
+mtu = 1400
+
+[peer]
+role = "a"
+
+[[nics]]
+name = "link0"
+device = "veth0"
+local = "10.77.0.1:7700"
+peer = "10.77.0.2:7700"
+capacity = "1gbit"
+
+[[tunnels]]
+name = "vx"
+kind = "vxlan"
+nic = "link0"
+local = "10.77.0.1"
+remote = "10.77.0.2"
+vni = 42
+inner_dst_mac = "02:00:00:00:00:0b"
+
+[[classes]]
+name = "to-vx"
+protocol = "udp"
+dst_ports = "6000"
+policy = "pin"
+tunnel = "vx"
+
+[[rules]]
+name = "tag"
+protocol = "udp"
+dst_ports = "6000"
+push_vlan = 100
+vlan_pcp = 3
+
+[[rules]]
+name = "untag"
+direction = "rx"
+vlan = 100
+pop_vlan = true
+
+[daemon]
+"#;
+
+    #[test]
+    fn vlan_rules_translate_and_their_errors_name_the_field() {
+        let plan = Config::parse(VLAN).unwrap();
+        assert_eq!(
+            plan.rules.tx[0].actions,
+            [Action::PushVlan(VlanTag { vid: 100, pcp: 3 })]
+        );
+        assert_eq!(plan.rules.rx[0].matcher.vlan, Some(100));
+        assert_eq!(plan.rules.rx[0].actions, [Action::PopVlan]);
+        build_tables(&plan).unwrap();
+        // The pipeline order: pop, rewrites, push, tunnel.
+        let all = VLAN.replacen(
+            "push_vlan = 100",
+            "push_vlan = 100\nset_dscp = 10\ntunnel = \"vx\"",
+            1,
+        );
+        assert_eq!(
+            Config::parse(&all).unwrap().rules.tx[0].actions,
+            [
+                Action::SetDscp(10),
+                Action::PushVlan(VlanTag { vid: 100, pcp: 3 }),
+                Action::VxlanEncap(TunnelId(0)),
+            ]
+        );
+        let cases = [
+            ("push_vlan = 100", "push_vlan = 4095", "rules[0].push_vlan"),
+            ("vlan_pcp = 3", "vlan_pcp = 8", "rules[0].vlan_pcp"),
+            (
+                "push_vlan = 100\n",
+                "",
+                "rules[0].vlan_pcp: only with push_vlan",
+            ),
+            // The engine's checks, in the file's terms.
+            (
+                "dst_ports = \"6000\"\npush",
+                "dst_ports = \"6001\"\npush",
+                "rules[0] (\"tag\").push_vlan: push_vlan needs a vxlan-encapsulated flow",
+            ),
+            (
+                "name = \"tag\"\n",
+                "name = \"tag\"\ndirection = \"rx\"\n",
+                "rules[0] (\"tag\").push_vlan: push_vlan on rx",
+            ),
+            (
+                "name = \"untag\"\ndirection = \"rx\"\n",
+                "name = \"untag\"\n",
+                "rules[1] (\"untag\")",
+            ),
+            (
+                "kind = \"vxlan\"",
+                "kind = \"gre\"",
+                "only for kind = \"vxlan\"",
+            ),
+        ];
+        assert_errors_name(VLAN, &cases);
+        // A VLAN match on TX: the vNIC's packets have no tag.
+        let e = err(&VLAN.replacen(
+            "direction = \"rx\"\nvlan = 100\npop_vlan = true",
+            "vlan = 100\nset_dscp = 1",
+            1,
+        ));
+        assert!(e.contains("rules[1] (\"untag\"): match: vlan match"), "{e}");
     }
 }

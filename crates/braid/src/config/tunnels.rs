@@ -329,6 +329,12 @@ tunnel = "gre"
             (Some(7), true, true, 32)
         );
         assert!(plan.tunnels[1].rx_check_seq);
+        // GRE over IPv4 with DF clear (the default) fragments its outer packets; VXLAN
+        // never does; `df = true` stops it.
+        assert!(plan.tunnels[1].fragments_outer());
+        assert!(!plan.tunnels[0].fragments_outer());
+        let df = Config::parse(&BASE.replacen("ttl = 32", "ttl = 32\ndf = true", 1)).unwrap();
+        assert!(!df.tunnels[1].fragments_outer());
         assert_eq!(plan.tunnels[1].nic, NicId(0));
         // The engine takes it, with the link's MTU as the tunnels' MTU.
         let cfg = plan.engine_config(&[1500], &[1_000_000_000]);

@@ -1,0 +1,467 @@
+//! Tests of [`Command::ReplacePolicies`]: a tunnel that stays keeps its sequence numbers,
+//! IPv4 ids, receive check, counters and queued packets under its new index; a removed one
+//! drops its queued packets (counted, store freed) and its flows go back to braid's NICs;
+//! a changed one starts afresh; tunnels added to an engine that had none carry packets both
+//! ways; the parts are checked against each other (a rule on a QoS class the same command
+//! adds); and every refusal changes nothing.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr};
+
+use braid_wire::tunnel::{
+    DecapConfig, Encap, GreEncap, InnerFormat, InnerMacs, OuterIp, Tunnel, VxlanEncap, decap,
+};
+
+use super::Policies;
+use crate::engine::{
+    ClassMatch, ClassPolicy, Command, CommandError, Engine, EngineConfig, FlowClass, NicSpec,
+    QosError, RuleDirection, TunnelRefusal, TunnelSpec, TxVerdict,
+};
+use crate::qos::{ClassConfig as QosClassConfig, ClassId, QosConfig};
+use crate::rules::{Action, IpPrefix, PortRange, QosClass, Rule, RuleMatch, TunnelId};
+use crate::{DropReason, Instant, NicId};
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const MACS: InnerMacs = InnerMacs {
+    src: [0x02, 0x62, 0x72, 0x61, 0x69, 0x64],
+    dst: [0x02, 0, 0, 0, 0, 0x0b],
+};
+const NOW: Instant = Instant::from_millis(1);
+
+/// An IPv4/UDP packet to `dst_port` with `payload_len` bytes of a pattern from `seq`.
+fn udp(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; 28 + payload_len];
+    for (i, b) in p[28..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+    braid_wire::ip::emit_udp_ipv4(
+        &mut p,
+        Ipv4Addr::new(192, 168, 5, 1),
+        Ipv4Addr::new(192, 168, 5, 2),
+        4000,
+        dst_port,
+        0,
+    )
+    .unwrap();
+    p
+}
+
+fn outer(mirror: bool) -> OuterIp {
+    let (src, dst) = if mirror {
+        (REMOTE, LOCAL)
+    } else {
+        (LOCAL, REMOTE)
+    };
+    OuterIp::V4 { src, dst }
+}
+
+/// A GRE tunnel with `key`, sequence numbers sent and checked; `mirror`: the far end's.
+fn gre(name: &str, key: u32, mirror: bool) -> TunnelSpec {
+    let mut g = GreEncap::new(outer(mirror), InnerFormat::Ip);
+    g.key = Some(key);
+    g.seq = true;
+    TunnelSpec::new(name, NicId(0), Encap::Gre(g))
+}
+
+fn vxlan(name: &str, vni: u32, mirror: bool) -> TunnelSpec {
+    let v = VxlanEncap::new(outer(mirror), vni, InnerFormat::IpInEthernet(MACS));
+    TunnelSpec::new(name, NicId(0), Encap::Vxlan(v))
+}
+
+fn config(tunnels: Vec<TunnelSpec>) -> EngineConfig {
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
+        NicId(0),
+        "link0",
+        1_000_000_000,
+        1500,
+    )]);
+    cfg.tunnels = tunnels;
+    cfg
+}
+
+/// An engine with `tunnels` and a flow class (UDP to 6000) in tunnel `class_tunnel`.
+fn engine(tunnels: Vec<TunnelSpec>, class_tunnel: Option<u8>) -> Engine {
+    let mut cfg = config(tunnels);
+    let mut class = FlowClass::new(
+        "tunnelled",
+        ClassMatch::udp_dst_port(6000),
+        ClassPolicy::Pin,
+    );
+    class.tunnel = class_tunnel;
+    cfg.classes.push(class);
+    Engine::new(cfg, Instant::ZERO).unwrap()
+}
+
+/// A TX rule: UDP to `dst_port` → `action`.
+fn rule(name: &str, dst_port: u16, action: Action) -> Rule {
+    let m = RuleMatch {
+        dst: Some(IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap()),
+        protocol: Some(17),
+        dst_ports: Some(PortRange::single(dst_port)),
+        ..RuleMatch::ANY
+    };
+    Rule::new(name, 1, m, &[action])
+}
+
+/// The policies of `e`'s configuration with `tunnels` and `tx_rules` instead (the tables
+/// built against the new tunnels, as the daemon builds them).
+fn policies(e: &Engine, tunnels: Vec<TunnelSpec>, tx_rules: Vec<Rule>) -> Policies {
+    let mut cfg = e.config().clone();
+    cfg.tunnels = tunnels;
+    cfg.tx_rules = tx_rules;
+    Policies::of(&cfg).unwrap()
+}
+
+fn replace(e: &mut Engine, p: Policies) -> Result<(), CommandError> {
+    e.apply(NOW, Command::ReplacePolicies(alloc::boxed::Box::new(p)))
+}
+
+/// The next outer packet for a tunnel: its tunnel index and bytes.
+fn next_outer(e: &mut Engine) -> Option<(u8, Vec<u8>)> {
+    let mut buf = vec![0u8; 2000];
+    e.poll_tunnel_transmit(NOW, &mut buf)
+        .map(|t| (t.tunnel, buf[..t.len].to_vec()))
+}
+
+/// (GRE key, GRE sequence number, outer IPv4 id, inner bytes) of an outer packet.
+fn gre_fields(outer: &[u8]) -> (Option<u32>, Option<u32>, u16, Vec<u8>) {
+    let d = decap(outer, &DecapConfig::default()).unwrap();
+    let (_, inner) = d.inner_l3(outer).unwrap();
+    let Tunnel::Gre { key, seq } = d.tunnel else {
+        panic!("not GRE: {:?}", d.tunnel)
+    };
+    (
+        key,
+        seq,
+        u16::from_be_bytes([outer[4], outer[5]]),
+        outer[inner].to_vec(),
+    )
+}
+
+fn drain_deliver(e: &mut Engine) -> Vec<(Option<u8>, Vec<u8>)> {
+    let mut buf = vec![0u8; 2000];
+    let mut out = Vec::new();
+    while let Some(d) = e.poll_deliver(NOW, &mut buf) {
+        out.push((d.tunnel, buf[..d.len].to_vec()));
+    }
+    out
+}
+
+/// A GRE tunnel that stays (same name, NIC and encapsulation) while another is added in
+/// front of it: it keeps its sequence numbers, IPv4 ids, counters and queued packet under
+/// its new index, its receive check too (a replayed packet is still out of order), and the
+/// class that names it follows it.
+#[test]
+fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
+    let mut a = engine(vec![gre("g", 7, false)], Some(0));
+    let mut b = engine(vec![gre("g", 7, true)], Some(0));
+    let sent: Vec<Vec<u8>> = (0..3).map(|s| udp(6000, s, 100)).collect();
+    for p in &sent {
+        assert_eq!(a.handle_tx(NOW, p), TxVerdict::Queued);
+    }
+    let first: Vec<_> = (0..2).map(|_| next_outer(&mut a).unwrap()).collect();
+    assert_eq!(a.tunnel_tx_queued(), 1);
+    // a receives b's packets 0 and 1; b's 1 is kept to be replayed.
+    let mut from_b = Vec::new();
+    for s in 0..3 {
+        assert_eq!(b.handle_tx(NOW, &udp(6000, 10 + s, 80)), TxVerdict::Queued);
+        from_b.push(next_outer(&mut b).unwrap().1);
+    }
+    assert_eq!(a.handle_tunnel_rx(NOW, &from_b[0]), Ok(0));
+    assert_eq!(a.handle_tunnel_rx(NOW, &from_b[1]), Ok(0));
+    let before = *a.tunnel_stats(0).unwrap();
+
+    let p = policies(
+        &a,
+        vec![vxlan("v", 42, false), gre("g", 7, false)],
+        Vec::new(),
+    );
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.config().tunnels.len(), 2);
+    assert_eq!(
+        a.config().classes[0].tunnel,
+        Some(1),
+        "the class follows its name"
+    );
+    assert_eq!(a.tunnel_stats(1), Some(&before), "counters kept");
+    assert_eq!(a.tunnel_stats(0), Some(&Default::default()), "the new one");
+    assert_eq!(a.tunnel_tx_queued(), 1, "its queued packet kept");
+    assert_eq!(a.stats().drops.get(DropReason::TunnelRemoved), 0);
+    // The flow is looked up again (the rule sets were swapped) but not moved.
+    assert_eq!(a.handle_tx(NOW, &udp(6000, 3, 100)), TxVerdict::Queued);
+    assert_eq!(a.rule_stats().tx_flows_replaced_count, 0);
+    let after: Vec<_> = (0..2).map(|_| next_outer(&mut a).unwrap()).collect();
+    assert!(next_outer(&mut a).is_none());
+    // One stream: sequence numbers 0..4, consecutive IPv4 ids, the bytes unchanged.
+    let all: Vec<_> = first.iter().chain(&after).collect();
+    let id0 = gre_fields(&all[0].1).2;
+    for (i, (tunnel, outer)) in all.iter().enumerate() {
+        assert_eq!(*tunnel, if i < 2 { 0 } else { 1 });
+        let (key, seq, id, inner) = gre_fields(outer);
+        assert_eq!(key, Some(7));
+        assert_eq!(seq, Some(i as u32));
+        assert_eq!(id, id0.wrapping_add(i as u16));
+        let expected = if i < 3 {
+            sent[i].clone()
+        } else {
+            udp(6000, 3, 100)
+        };
+        assert_eq!(inner, expected);
+    }
+    let stats = a.tunnel_stats(1).unwrap();
+    assert_eq!(stats.tx_packets_count, 4);
+    assert_eq!(
+        stats.tx_bytes_count,
+        all.iter().map(|(_, o)| o.len() as u64).sum::<u64>()
+    );
+    // The receive check kept its place: b's packet 1 again is out of order (a restarted
+    // check would take it as its first), then b's packet 2 is in order.
+    assert_eq!(
+        a.handle_tunnel_rx(NOW, &from_b[1]),
+        Err(DropReason::TunnelSeqOutOfOrder)
+    );
+    assert_eq!(a.handle_tunnel_rx(NOW, &from_b[2]), Ok(1));
+    assert_eq!(a.tunnel_stats(1).unwrap().rx_packets_count, 3);
+    let got = drain_deliver(&mut a);
+    let tunnels: Vec<_> = got.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        tunnels,
+        [Some(1), Some(1), Some(1)],
+        "queued ones renumbered"
+    );
+    assert_eq!(got[2].1, udp(6000, 12, 80));
+}
+
+/// A removed tunnel: its queued packets, both ways, are freed and counted; the flow a rule
+/// had put into it is looked up again, finds no rule and goes to the braid peer, placed by
+/// the flow controller.
+#[test]
+fn a_removed_tunnel_drops_its_queued_packets_and_its_flows_go_back_to_braid() {
+    let mut cfg = config(vec![gre("g0", 1, false), gre("g1", 2, false)]);
+    cfg.tx_rules = vec![rule("to-g1", 7000, Action::GreEncap(TunnelId(1)))];
+    let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
+    let mut b = Engine::new(
+        {
+            let mut c = config(vec![gre("g1", 2, true)]);
+            c.tx_rules = vec![rule("to-g1", 7000, Action::GreEncap(TunnelId(0)))];
+            c
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
+    for s in 0..3 {
+        assert_eq!(a.handle_tx(NOW, &udp(7000, s, 200)), TxVerdict::Queued);
+        assert_eq!(b.handle_tx(NOW, &udp(7000, s, 50)), TxVerdict::Queued);
+    }
+    for _ in 0..2 {
+        let (_, outer) = next_outer(&mut b).unwrap();
+        assert_eq!(a.handle_tunnel_rx(NOW, &outer), Ok(1));
+    }
+    assert_eq!(a.tunnel_tx_queued(), 3);
+    assert_eq!(a.controller().flow_count(), 0, "tunnelled, not placed");
+    assert!(a.store_used_bytes() > 0);
+
+    let p = policies(&a, vec![gre("g0", 1, false)], Vec::new());
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.stats().drops.get(DropReason::TunnelRemoved), 5);
+    assert_eq!(a.tunnel_tx_queued(), 0);
+    assert!(drain_deliver(&mut a).is_empty());
+    assert_eq!(a.store_used_bytes(), 0, "every buffer freed");
+    assert_eq!(a.tunnel_stats(1), None);
+
+    // The flow's next packet: no rule, no tunnel, a braid packet on the NIC.
+    let p = udp(7000, 3, 200);
+    assert_eq!(a.handle_tx(NOW, &p), TxVerdict::Queued);
+    assert_eq!(a.rule_stats().tx_flows_replaced_count, 1);
+    assert_eq!(a.controller().flow_count(), 1);
+    assert!(next_outer(&mut a).is_none());
+    let mut buf = vec![0u8; 2000];
+    while a.poll_transmit(NOW, &mut buf).is_some() {}
+    assert_eq!(
+        a.nic_stats(NicId(0)).unwrap().tx_payload_bytes_count,
+        p.len() as u64
+    );
+    // b's packets for the removed tunnel are now unknown.
+    let (_, outer) = next_outer(&mut b).unwrap();
+    assert_eq!(
+        a.handle_tunnel_rx(NOW, &outer),
+        Err(DropReason::TunnelUnknown)
+    );
+}
+
+/// A tunnel of the same name whose key changed is a new tunnel: its queued packet (with the
+/// old key) is dropped and counted, its counters and sequence numbers start again, and the
+/// class keeps sending into it.
+#[test]
+fn a_changed_tunnel_starts_afresh() {
+    let mut a = engine(vec![gre("g", 7, false)], Some(0));
+    for s in 0..2 {
+        assert_eq!(a.handle_tx(NOW, &udp(6000, s, 100)), TxVerdict::Queued);
+    }
+    let (_, first) = next_outer(&mut a).unwrap();
+    assert_eq!(gre_fields(&first).1, Some(0));
+    let p = policies(&a, vec![gre("g", 8, false)], Vec::new());
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.stats().drops.get(DropReason::TunnelRemoved), 1);
+    assert_eq!(a.tunnel_stats(0), Some(&Default::default()));
+    assert_eq!(a.config().classes[0].tunnel, Some(0));
+    assert_eq!(a.handle_tx(NOW, &udp(6000, 2, 100)), TxVerdict::Queued);
+    let (tunnel, outer) = next_outer(&mut a).unwrap();
+    let (key, seq, _, inner) = gre_fields(&outer);
+    assert_eq!((tunnel, key, seq), (0, Some(8), Some(0)));
+    assert_eq!(inner, udp(6000, 2, 100));
+    assert_eq!(a.tunnel_stats(0).unwrap().tx_packets_count, 1);
+    assert_eq!(a.rule_stats().tx_flows_replaced_count, 0, "still tunnelled");
+    assert_eq!(a.controller().flow_count(), 0);
+}
+
+/// Tunnels and a rule added to an engine that had none: the flow the rule names, installed
+/// before as braid traffic, is taken off the flow controller and tunnelled; the far end's
+/// packets come back through the new tunnel.
+#[test]
+fn tunnels_added_to_an_engine_without_any_carry_packets_both_ways() {
+    let mut a = engine(Vec::new(), None);
+    assert_eq!(a.handle_tx(NOW, &udp(6001, 0, 100)), TxVerdict::Queued);
+    assert_eq!(a.controller().flow_count(), 1);
+    let p = policies(
+        &a,
+        vec![vxlan("v", 42, false)],
+        vec![rule("to-v", 6001, Action::VxlanEncap(TunnelId(0)))],
+    );
+    replace(&mut a, p).unwrap();
+    let sent = udp(6001, 1, 100);
+    assert_eq!(a.handle_tx(NOW, &sent), TxVerdict::Queued);
+    assert_eq!(a.rule_stats().tx_flows_replaced_count, 1);
+    assert_eq!(a.controller().flow_count(), 0);
+    let (tunnel, outer) = next_outer(&mut a).unwrap();
+    assert_eq!(tunnel, 0);
+    let d = decap(&outer, &DecapConfig::default()).unwrap();
+    assert!(matches!(d.tunnel, Tunnel::Vxlan { vni: 42, .. }));
+    let (_, inner) = d.inner_l3(&outer).unwrap();
+    assert_eq!(&outer[inner], &sent[..]);
+    assert_eq!(a.tunnel_stats(0).unwrap().tx_packets_count, 1);
+
+    // The far end (a mirrored engine) answers through it.
+    let mut b = engine(vec![vxlan("v", 42, true)], Some(0));
+    let back = udp(6000, 9, 300);
+    assert_eq!(b.handle_tx(NOW, &back), TxVerdict::Queued);
+    let (_, outer) = next_outer(&mut b).unwrap();
+    assert_eq!(a.handle_tunnel_rx(NOW, &outer), Ok(0));
+    assert_eq!(drain_deliver(&mut a), vec![(Some(0), back)]);
+    assert_eq!(a.stats().drops.total(), 0);
+}
+
+/// The parts are checked against each other, not against what is in force: a rule that
+/// puts its flow in a QoS class only the new `qos` has is refused by `ReplaceRules` alone,
+/// and taken with it in one `ReplacePolicies`.
+#[test]
+fn rules_are_checked_against_the_qos_classes_of_the_same_set() {
+    let mut a = engine(Vec::new(), None);
+    let mut cfg = a.config().clone();
+    cfg.qos
+        .classes
+        .push(QosClassConfig::weighted(2, 4, 100, 1 << 20));
+    cfg.tx_rules = vec![rule("gold", 5000, Action::SetPriorityClass(QosClass(2)))];
+    let p = Policies::of(&cfg).unwrap();
+    let alone = Command::ReplaceRules {
+        tx: alloc::boxed::Box::new(p.tx_rules.clone()),
+        rx: alloc::boxed::Box::new(p.rx_rules.clone()),
+    };
+    assert!(matches!(
+        a.apply(NOW, alone),
+        Err(CommandError::InvalidRules(_))
+    ));
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.config().qos, cfg.qos);
+    assert_eq!(a.handle_tx(NOW, &udp(5000, 0, 100)), TxVerdict::Queued);
+    assert_eq!(a.nic_qos_queued(NicId(0), ClassId(2)).map(|q| q.0), Some(1));
+}
+
+/// Every refusal names the part at fault and changes nothing: tunnels, QoS, rules, the
+/// classes' tunnels, the queued packet and the sequence numbers stay as they were.
+#[test]
+fn a_refused_replacement_changes_nothing() {
+    let mut a = engine(vec![gre("g", 7, false)], Some(0));
+    let mut cfg = a.config().clone();
+    cfg.tx_rules = vec![rule("mark", 5000, Action::SetDscp(10))];
+    replace(&mut a, Policies::of(&cfg).unwrap()).unwrap();
+    assert_eq!(a.handle_tx(NOW, &udp(6000, 0, 100)), TxVerdict::Queued);
+    let config = a.config().clone();
+    let version = a.tx_rule_set().version();
+    let used = a.store_used_bytes();
+
+    // A bad tunnel (the VNI does not fit in 24 bits).
+    let p = policies(
+        &a,
+        vec![gre("g", 7, false), vxlan("v", 1 << 24, false)],
+        Vec::new(),
+    );
+    let e = replace(&mut a, p).unwrap_err();
+    assert_eq!(
+        e,
+        CommandError::InvalidTunnels(TunnelRefusal {
+            tunnel: Some(1),
+            field: "vni",
+            why: "must fit in 24 bits (0..=16777215)",
+        })
+    );
+    assert_eq!(
+        alloc::format!("{e}"),
+        "tunnel table refused: tunnels[1].vni: must fit in 24 bits (0..=16777215)"
+    );
+    // Two tunnels that accept the same packets.
+    let p = policies(&a, vec![gre("g", 7, false), gre("h", 7, false)], Vec::new());
+    let e = replace(&mut a, p).unwrap_err();
+    assert!(
+        alloc::format!("{e}").contains("tunnels[1]: accepts the same packets"),
+        "{e}"
+    );
+    // The class's tunnel removed.
+    let p = policies(&a, vec![gre("other", 9, false)], Vec::new());
+    assert_eq!(
+        replace(&mut a, p),
+        Err(CommandError::ClassTunnelRemoved { class: 0 })
+    );
+    // A rule built for a table with a second tunnel, sent with a table without it.
+    let mut p = policies(
+        &a,
+        vec![gre("g", 7, false), gre("h", 8, false)],
+        vec![rule("to-h", 7000, Action::GreEncap(TunnelId(1)))],
+    );
+    p.tunnels.pop();
+    match replace(&mut a, p) {
+        Err(CommandError::InvalidRules(r)) => assert_eq!(r.direction, RuleDirection::Tx),
+        other => panic!("{other:?}"),
+    }
+    // A QoS configuration without a weighted class, with otherwise good tunnels and rules.
+    let mut p = policies(
+        &a,
+        vec![vxlan("v", 42, false), gre("g", 7, false)],
+        Vec::new(),
+    );
+    p.qos = QosConfig {
+        classes: vec![QosClassConfig::strict(0, None, 100, 1 << 20)],
+        ..QosConfig::default()
+    };
+    assert_eq!(
+        replace(&mut a, p),
+        Err(CommandError::InvalidQos(QosError::NoWeightedClass))
+    );
+
+    let c = a.config();
+    assert_eq!(c.tunnels, config.tunnels);
+    assert_eq!(c.qos, config.qos);
+    assert_eq!(c.tx_rules, config.tx_rules);
+    assert_eq!(c.classes, config.classes);
+    assert_eq!(a.tx_rule_set().version(), version);
+    assert_eq!(a.rule_stats().sets_replaced_count, 1);
+    assert_eq!(a.store_used_bytes(), used);
+    assert_eq!(a.stats().drops.total(), 0);
+    assert_eq!(a.tunnel_tx_queued(), 1);
+    let (tunnel, outer) = next_outer(&mut a).unwrap();
+    let (key, seq, _, inner) = gre_fields(&outer);
+    assert_eq!((tunnel, key, seq), (0, Some(7), Some(0)));
+    assert_eq!(inner, udp(6000, 0, 100));
+}
