@@ -1240,6 +1240,28 @@ impl Engine {
         }
     }
 
+    /// When `nic`'s pacer lets the next packet out: its next free time less the pacing
+    /// burst. `None` for a NIC that is not configured.
+    pub(super) fn nic_next_send(&self, nic: NicId) -> Option<Instant> {
+        let n = self.nics.get(nic.index())?.as_ref()?;
+        Some(n.next_free.saturating_sub(self.config.pacing_burst))
+    }
+
+    /// A tunnel packet of `len` bytes (a whole outer IP packet) left on `nic`: move the NIC's
+    /// next free time on by its wire time, as [`Self::account_tx`] does for braid packets,
+    /// so tunnel and braid traffic together stay within the NIC's pacing rate. The NIC's
+    /// braid counters are not touched (the tunnel has its own).
+    pub(super) fn pace_tunnel_send(&mut self, now: Instant, nic: NicId, len: usize) {
+        /// The Ethernet header in front of the outer IP packet on the link.
+        const ETHERNET_HEADER_BYTES: u64 = 14;
+        let credit = self.config.pacing_credit;
+        if let Some(n) = self.nics.get_mut(nic.index()).and_then(Option::as_mut) {
+            let wire_bits = (len as u64 + ETHERNET_HEADER_BYTES) * 8;
+            let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
+            n.next_free = n.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
+        }
+    }
+
     // ------------------------------------------------------------------ RX path
 
     /// Take one braid packet that arrived on `nic`.
@@ -1687,6 +1709,7 @@ impl Engine {
             .flatten()
             .filter(|n| !n.queue.is_empty())
             .map(|n| n.next_free.saturating_sub(self.config.pacing_burst))
+            .chain(self.tunnel_pacing_timeout())
             .min();
         [
             self.health.poll_timeout(),

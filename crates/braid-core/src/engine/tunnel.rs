@@ -37,9 +37,15 @@
 //! fragments the outer packet itself with `ipfrag`, all or none into the queue
 //! (`tunnel/fragment.rs`).
 //!
-//! Tunnel traffic is not paced or shaped by braid: it leaves through the NIC's own kernel
-//! queue (XXX(#4): a QoS class of the NIC's scheduler once the rule engine sets priorities
-//! for tunnelled flows too).
+//! **Shaped with the NIC's braid traffic.** A tunnel's packets share its NIC's pacer with
+//! braid's own: [`Engine::poll_tunnel_transmit`] hands out the oldest tunnel packet only
+//! when that NIC's pacing allows a send (as `poll_transmit` does for braid's queues), and
+//! sending it moves the NIC's next free time on by its wire time (the outer IP packet plus
+//! an Ethernet header), so the two together stay within the NIC's capacity. The tunnel
+//! queue is one FIFO: while the oldest packet's NIC is busy, the packets behind it wait too,
+//! also those of a tunnel on another NIC (a bounded wait: that NIC's next free time). They
+//! are not classified into the NIC's QoS classes (XXX(#4): a QoS class of the NIC's
+//! scheduler once the rule engine sets priorities for tunnelled flows too).
 //!
 //! # RX
 //!
@@ -502,12 +508,16 @@ impl Engine {
     /// the largest tunnel MTU): a whole outer IP packet to send as it is. A packet larger
     /// than `buf` is dropped and counted as [`DropReason::TooBig`].
     #[must_use]
-    pub fn poll_tunnel_transmit(
-        &mut self,
-        _now: Instant,
-        buf: &mut [u8],
-    ) -> Option<TunnelTransmit> {
-        while let Some(q) = self.tunnels.tx.pop_front() {
+    pub fn poll_tunnel_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<TunnelTransmit> {
+        loop {
+            // The NIC's pacer first (see the module doc): a busy NIC holds the queue.
+            let tunnel = usize::from(self.tunnels.tx.front()?.tunnel);
+            if let Some(rt) = self.tunnels.rt.get(tunnel)
+                && self.nic_next_send(rt.spec.nic).is_some_and(|t| t > now)
+            {
+                return None;
+            }
+            let q = self.tunnels.tx.pop_front()?;
             let bytes = self.store.get(&q.buf);
             let len = bytes.len();
             let fits = match buf.get_mut(..len) {
@@ -525,13 +535,21 @@ impl Engine {
             let rt = &mut self.tunnels.rt[usize::from(q.tunnel)];
             rt.stats.tx_packets_count += 1;
             rt.stats.tx_bytes_count += len as u64;
+            let nic = rt.spec.nic;
+            self.pace_tunnel_send(now, nic, len);
             return Some(TunnelTransmit {
                 tunnel: q.tunnel,
-                nic: rt.spec.nic,
+                nic,
                 len,
             });
         }
-        None
+    }
+
+    /// When the oldest queued tunnel packet's NIC may send again (for
+    /// [`Self::poll_timeout`]); `None` with an empty queue.
+    pub(super) fn tunnel_pacing_timeout(&self) -> Option<Instant> {
+        let tunnel = usize::from(self.tunnels.tx.front()?.tunnel);
+        self.nic_next_send(self.tunnels.rt.get(tunnel)?.spec.nic)
     }
 
     /// The next decapsulated inner packet for the vNIC, for [`Self::poll_deliver`] (after
