@@ -350,6 +350,36 @@ impl TunnelPort {
         Ok(())
     }
 
+    /// Make room in the send queue for `packets` more: the fragments of one outer datagram,
+    /// which must go all or none (a peer holds a partial datagram's fragments until its
+    /// reassembly timeout). A queue with fewer free slots is flushed first. More packets than
+    /// a batch ([`TunnelPortConfig::batch`]) never fit at once: then an empty queue is
+    /// enough, and the later ones are queued as [`Self::queue`]'s flushes make room (a
+    /// socket whose buffer fills half-way can still cut such a datagram).
+    ///
+    /// # Errors
+    /// [`QueueError::Full`] if the kernel did not take enough to make room: counted once in
+    /// `tx_drop_queue_full`, for the whole datagram.
+    pub fn reserve(&mut self, packets: usize) -> Result<(), QueueError> {
+        let want = packets.min(self.cfg.batch);
+        let free = |p: &Self| p.cfg.batch - p.tx_lens.len();
+        if free(self) < want {
+            // Errors were counted; what matters here is whether room was made.
+            let _ = self.flush();
+            if free(self) < want {
+                self.stats.tx_drop_queue_full += 1;
+                return Err(QueueError::Full);
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets queued and not yet sent.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.tx_lens.len() - self.tx_sent
+    }
+
     /// `true` if packets are queued but not yet sent.
     #[must_use]
     pub fn has_backlog(&self) -> bool {

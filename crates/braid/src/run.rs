@@ -319,12 +319,17 @@ fn same_classes(new: &Plan, previous: &Plan) -> bool {
 /// ports it no longer uses. The engines share one configuration, so they accept or refuse
 /// alike; should one refuse or not answer after others took the new set, those are put back
 /// to `previous`'s policies (with the ports `ports(k, previous, new)` reopens), so the
-/// workers do not stay on different sets.
+/// workers do not stay on different sets. "No answer" must mean "not applied, ever": the
+/// daemon's `apply` waits as long as the worker runs (a worker that applied the command
+/// after its caller had given up would stay on the new set while the others went back).
+/// The rollback command is built before any worker switches (with more than one worker), so
+/// that a rollback cannot fail half-way for want of it; only its tunnel ports are opened
+/// when it is needed (the old ones hold their addresses until then).
 ///
 /// # Errors
 /// A section that cannot change at run time, rules that do not build, a tunnel port that
 /// cannot be opened (naming the tunnel and why), or the first worker that refused (the
-/// engine's reason) or did not answer.
+/// engine's reason) or did not take them (`apply` answered `None`: not applied, ever).
 pub(crate) fn apply_policies<W>(
     workers: &[W],
     apply: impl Fn(&W, Command, Vec<TunnelPortPlan>) -> Option<Result<(), CommandError>>,
@@ -354,6 +359,17 @@ pub(crate) fn apply_policies<W>(
         return Ok(());
     }
     let command = policies_command(new, link_mtu)?;
+    // Built now, before anything changes: a rollback that could not be built would leave
+    // the workers that switched on the new set (a large rule set takes a while, so only
+    // when there is someone to roll back).
+    let back = if workers.len() > 1 {
+        Some(
+            policies_command(previous, link_mtu)
+                .context("the policies in force (to roll back to)")?,
+        )
+    } else {
+        None
+    };
     let mut opened = Vec::with_capacity(workers.len());
     for k in 0..workers.len() {
         opened.push(ports(k, new, previous)?);
@@ -362,11 +378,12 @@ pub(crate) fn apply_policies<W>(
         let failure = match apply(w, command.clone(), plans) {
             Some(Ok(())) => continue,
             Some(Err(e)) => anyhow::anyhow!("worker {k} refused the policies: {e}"),
-            None => anyhow::anyhow!("worker {k} did not answer (stopped or stuck)"),
+            None => anyhow::anyhow!(
+                "worker {k} did not take the policies (its thread has ended, or its command \
+                 queue is full)"
+            ),
         };
-        if k > 0 {
-            // Built only now: a large rule set of one priority takes a while to validate.
-            let back = policies_command(previous, link_mtu)?;
+        if let Some(back) = back.as_ref().filter(|_| k > 0) {
             for (j, done) in workers[..k].iter().enumerate() {
                 let restored = ports(j, previous, new)
                     .map(|plans| apply(done, back.clone(), plans))
@@ -557,23 +574,82 @@ fn open_tunnel_port(plan: &Plan, spec: &PortSpec) -> Result<braid_io::tunnel::Tu
     })
 }
 
-/// Warn about tunnels whose outer packets cannot carry a vNIC-MTU packet.
+/// How a tunnel's outer packet for a vNIC-MTU packet compares with its NIC's MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TunnelFit {
+    /// It fits.
+    Fits,
+    /// Larger: sent as IPv4 fragments (GRE over IPv4 with `df = false`).
+    Fragments,
+    /// Larger: the tunnel's larger packets are dropped (`tunnel_too_big`).
+    TooBig,
+}
+
+/// The most tunnel `id` of `plan` adds to a vNIC packet: its encapsulation's overhead, plus
+/// an 802.1Q tag ([`braid_wire::tunnel::VLAN_TAG_LEN`]) if a TX rule may push one into its
+/// flows' inner Ethernet header: a `push_vlan` rule whose own VXLAN tunnel action names it,
+/// or, for a rule without a tunnel action (its flows' class gives the tunnel), a VXLAN
+/// tunnel that some flow class names (which class's flows the rule takes is not worked out
+/// here: conservatively, any).
+fn tunnel_overhead(plan: &Plan, id: usize) -> usize {
+    use braid_core::rules::Action;
+    use braid_wire::tunnel::{Encap, VLAN_TAG_LEN};
+    let t = &plan.tunnels[id];
+    if !matches!(t.encap, Encap::Vxlan(_)) {
+        return t.encap.overhead();
+    }
+    let in_a_class = plan
+        .classes
+        .iter()
+        .any(|c| c.tunnel.is_some_and(|k| usize::from(k) == id));
+    let tagged = plan.rules.tx.iter().any(|r| {
+        let pushes = r.actions.iter().any(|a| matches!(a, Action::PushVlan(_)));
+        let own = r.actions.iter().find_map(|a| match a {
+            Action::VxlanEncap(k) | Action::GreEncap(k) => Some(usize::from(k.0)),
+            _ => None,
+        });
+        pushes && own.map_or(in_a_class, |k| k == id)
+    });
+    t.encap.overhead() + if tagged { VLAN_TAG_LEN } else { 0 }
+}
+
+/// Per tunnel of `plan`: its overhead ([`tunnel_overhead`]), its NIC's MTU and how a
+/// vNIC-MTU packet fits.
+fn tunnel_fits(plan: &Plan, link_mtu: &[u32]) -> Vec<(usize, u32, TunnelFit)> {
+    (0..plan.tunnels.len())
+        .map(|id| {
+            let t = &plan.tunnels[id];
+            let mtu = link_mtu[usize::from(t.nic.0)];
+            let overhead = tunnel_overhead(plan, id);
+            let fit = if plan.file.vnic.mtu as usize + overhead <= mtu as usize {
+                TunnelFit::Fits
+            } else if t.fragments_outer() {
+                TunnelFit::Fragments
+            } else {
+                TunnelFit::TooBig
+            };
+            (overhead, mtu, fit)
+        })
+        .collect()
+}
+
+/// Warn about tunnels whose outer packets cannot carry a vNIC-MTU packet (with the VLAN tag
+/// a rule pushes, [`tunnel_overhead`]).
 fn warn_tunnel_mtu(plan: &Plan, link_mtu: &[u32]) {
-    for t in &plan.tunnels {
-        let mtu = link_mtu[usize::from(t.nic.0)];
-        let overhead = t.encap.overhead();
-        if plan.file.vnic.mtu as usize + overhead > mtu as usize && t.fragments_outer() {
-            tracing::info!(
+    for (t, (overhead, mtu, fit)) in plan.tunnels.iter().zip(tunnel_fits(plan, link_mtu)) {
+        match fit {
+            TunnelFit::Fits => {}
+            TunnelFit::Fragments => tracing::info!(
                 tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
                 "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger outer \
                  packets are sent as IPv4 fragments (GRE with df = false)"
-            );
-        } else if plan.file.vnic.mtu as usize + overhead > mtu as usize {
-            tracing::warn!(
+            ),
+            TunnelFit::TooBig => tracing::warn!(
                 tunnel = %t.name, vnic_mtu = plan.file.vnic.mtu, overhead, nic_mtu = mtu,
-                "vnic.mtu plus the tunnel's overhead exceeds the NIC's MTU: larger packets of \
-                 the tunnel's flows are dropped (tunnel_too_big)"
-            );
+                "vnic.mtu plus the tunnel's overhead (with a push_vlan rule's tag) exceeds \
+                 the NIC's MTU: larger packets of the tunnel's flows are dropped \
+                 (tunnel_too_big)"
+            ),
         }
     }
 }
@@ -788,6 +864,13 @@ fn write_stats(path: &Path, snaps: &[Snapshot]) {
 /// Add two workers' stats: counters are summed; a link's delay and loss (each worker
 /// measures the same link) and the time take the larger; ids, names and states the first;
 /// `open` is true only if it is for both.
+///
+/// The entries of a list that say who they are (an `id`, a `name`, or both: NICs, rules,
+/// tunnels, tunnel ports, QoS classes) are matched by that, not by their place: for a
+/// moment after a reload the workers may be on different tables (each switches between two
+/// of its own batches), and the second rule of one table is not the second of the other.
+/// An entry only one worker has is taken as it is. Entries without either (the vNIC
+/// queues) are matched by place.
 pub(crate) fn merge_json(a: serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     // `replaced` (rule replacements): every worker takes each one.
@@ -811,15 +894,33 @@ pub(crate) fn merge_json(a: serde_json::Value, b: &serde_json::Value) -> serde_j
             }
             Value::Object(a)
         }
-        (Value::Array(a), Value::Array(b)) => Value::Array(
-            a.into_iter()
-                .zip(b.iter().map(Some).chain(std::iter::repeat(None)))
-                .map(|(va, vb)| match vb {
-                    Some(vb) => merge_json(va, vb),
-                    None => va,
-                })
-                .collect(),
-        ),
+        (Value::Array(a), Value::Array(b)) => {
+            let key = |v: &Value| {
+                let (id, name) = (v.get("id"), v.get("name"));
+                (id.is_some() || name.is_some()).then(|| (id.cloned(), name.cloned()))
+            };
+            if a.iter().chain(b).all(|v| key(v).is_some()) {
+                let mut out = a;
+                for vb in b {
+                    let k = key(vb);
+                    match out.iter_mut().find(|va| key(va) == k) {
+                        Some(va) => *va = merge_json(std::mem::take(va), vb),
+                        None => out.push(vb.clone()),
+                    }
+                }
+                Value::Array(out)
+            } else {
+                Value::Array(
+                    a.into_iter()
+                        .zip(b.iter().map(Some).chain(std::iter::repeat(None)))
+                        .map(|(va, vb)| match vb {
+                            Some(vb) => merge_json(va, vb),
+                            None => va,
+                        })
+                        .collect(),
+                )
+            }
+        }
         (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64()) {
             (Some(x), Some(y)) => json!(x.saturating_add(y)),
             _ => json!(x.as_f64().unwrap_or(0.0) + y.as_f64().unwrap_or(0.0)),
@@ -1278,6 +1379,121 @@ set_dscp = 10
             );
         }
         assert!(w.on(&previous));
+    }
+
+    /// The rollback command is built before any worker switches: if the policies in force
+    /// cannot be built again (here: a rule set the engine refuses, as a changed engine
+    /// could), nothing is applied, instead of a worker switching and the rollback failing
+    /// half-way, which left it on the new set while the others stayed on the old one.
+    #[test]
+    fn the_rollback_is_built_before_any_worker_switches() {
+        let base = Config::parse(BASE).unwrap();
+        let w = Workers::new(&base);
+        // What the workers run, as far as apply_policies knows, with a rule that shadows
+        // the first: it cannot be built again.
+        let mut in_force = base.clone();
+        in_force.rules.tx.push(in_force.rules.tx[0].clone());
+        assert!(
+            policies_command(&in_force, &[1500]).is_err(),
+            "cannot be built"
+        );
+        let new = Config::parse(&BASE.replacen("set_dscp = 10", "set_dscp = 20", 1)).unwrap();
+        let calls = RefCell::new(0);
+        let refusing = |e: &Worker, cmd, _: Vec<TunnelPortPlan>| {
+            *calls.borrow_mut() += 1;
+            if std::ptr::eq(e, &w.engines[1]) {
+                return Some(Err(CommandError::InvalidValue("tx")));
+            }
+            real(e, cmd)
+        };
+        let ports = |k: usize, to: &Plan, from: &Plan| w.ports(k, to, from);
+        let err =
+            apply_policies(&w.engines, refusing, ports, &new, &in_force, &[1500]).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("the policies in force (to roll back to): "),
+            "{err:#}"
+        );
+        assert_eq!(*calls.borrow(), 0, "no worker was sent anything");
+        assert!(w.on(&base), "every worker on the policies in force");
+        assert!(w.port_calls.borrow().is_empty(), "no port opened");
+    }
+
+    /// The MTU warning counts the 802.1Q tag a `push_vlan` rule puts in a VXLAN tunnel's
+    /// inner Ethernet header: vnic.mtu + 50 fits a 1500-byte NIC, + 54 does not.
+    #[test]
+    fn a_push_vlan_rule_adds_its_tag_to_the_tunnels_overhead() {
+        let vxlan = BASE
+            .replacen("mtu = 1400", "mtu = 1450", 1)
+            .replacen(
+                "kind = \"gre\"",
+                "kind = \"vxlan\"\nvni = 42\ninner_dst_mac = \"02:00:00:00:00:0b\"",
+                1,
+            )
+            .replacen("key = 1\n", "", 1);
+        let untagged = Config::parse(&vxlan).unwrap();
+        assert_eq!(
+            tunnel_fits(&untagged, &[1500]),
+            [(50, 1500, TunnelFit::Fits)]
+        );
+        // A rule with its own tunnel action, and one whose flows' class gives the tunnel.
+        for rule in ["tunnel = \"t0\"\npush_vlan = 100", "push_vlan = 100"] {
+            let text = vxlan.replacen("set_dscp = 10", rule, 1).replacen(
+                "dst_ports = \"5000\"",
+                "dst_ports = \"6000\"",
+                1,
+            );
+            let tagged = Config::parse(&text).unwrap();
+            assert_eq!(
+                tunnel_fits(&tagged, &[1500]),
+                [(54, 1500, TunnelFit::TooBig)],
+                "{rule}"
+            );
+        }
+        // GRE carries no tag; with df = false it fragments.
+        let gre = Config::parse(&BASE.replacen("mtu = 1400", "mtu = 1480", 1)).unwrap();
+        assert_eq!(
+            tunnel_fits(&gre, &[1500]),
+            [(28, 1500, TunnelFit::Fragments)]
+        );
+    }
+
+    /// For a moment after a reload the workers may be on different rule tables: the
+    /// merged counters follow each rule by id and name, never adding one table's rule to
+    /// another table's rule at the same place.
+    #[test]
+    fn merged_rule_counters_follow_the_rule_not_its_place() {
+        let old = json!({"rules": {"replaced": 1, "tx": [
+            {"id": 0, "name": "mark", "packets": 3, "bytes": 300},
+            {"id": 1, "name": "shed", "packets": 1, "bytes": 60},
+        ]}});
+        // This worker has taken the new table already: "mark" is gone.
+        let new = json!({"rules": {"replaced": 2, "tx": [
+            {"id": 0, "name": "shed", "packets": 5, "bytes": 500},
+        ]}});
+        let m = merge_json(old, &new);
+        assert_eq!(m["rules"]["replaced"], 2);
+        assert_eq!(
+            m["rules"]["tx"],
+            json!([
+                {"id": 0, "name": "mark", "packets": 3, "bytes": 300},
+                {"id": 1, "name": "shed", "packets": 1, "bytes": 60},
+                {"id": 0, "name": "shed", "packets": 5, "bytes": 500},
+            ])
+        );
+        // Tunnels too; and an entry only the second worker has is kept.
+        let a = json!({"tunnels": [{"id": 0, "name": "t0", "tx_packets": 1}]});
+        let b = json!({"tunnels": [
+            {"id": 0, "name": "t9", "tx_packets": 7},
+            {"id": 1, "name": "t0", "tx_packets": 2},
+        ]});
+        assert_eq!(
+            merge_json(a, &b)["tunnels"],
+            json!([
+                {"id": 0, "name": "t0", "tx_packets": 1},
+                {"id": 0, "name": "t9", "tx_packets": 7},
+                {"id": 1, "name": "t0", "tx_packets": 2},
+            ])
+        );
     }
 
     #[test]

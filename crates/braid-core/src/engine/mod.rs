@@ -144,8 +144,10 @@ pub enum Command {
     /// name against the new table), and a refusal changes nothing. Tunnels that stay (same
     /// name, NIC and encapsulation) keep their state (outer IPv4 id, GRE sequence numbers
     /// sent and checked, counters, queued packets); the queued packets of the others are
-    /// dropped and counted ([`crate::DropReason::TunnelRemoved`]); every TX flow is looked
-    /// up again on its next packet. QoS as [`Command::SetQos`], rules as
+    /// dropped and counted ([`crate::DropReason::TunnelRemoved`], once per datagram); a
+    /// changed or re-added tunnel of the same name, NIC, endpoints and VNI or key carries on
+    /// its GRE sequence number and outer IPv4 id (`engine/tunnel/replace.rs`); every TX flow
+    /// is looked up again on its next packet. QoS as [`Command::SetQos`], rules as
     /// [`Command::ReplaceRules`]. See `engine/policies.rs`.
     ReplacePolicies(Box<Policies>),
 }
@@ -163,8 +165,10 @@ pub enum CommandError {
     /// A QoS configuration the engine refuses ([`Command::SetQos`]).
     InvalidQos(QosError),
     /// A rule of [`Command::ReplaceRules`] the engine cannot carry out with the
-    /// configuration in force (a tunnel or QoS class it names is gone), or of
-    /// [`Command::ReplacePolicies`] with the tunnels and QoS classes it brings.
+    /// configuration in force (a tunnel or QoS class it names is gone; a VLAN push whose
+    /// flows' class tunnel is not VXLAN, a VLAN pop or match with no VXLAN tunnel), or of
+    /// [`Command::ReplacePolicies`] with the tunnels, QoS classes and remapped flow classes
+    /// it brings.
     InvalidRules(RuleRefusal),
     /// A tunnel table the engine refuses ([`Command::ReplacePolicies`]).
     InvalidTunnels(TunnelRefusal),
@@ -174,6 +178,10 @@ pub enum CommandError {
         /// Index into [`EngineConfig::classes`].
         class: usize,
     },
+    /// Not taken through the path it came by, which the text names with the one to use
+    /// (the engine does not return it: its callers do, such as braid-io's worker for a
+    /// [`Command::ReplacePolicies`] sent without the worker's tunnel ports).
+    NotAccepted(&'static str),
 }
 
 impl fmt::Display for CommandError {
@@ -190,6 +198,7 @@ impl fmt::Display for CommandError {
                 "tunnel table refused: classes[{class}].tunnel: the flow class's tunnel is \
                  not in the new table (a class follows its tunnel by name)"
             ),
+            Self::NotAccepted(why) => write!(f, "command not accepted here: {why}"),
         }
     }
 }

@@ -113,7 +113,7 @@ impl Engine {
         self.config
             .check_qos(&qos)
             .map_err(CommandError::InvalidQos)?;
-        self.check_rules_against(&tx_rules, &rx_rules, &tunnels, &qos)?;
+        self.check_rules_against(&tx_rules, &rx_rules, &tunnels, &qos, named)?;
 
         // Swap, in an order where each part finds the ones it depends on in place.
         if qos != self.config.qos {

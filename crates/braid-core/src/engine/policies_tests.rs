@@ -465,3 +465,105 @@ fn a_refused_replacement_changes_nothing() {
     assert_eq!((tunnel, key, seq), (0, Some(7), Some(0)));
     assert_eq!(inner, udp(6000, 0, 100));
 }
+
+/// The VLAN checks run against what the rules are to run with, not only at build: a
+/// `push_vlan` whose flows' class tunnel becomes GRE (same name, other kind), an RX
+/// `pop_vlan` or VLAN match with no VXLAN tunnel left, and, through `ReplaceRules`, tables
+/// built for a VXLAN class on an engine whose class tunnel is GRE, are refused naming the
+/// rule, and nothing changes. The class's tunnel is checked at its new index (it follows
+/// its name).
+#[test]
+fn vlan_rules_are_checked_against_the_new_tunnels_and_classes() {
+    use crate::engine::RuleTable;
+    use crate::rules::{RuleIndex, VlanTag};
+    let tag = Action::PushVlan(VlanTag { vid: 100, pcp: 0 });
+    let vlan_100 = RuleMatch {
+        vlan: Some(100),
+        ..RuleMatch::ANY
+    };
+    let mut a = engine(vec![vxlan("t", 42, false)], Some(0));
+    let mut cfg = a.config().clone();
+    cfg.tx_rules = vec![
+        rule("mark", 5000, Action::SetDscp(10)),
+        rule("tag", 6000, tag),
+    ];
+    cfg.rx_rules = vec![Rule::new("untag", 1, vlan_100, &[Action::PopVlan])];
+    let p = Policies::of(&cfg).unwrap();
+    replace(&mut a, p.clone()).unwrap();
+    let config = a.config().clone();
+    let version = a.tx_rule_set().version();
+    let refused = |e: CommandError| match e {
+        CommandError::InvalidRules(r) => (r, alloc::format!("{e}")),
+        other => panic!("{other:?}"),
+    };
+
+    // The class's tunnel "t" is GRE in the new table.
+    let mut to_gre = p.clone();
+    to_gre.tunnels = vec![gre("t", 7, false)];
+    let (r, text) = refused(replace(&mut a, to_gre.clone()).unwrap_err());
+    assert_eq!(
+        (r.direction, r.rule, r.action),
+        (RuleDirection::Tx, RuleIndex(1), Some(0))
+    );
+    assert!(
+        text.contains("tx_rules[1]: action #0: push_vlan needs a vxlan-encapsulated flow"),
+        "{text}"
+    );
+    // Without the push: the RX pop has no VXLAN tunnel left.
+    to_gre.tx_rules = RuleTable::empty(RuleDirection::Tx);
+    let (r, text) = refused(replace(&mut a, to_gre.clone()).unwrap_err());
+    assert_eq!((r.direction, r.rule), (RuleDirection::Rx, RuleIndex(0)));
+    assert!(text.contains("pop_vlan needs a vxlan tunnel"), "{text}");
+    // Nor a VLAN match (which drops, so needs no pop).
+    let mut drop_cfg = cfg.clone();
+    drop_cfg.rx_rules = vec![Rule::new("drop-100", 1, vlan_100, &[Action::Drop])];
+    to_gre.rx_rules = Policies::of(&drop_cfg).unwrap().rx_rules;
+    let (r, text) = refused(replace(&mut a, to_gre).unwrap_err());
+    assert_eq!(r.action, None);
+    assert!(
+        text.contains("rx_rules[0]: match: a vlan match needs a vxlan tunnel"),
+        "{text}"
+    );
+    let c = a.config();
+    assert_eq!(
+        (&c.tunnels, &c.classes, &c.tx_rules, &c.rx_rules),
+        (
+            &config.tunnels,
+            &config.classes,
+            &config.tx_rules,
+            &config.rx_rules
+        ),
+        "nothing changed"
+    );
+    assert_eq!(a.tx_rule_set().version(), version);
+
+    // A GRE tunnel in front: "t" moves to index 1, and the class with it: accepted, and
+    // the class's flows are tagged in "t".
+    let mut moved = p;
+    moved.tunnels = vec![gre("g", 7, false), vxlan("t", 42, false)];
+    replace(&mut a, moved).unwrap();
+    assert_eq!(a.config().classes[0].tunnel, Some(1));
+    assert_eq!(a.handle_tx(NOW, &udp(6000, 0, 100)), TxVerdict::Queued);
+    let (tunnel, outer) = next_outer(&mut a).unwrap();
+    assert_eq!(tunnel, 1);
+    let d = decap(&outer, &DecapConfig::default()).unwrap();
+    assert_eq!(d.inner_ip(&outer).unwrap().vlan.map(|t| t.vid), Some(100));
+
+    // ReplaceRules: tables built for a VXLAN class tunnel, on an engine whose class
+    // tunnel is GRE.
+    let mut b = engine(vec![gre("t", 7, false)], Some(0));
+    let version = b.tx_rule_set().version();
+    let e = b
+        .apply(
+            NOW,
+            Command::ReplaceRules {
+                tx: alloc::boxed::Box::new(Policies::of(&cfg).unwrap().tx_rules),
+                rx: alloc::boxed::Box::new(RuleTable::empty(RuleDirection::Rx)),
+            },
+        )
+        .unwrap_err();
+    let (r, _) = refused(e);
+    assert_eq!((r.rule, r.action), (RuleIndex(1), Some(0)));
+    assert_eq!(b.tx_rule_set().version(), version);
+    assert!(b.config().tx_rules.is_empty());
+}

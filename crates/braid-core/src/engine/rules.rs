@@ -72,7 +72,14 @@
 //! can fall in; `check_vlan`). On RX a tunnel hands the VLAN id of a tagged inner frame
 //! with the packet: the key carries it (a `vlan` match sees it) and the rule that applies
 //! must `PopVlan` it, else [`DropReason::TunnelVlanNotPopped`]. `PopVlan` on TX, `PushVlan`
-//! on RX, `PopVlan` without a VXLAN tunnel and a TX `vlan` match are refused.
+//! on RX, `PopVlan` or an RX `vlan` match without a VXLAN tunnel, and a TX `vlan` match are
+//! refused; so is an RX `vlan` match without `PopVlan` (or `Drop`), which would drop every
+//! packet it matches. GRE gets no tag: a GRE tunnel carries the bare IP packet or, built
+//! with an inner Ethernet header (`InnerFormat::IpInEthernet`, transparent Ethernet
+//! bridging, which the tunnel table allows; the configuration file builds none), untagged
+//! frames only — a `PushVlan` for a GRE flow is refused, and a tagged frame from GRE is
+//! [`DropReason::TunnelInnerNotIp`]. These checks run at [`RuleTable::build`] and again
+//! on every replacement, against the tunnels and flow classes the tables are to run with.
 //!
 //! # Conditions on live state
 //!
@@ -88,8 +95,9 @@
 //!
 //! [`Command::ReplaceRules`](super::super::Command::ReplaceRules) carries two tables built
 //! off the fast path ([`RuleTable::build`]: validation and compilation allocate). The engine
-//! checks them against its configuration in force (tunnels, QoS classes: they may have
-//! changed since the build), swaps both in between two batches with
+//! checks them against its configuration in force (tunnels, QoS classes, the flow classes'
+//! tunnels for `PushVlan`, VXLAN for `PopVlan` and `vlan` matches: they may have changed
+//! since the build), swaps both in between two batches with
 //! [`RuleSet::replace`](crate::rules::RuleSet::replace) (so every cached lookup is stale),
 //! evaluates their conditions at once and widens the flow classification if the new rules
 //! match on a key it did not use (DSCP, VLAN, VNI, ports). A refused table changes nothing.
@@ -108,7 +116,14 @@
 //! a narrower key has moved or expired) and, if the flow is there, moves its entry to the
 //! new key: the table keeps one entry per flow, and the flow keeps its id, sequence and
 //! placement (`tx_flows_rekeyed_count`). Packets of one old flow that now differ in the new
-//! field are new flows, except for the first of them, which takes the old entry.
+//! field are new flows, except for the first of them, which takes the old entry. The moved
+//! entry's cached rule is made stale: it was looked up for the old key, and may even be
+//! current (a fragment, whose key has no ports, hit the old entry after the replacement),
+//! so the flow's next packet looks up its new key's rule. Each entry records the
+//! classification generation it was keyed under (how many widenings came before it), and
+//! only an entry keyed under the narrower classification moves: a flow installed since
+//! whose key happens to be the narrowed one (the fragments' own flow after a widening to
+//! ports) is some other flow's and stays.
 //!
 //! # Counters
 //!
@@ -129,7 +144,7 @@ use braid_wire::IpSummary;
 use braid_wire::rewrite::{Edit, VlanTag as WireVlanTag, apply_l3};
 
 use super::{Engine, TxFlow};
-use crate::engine::config::{ClassPolicy, EngineConfig};
+use crate::engine::config::{ClassMatch, ClassPolicy, EngineConfig, FlowClass};
 use crate::engine::tunnel::{MAX_TUNNELS, TunnelSpec};
 use crate::engine::{CommandError, ConfigError, TxVerdict};
 use crate::flow::{ClassifyConfig, FlowKey};
@@ -179,20 +194,40 @@ pub struct RuleRefusal {
     pub direction: RuleDirection,
     /// The rule, by its position in the direction's list.
     pub rule: RuleIndex,
-    /// The action, by its position in the rule's list.
-    pub action: u32,
+    /// The action, by its position in the rule's list; `None`: the rule's match (with the
+    /// actions it has, or lacks).
+    pub action: Option<u32>,
     /// Why.
     pub why: &'static str,
+}
+
+impl RuleRefusal {
+    /// What in the rule is refused: `action #1` or `match`.
+    const fn part(&self) -> RefusedPart {
+        RefusedPart(self.action)
+    }
+}
+
+/// [`RuleRefusal::action`] as the messages say it.
+struct RefusedPart(Option<u32>);
+
+impl fmt::Display for RefusedPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "action #{a}"),
+            None => f.write_str("match"),
+        }
+    }
 }
 
 impl fmt::Display for RuleRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}[{}]: action #{}: {}",
+            "{}[{}]: {}: {}",
             self.direction.field(),
             self.rule.0,
-            self.action,
+            self.part(),
             self.why
         )
     }
@@ -225,10 +260,10 @@ impl fmt::Display for RulesError {
             Self::Invalid { direction, errors } => write!(f, "{}: {errors}", direction.field()),
             Self::Unsupported { refusal, name } => write!(
                 f,
-                "{}[{}] {name:?}: action #{}: {}",
+                "{}[{}] {name:?}: {}: {}",
                 refusal.direction.field(),
                 refusal.rule.0,
-                refusal.action,
+                refusal.part(),
                 refusal.why
             ),
         }
@@ -402,8 +437,9 @@ impl RuleTable {
         direction: RuleDirection,
         rules: Vec<Rule>,
     ) -> Result<Self, RulesError> {
-        check_actions(direction, &rules, &Env::of(config))
-            .and_then(|()| check_vlan(direction, &rules, config))
+        let env = Env::of(config);
+        check_actions(direction, &rules, &env)
+            .and_then(|()| check_vlan(direction, &rules, &env))
             .map_err(|refusal| RulesError::Unsupported {
                 name: rules[refusal.rule.0 as usize].name.clone(),
                 refusal,
@@ -502,21 +538,31 @@ const fn tunnel_kind(e: &braid_wire::tunnel::Encap) -> TunnelKind {
     }
 }
 
-/// What the engine's own action checks need from the configuration in force.
+/// What the engine's own checks of the actions and of VLAN need from the configuration
+/// the rules are to run with.
 struct Env {
     tunnels: Vec<TunnelKind>,
     /// Bit `i`: QoS class `i` exists.
     qos_known: u8,
+    /// The flow classes, in order: each one's match and its tunnel (an index into
+    /// `tunnels`).
+    classes: Vec<(ClassMatch, Option<u8>)>,
 }
 
 impl Env {
     fn of(config: &EngineConfig) -> Self {
-        Self::new(&config.tunnels, &config.qos)
+        Self::new(&config.tunnels, &config.qos, &config.classes, Some)
     }
 
     /// For a tunnel table and QoS configuration that are not (yet) the configuration's
-    /// ([`Engine::check_rule_tables`]).
-    fn new(tunnels: &[TunnelSpec], qos: &QosConfig) -> Self {
+    /// ([`Engine::check_rule_tables`]), with `classes` whose tunnels become
+    /// `class_tunnel(index)` in that table (a policy replacement remaps them by name).
+    fn new(
+        tunnels: &[TunnelSpec],
+        qos: &QosConfig,
+        classes: &[FlowClass],
+        class_tunnel: impl Fn(u8) -> Option<u8>,
+    ) -> Self {
         Self {
             tunnels: tunnels.iter().map(|t| tunnel_kind(&t.encap)).collect(),
             qos_known: qos
@@ -524,7 +570,17 @@ impl Env {
                 .iter()
                 .filter(|c| c.id.0 < 8)
                 .fold(0, |m, c| m | 1 << c.id.0),
+            classes: classes
+                .iter()
+                .map(|c| (c.matcher.clone(), c.tunnel.and_then(&class_tunnel)))
+                .collect(),
         }
+    }
+
+    /// `true` if tunnel `t` is a VXLAN tunnel: the one kind whose inner frames braid tags
+    /// and untags (see [`check_vlan`]).
+    fn vxlan(&self, t: u8) -> bool {
+        self.tunnels.get(usize::from(t)) == Some(&TunnelKind::Vxlan)
     }
 }
 
@@ -562,7 +618,7 @@ fn check_actions(direction: RuleDirection, rules: &[Rule], env: &Env) -> Result<
                 return Err(RuleRefusal {
                     direction,
                     rule: RuleIndex(u32::try_from(i).unwrap_or(u32::MAX)),
-                    action: u32::try_from(j).unwrap_or(u32::MAX),
+                    action: Some(u32::try_from(j).unwrap_or(u32::MAX)),
                     why,
                 });
             }
@@ -581,27 +637,34 @@ fn tunnel_refusal(env: &Env, t: TunnelId, kind: TunnelKind) -> Option<&'static s
 }
 
 /// The engine's VLAN checks (the vNIC is TUN: the one Ethernet header braid writes and reads
-/// for peers that are not braid is the inner one of VXLAN, RFC 7348): a TX rule may push a
+/// for peers that are not braid is the inner one of VXLAN, RFC 7348), against `env`: the
+/// tunnels and flow classes the rules are to run with (at build, the configuration's; on a
+/// replacement, the new tunnel table and the classes remapped to it). A TX rule may push a
 /// tag only if every flow it applies to is VXLAN-encapsulated — by its own VXLAN tunnel
 /// action, or, without one, by the flow classes its match falls in (each class it may
-/// overlap, in class order until one covers it, has a VXLAN tunnel); an RX rule may pop one
-/// only when a VXLAN tunnel is configured. The first refusal, naming the rule and why.
-fn check_vlan(
-    direction: RuleDirection,
-    rules: &[Rule],
-    config: &EngineConfig,
-) -> Result<(), RuleRefusal> {
-    let vxlan = |t: u8| {
-        config
-            .tunnels
-            .get(usize::from(t))
-            .is_some_and(|t| matches!(t.encap, braid_wire::tunnel::Encap::Vxlan(_)))
+/// overlap, in class order until one covers it, has a VXLAN tunnel). An RX rule may pop
+/// one, or match on a VLAN id, only when a VXLAN tunnel exists; and an RX rule that matches
+/// a VLAN id must pop the tag (or drop), since every packet it takes is tagged and a tag
+/// that the packet's rule does not pop is [`DropReason::TunnelVlanNotPopped`]. GRE gets no
+/// tag either way: a GRE tunnel of the configuration file carries the bare IP packet, and
+/// one built with an inner Ethernet header ([`InnerFormat::IpInEthernet`], transparent
+/// Ethernet bridging, which `check_tunnels` allows) carries untagged frames only (its
+/// tagged frames are [`DropReason::TunnelInnerNotIp`] on receipt, `engine/tunnel.rs`).
+/// The first refusal, naming the rule and why.
+///
+/// [`InnerFormat::IpInEthernet`]: braid_wire::tunnel::InnerFormat::IpInEthernet
+fn check_vlan(direction: RuleDirection, rules: &[Rule], env: &Env) -> Result<(), RuleRefusal> {
+    let any_vxlan = env.tunnels.contains(&TunnelKind::Vxlan);
+    let refusal = |i: usize, action: Option<usize>, why| RuleRefusal {
+        direction,
+        rule: RuleIndex(u32::try_from(i).unwrap_or(u32::MAX)),
+        action: action.map(|j| u32::try_from(j).unwrap_or(u32::MAX)),
+        why,
     };
-    let any_vxlan = (0..config.tunnels.len()).any(|t| u8::try_from(t).is_ok_and(vxlan));
     for (i, r) in rules.iter().enumerate() {
         for (j, a) in r.actions.iter().enumerate() {
             let why = match (direction, a) {
-                (RuleDirection::Tx, Action::PushVlan(_)) => push_vlan_refusal(r, config, vxlan),
+                (RuleDirection::Tx, Action::PushVlan(_)) => push_vlan_refusal(r, env),
                 (RuleDirection::Tx, Action::PopVlan) => Some(
                     "pop_vlan on tx: the packets come from the tun vnic and carry no vlan tag \
                      (a tag from a vxlan peer is popped by an rx rule)",
@@ -617,12 +680,27 @@ fn check_vlan(
                 _ => None,
             };
             if let Some(why) = why {
-                return Err(RuleRefusal {
-                    direction,
-                    rule: RuleIndex(u32::try_from(i).unwrap_or(u32::MAX)),
-                    action: u32::try_from(j).unwrap_or(u32::MAX),
-                    why,
-                });
+                return Err(refusal(i, Some(j), why));
+            }
+        }
+        if direction == RuleDirection::Rx && r.matcher.vlan.is_some() {
+            let acts = |want: &Action| r.actions.iter().any(|a| a == want);
+            if !any_vxlan {
+                return Err(refusal(
+                    i,
+                    None,
+                    "a vlan match needs a vxlan tunnel: only a vxlan tunnel's inner ethernet \
+                     frame brings a vlan tag",
+                ));
+            }
+            if !acts(&Action::PopVlan) && !acts(&Action::Drop) {
+                return Err(refusal(
+                    i,
+                    None,
+                    "a vlan match without pop_vlan: every packet it matches is tagged, and a \
+                     tagged packet whose rule does not pop the tag is dropped \
+                     (tunnel_vlan_not_popped); add pop_vlan to the rule (or drop)",
+                ));
             }
         }
     }
@@ -630,19 +708,16 @@ fn check_vlan(
 }
 
 /// Why TX rule `r` may not push a VLAN tag (see [`check_vlan`]), `None` if it may.
-fn push_vlan_refusal(
-    r: &Rule,
-    config: &EngineConfig,
-    vxlan: impl Fn(u8) -> bool,
-) -> Option<&'static str> {
+fn push_vlan_refusal(r: &Rule, env: &Env) -> Option<&'static str> {
     for a in &r.actions {
         match a {
             // Its own tunnel: the kind was checked by `check_actions`.
             Action::VxlanEncap(_) => return None,
             Action::GreEncap(_) => {
                 return Some(
-                    "push_vlan needs a vxlan tunnel: the rule's gre tunnel carries the ip \
-                     packet without an ethernet header to hold the tag",
+                    "push_vlan needs a vxlan tunnel, and the rule's tunnel is gre: braid writes \
+                     vlan tags only into vxlan inner ethernet headers (a gre tunnel carries \
+                     the bare ip packet, or, with an inner ethernet header, untagged frames)",
                 );
             }
             _ => {}
@@ -651,18 +726,18 @@ fn push_vlan_refusal(
     // No tunnel of its own: the flow's class gives it one. The first class that matches a
     // packet is its flow's, so walk the classes in order: each one that may take some of
     // the rule's flows must tunnel them over VXLAN, until one takes them all.
-    for c in &config.classes {
-        if !class_may_overlap(&c.matcher, &r.matcher) {
+    for (matcher, tunnel) in &env.classes {
+        if !class_may_overlap(matcher, &r.matcher) {
             continue;
         }
-        if !c.tunnel.is_some_and(&vxlan) {
+        if !tunnel.is_some_and(|t| env.vxlan(t)) {
             return Some(
                 "push_vlan needs a vxlan-encapsulated flow: some of the flows it matches are \
                  in a flow class without a vxlan tunnel (the tag goes in the vxlan inner \
                  ethernet header); add a vxlan tunnel action or narrow the match",
             );
         }
-        if class_covers(&c.matcher, &r.matcher) {
+        if class_covers(matcher, &r.matcher) {
             return None;
         }
     }
@@ -675,7 +750,7 @@ fn push_vlan_refusal(
 
 /// `true` unless no flow the rule match `m` takes can be in class `c` (conservative: `true`
 /// when unsure).
-fn class_may_overlap(c: &crate::engine::ClassMatch, m: &RuleMatch) -> bool {
+fn class_may_overlap(c: &ClassMatch, m: &RuleMatch) -> bool {
     c.protocol.is_none_or(|p| m.protocol.is_none_or(|q| p == q))
         && ports_may_overlap(c.dst_ports, m.dst_ports)
         && ports_may_overlap(c.src_ports, m.src_ports)
@@ -685,7 +760,7 @@ fn class_may_overlap(c: &crate::engine::ClassMatch, m: &RuleMatch) -> bool {
 
 /// `true` if every flow the rule match `m` takes is in class `c` (if no earlier class takes
 /// it): every field the class matches on is one the rule fixes inside it.
-fn class_covers(c: &crate::engine::ClassMatch, m: &RuleMatch) -> bool {
+fn class_covers(c: &ClassMatch, m: &RuleMatch) -> bool {
     c.protocol.is_none_or(|p| m.protocol == Some(p))
         && ports_cover(c.dst_ports, m.dst_ports)
         && ports_cover(c.src_ports, m.src_ports)
@@ -727,11 +802,16 @@ pub(super) struct ClassDefaults {
     tunnel: Option<u8>,
 }
 
-/// A TX flow's rule state: the cached lookup and the class's values.
+/// A TX flow's rule state: the cached lookup, the class's values, and the classification
+/// its entry's key was made under.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct FlowRules {
     cache: CachedRule,
     class: ClassDefaults,
+    /// How many widenings of the classification came before the entry was installed (or
+    /// moved) under its key ([`RulesRt::classify_gen`] then): only an entry of an earlier
+    /// generation may move to a wider key (see [`Engine::rules_rekey_tx`]).
+    classify_gen: u8,
 }
 
 impl FlowRules {
@@ -744,6 +824,7 @@ impl FlowRules {
             qos_class: 0,
             tunnel: None,
         },
+        classify_gen: 0,
     };
 
     /// The tunnel table was replaced: the class's tunnel by its new index (`new_index`; the
@@ -816,13 +897,20 @@ pub(super) struct RulesRt {
     scratch: Vec<u8>,
     stats: RuleStats,
     /// The classifications in force before replacements widened it, most recent first
-    /// (`narrower[..narrower_len]`): TX flows installed under one of them may still be in
-    /// the table under their narrower key (see the module doc, "Widening").
+    /// (all of them, at most [`MAX_WIDENINGS`]; the slots past the widenings so far are
+    /// unused): TX flows installed under one of them may still be in the table under their
+    /// narrower key (see the module doc, "Widening"). A miss probes
+    /// `narrower[..narrower_len]`, the widenings of the last idle timeout.
     narrower: [ClassifyConfig; MAX_WIDENINGS],
     narrower_len: usize,
     /// Until when `narrower` is tried: one TX idle timeout after the last widening, when
     /// every entry under a narrower key has moved or expired.
     rekey_until: Instant,
+    /// How many times the classification has widened (at most [`MAX_WIDENINGS`]): the
+    /// generation of the classification in force, recorded in each TX flow entry it keys
+    /// (`FlowRules::classify_gen`). The classification of generation `g < classify_gen`
+    /// is `narrower[classify_gen - 1 - g]`.
+    classify_gen: u8,
 }
 
 impl RulesRt {
@@ -854,6 +942,7 @@ impl RulesRt {
             narrower: [config.classify; MAX_WIDENINGS],
             narrower_len: 0,
             rekey_until: Instant::ZERO,
+            classify_gen: 0,
         })
     }
 
@@ -864,6 +953,25 @@ impl RulesRt {
         self.narrower[0] = before;
         self.narrower_len = (self.narrower_len + 1).min(MAX_WIDENINGS);
         self.rekey_until = until;
+        self.classify_gen = self.classify_gen.saturating_add(1);
+    }
+
+    /// `true` if a TX flow entry of generation `entry_gen`, found under `old` (the key
+    /// `key` narrowed), is the flow of the packet keyed `key`: it was installed before a
+    /// widening, under a classification that keys this packet as `old`. An entry installed
+    /// since (a fragment's flow, whose key has no ports; a packet without the new field) is
+    /// some other flow's, whose key happens to be `old` under the classification in force.
+    fn keyed_before(&self, entry_gen: u8, key: &FlowKey, old: &FlowKey) -> bool {
+        let Some(age) = self.classify_gen.checked_sub(entry_gen) else {
+            return false;
+        };
+        // `narrower` keeps every classification of before (not only the `narrower_len`
+        // probed): an entry kept alive under a key that a widening left unchanged (no
+        // ports for ICMP) may be found through a later classification's narrowing.
+        usize::from(age)
+            .checked_sub(1)
+            .and_then(|i| self.narrower.get(i))
+            .is_some_and(|cfg| narrowed(key, cfg) == *old)
     }
 
     /// The tunnel table was replaced (now `count` tunnels): one RX lookup per tunnel, all
@@ -1075,6 +1183,7 @@ impl Engine {
     /// placed.
     pub(super) fn rules_install_tx(&mut self, key: &FlowKey, flow: &mut TxFlow) {
         flow.rules.class = ClassDefaults::of(flow);
+        flow.rules.classify_gen = self.rules.classify_gen;
         flow.rules.cache = self
             .rules
             .tx
@@ -1087,9 +1196,13 @@ impl Engine {
     /// **Slow path**, on a TX flow table miss for `key`, before a flow is installed: if a
     /// replacement widened the classification less than one idle timeout ago and the flow
     /// is still in the table under its key of before (the key narrowed to an earlier
-    /// classification), its entry moves to `key` — same flow id, sequence, placement — and
-    /// is returned with its slot. `None`: install a new flow. At most [`MAX_WIDENINGS`]
-    /// probes; none once the window has passed.
+    /// classification, by an entry installed under that classification: not one installed
+    /// since, see `RulesRt::keyed_before`), its entry moves to `key` — same flow id,
+    /// sequence, placement — and is returned with its slot. Its cached rule lookup is made
+    /// stale: it was for the old key, and may be current (a packet that still keys as
+    /// before, a fragment, looked it up again after the replacement), so the flow's next
+    /// packet looks up the rule for its new key. `None`: install a new flow. At most
+    /// [`MAX_WIDENINGS`] probes; none once the window has passed.
     pub(super) fn rules_rekey_tx(&mut self, now: Instant, key: &FlowKey) -> Option<(u32, TxFlow)> {
         if self.rules.narrower_len == 0 {
             return None;
@@ -1104,9 +1217,18 @@ impl Engine {
             if old == *key {
                 continue;
             }
-            let Some(flow) = self.tx_flows.remove(&old) else {
+            let Some(entry) = self.tx_flows.peek(&old) else {
                 continue;
             };
+            if !self.rules.keyed_before(entry.rules.classify_gen, key, &old) {
+                continue;
+            }
+            let Some(mut flow) = self.tx_flows.remove(&old) else {
+                continue;
+            };
+            // Under its new key: of this generation, and its rule looked up again.
+            flow.rules.classify_gen = self.rules.classify_gen;
+            flow.rules.cache = CachedRule::STALE;
             // The removal made room, and `key` missed: the insert neither evicts nor fails.
             return match self.tx_flows.insert(*key, now, flow) {
                 Ok(inserted) => {
@@ -1336,7 +1458,9 @@ impl Engine {
 
     /// The checks of [`Self::replace_rules`] against `tunnels` and `qos`, which a
     /// policy replacement installs together with the tables
-    /// (`Command::ReplacePolicies`, `engine/policies.rs`).
+    /// (`Command::ReplacePolicies`, `engine/policies.rs`), and the flow classes with their
+    /// tunnels remapped to `tunnels` (`class_tunnel`: a class's tunnel index in force to
+    /// its index in `tunnels`).
     ///
     /// # Errors
     /// As [`Self::replace_rules`].
@@ -1346,8 +1470,10 @@ impl Engine {
         rx: &RuleTable,
         tunnels: &[TunnelSpec],
         qos: &QosConfig,
+        class_tunnel: impl Fn(u8) -> Option<u8>,
     ) -> Result<(), CommandError> {
-        self.check_rule_tables(tx, rx, &Env::new(tunnels, qos))
+        let env = Env::new(tunnels, qos, &self.config.classes, class_tunnel);
+        self.check_rule_tables(tx, rx, &env)
     }
 
     fn check_rule_tables(
@@ -1370,8 +1496,14 @@ impl Engine {
                 return Err(CommandError::InvalidValue(t.direction.field()));
             }
         }
-        check_actions(RuleDirection::Tx, &tx.rules, env).map_err(CommandError::InvalidRules)?;
-        check_actions(RuleDirection::Rx, &rx.rules, env).map_err(CommandError::InvalidRules)?;
+        // What depends on the configuration the tables are to run with (the tunnels, the QoS
+        // classes, the flow classes' tunnels), checked again: it may differ from the one
+        // they were built against. The rest was checked by `RuleTable::build`.
+        for t in [tx, rx] {
+            check_actions(t.direction, &t.rules, env)
+                .and_then(|()| check_vlan(t.direction, &t.rules, env))
+                .map_err(CommandError::InvalidRules)?;
+        }
         Ok(())
     }
 

@@ -632,7 +632,7 @@ fn rules_are_replaced_atomically_between_batches() {
         CommandError::InvalidRules(r) => {
             assert_eq!(
                 (r.direction, r.rule, r.action),
-                (RuleDirection::Tx, RuleIndex(0), 0)
+                (RuleDirection::Tx, RuleIndex(0), Some(0))
             );
             assert!(alloc::format!("{e}").contains("tx_rules[0]"), "{e}");
         }
@@ -967,4 +967,113 @@ fn a_widening_replacement_keeps_one_table_entry_per_flow() {
     assert_eq!(a.flow_counts().0, FLOWS as usize + 1);
     assert_eq!(a.rule_hits(RuleDirection::Tx)[0].packets_count, 1);
     assert_eq!(a.rule_stats().tx_flows_rekeyed_count, u64::from(FLOWS));
+}
+
+/// `ipv4(UDP, dst_port, seq, 100)` as a first fragment (MF set): its flow key has no ports,
+/// whatever the classification.
+fn first_fragment(dst_port: u16, seq: u32) -> Vec<u8> {
+    let mut p = ipv4(UDP, dst_port, seq, 100);
+    p[6] = 0x20;
+    recompute(&mut p);
+    p
+}
+
+/// A flow moved to its wider key is looked up again under that key, even when its old
+/// entry was refreshed after the widening (by a fragment, whose key has no ports): it does
+/// not keep the rule of its old key. And an entry installed after the widening (the
+/// fragments' own flow) is not taken by the next full packet of another flow.
+#[test]
+fn a_flow_moved_to_its_wider_key_gets_that_keys_rule() {
+    let mut cfg = EngineConfig::new(nics(2));
+    cfg.classify.use_ports = false;
+    let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
+    let now = Instant::from_millis(1);
+    assert_eq!(
+        a.handle_tx(now, &ipv4(UDP, 5000, 0, 100)),
+        TxVerdict::Queued
+    );
+    assert_eq!(a.flow_counts().0, 1);
+    replace(
+        &mut a,
+        now,
+        vec![Rule::new("shed", 1, to_port(UDP, 6000), &[Action::Drop])],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(a.config().classify.use_ports, "widened");
+    // A fragment keys as before the widening: it hits the old entry, which is looked up
+    // again (no rule for a key without ports) and so is current.
+    assert_eq!(
+        a.handle_tx(now, &first_fragment(5000, 1)),
+        TxVerdict::Queued
+    );
+    assert_eq!(a.rule_stats().tx_flows_rekeyed_count, 0);
+    // The first full packet takes the old entry, and its key's rule.
+    assert_eq!(
+        a.handle_tx(now, &ipv4(UDP, 6000, 2, 100)),
+        TxVerdict::Drop(DropReason::RuleDrop)
+    );
+    assert_eq!(a.rule_stats().tx_flows_rekeyed_count, 1);
+    assert_eq!(a.rule_hits(RuleDirection::Tx)[0].packets_count, 1);
+    assert_eq!(a.flow_counts().0, 1);
+    // Fragments are a new flow now, installed under the wider classification; full
+    // packets to 5000 are another one, which does not take the fragments' entry.
+    for seq in 3..6 {
+        assert_eq!(
+            a.handle_tx(now, &first_fragment(5000, seq)),
+            TxVerdict::Queued
+        );
+        assert_eq!(
+            a.handle_tx(now, &ipv4(UDP, 5000, seq, 100)),
+            TxVerdict::Queued
+        );
+    }
+    assert_eq!(a.rule_stats().tx_flows_rekeyed_count, 1);
+    assert_eq!(a.flow_counts().0, 3);
+    assert_eq!(a.rule_hits(RuleDirection::Tx)[0].packets_count, 1);
+}
+
+/// A flow whose key the first widening left unchanged (ICMP has no ports) keeps its entry
+/// alive past the re-keying window; a later widening (DSCP) still moves that entry, found
+/// through the narrowing to the classification in between, since it was keyed under the
+/// first classification.
+#[test]
+fn an_entry_two_widenings_old_moves_to_its_wider_key() {
+    let icmp = |seq: u32| {
+        let mut p = ipv4(UDP, 7, seq, 60);
+        p[9] = 1;
+        recompute(&mut p);
+        p
+    };
+    let mut cfg = EngineConfig::new(nics(2));
+    cfg.classify.use_ports = false;
+    let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
+    let mut now = Instant::from_millis(1);
+    assert_eq!(a.handle_tx(now, &icmp(0)), TxVerdict::Queued);
+    let ports = vec![Rule::new("shed", 1, to_port(UDP, 6000), &[Action::Drop])];
+    replace(&mut a, now, ports.clone(), Vec::new()).unwrap();
+    assert!(a.config().classify.use_ports);
+    // Past the re-keying window (one idle timeout, 30 s), the ICMP flow kept alive; a new
+    // flow's miss closes the window.
+    for s in 1..5 {
+        now += Duration::from_secs(10);
+        assert_eq!(a.handle_tx(now, &icmp(s)), TxVerdict::Queued);
+    }
+    assert_eq!(a.handle_tx(now, &ipv4(UDP, 5000, 0, 60)), TxVerdict::Queued);
+    assert_eq!(a.flow_counts().0, 2);
+    let mut both = ports;
+    both.push(Rule::new(
+        "ef",
+        2,
+        RuleMatch {
+            dscp: Some(crate::rules::DscpSet::single(46)),
+            ..RuleMatch::ANY
+        },
+        &[Action::SetTtl(9)],
+    ));
+    replace(&mut a, now, both, Vec::new()).unwrap();
+    assert!(a.config().classify.dscp);
+    assert_eq!(a.handle_tx(now, &icmp(9)), TxVerdict::Queued);
+    assert_eq!(a.rule_stats().tx_flows_rekeyed_count, 1);
+    assert_eq!(a.flow_counts().0, 2, "the ICMP flow kept its one entry");
 }

@@ -23,7 +23,9 @@
 //! `IPPROTO_RAW` socket, the IP header ours). The VXLAN UDP source port comes from the flow's
 //! id (one port per flow, RFC 7348 §5); the outer IPv4 id is a per-tunnel counter (RFC 6864
 //! allows it), never 0 (the kernel's raw socket replaces a 0 id per packet); the GRE
-//! sequence number a per-tunnel counter from 0 (RFC 2890 §2.2). A flow whose TX rule pushes
+//! sequence number a per-tunnel counter from 0 (RFC 2890 §2.2). Both are this engine's: with
+//! several engines (the daemon's workers) each has its own, and a replacement that keeps a
+//! tunnel's stream carries them on (`tunnel/replace.rs`). A flow whose TX rule pushes
 //! a VLAN tag (VXLAN only, checked by the rule tables) gets it in the inner Ethernet header
 //! ([`EncapMeta::vlan`], 4 bytes more overhead).
 //!
@@ -43,7 +45,10 @@
 //! sending it moves the NIC's next free time on by its wire time (the outer IP packet plus
 //! an Ethernet header), so the two together stay within the NIC's capacity. The tunnel
 //! queue is one FIFO: while the oldest packet's NIC is busy, the packets behind it wait too,
-//! also those of a tunnel on another NIC (a bounded wait: that NIC's next free time). They
+//! also those of a tunnel on another NIC (a bounded wait: that NIC's next free time). The
+//! pacer holds the queue between datagrams only: the fragments of one outer datagram
+//! follow its first without waiting (each still moves the NIC's next free time on), so
+//! that the caller gets them together and can send them all or none. They
 //! are not classified into the NIC's QoS classes (XXX(#4): a QoS class of the NIC's
 //! scheduler once the rule engine sets priorities for tunnelled flows too).
 //!
@@ -222,6 +227,11 @@ pub struct TunnelTransmit {
     pub nic: NicId,
     /// Bytes written at the start of the buffer.
     pub len: usize,
+    /// The fragments of the same outer datagram that the next calls hand out, right after
+    /// this one and without waiting for the NIC's pacer (`tunnel/fragment.rs`): 0 for a
+    /// whole packet or a datagram's last fragment. At a datagram's first fragment this is
+    /// how many more the caller must have room for to send the datagram all or none.
+    pub more_fragments: u16,
 }
 
 /// One tunnel's run-time state.
@@ -272,6 +282,12 @@ struct Queued {
     /// RX: the VLAN id of the VXLAN inner frame's 802.1Q tag (left out of the stored IP
     /// packet), which an RX rule must pop; `None` untagged or priority-tagged (VID 0).
     vlan: Option<u16>,
+    /// TX: the fragments of the same outer datagram queued right behind this one (0: a
+    /// whole packet or a datagram's last fragment; always 0 on RX).
+    more_fragments: u16,
+    /// TX: a fragment after its datagram's first, handed out without waiting for the pacer
+    /// (`false` for a whole packet, a first fragment and on RX).
+    follows: bool,
 }
 
 /// The tunnels of an engine and their queues (see the module doc).
@@ -291,6 +307,9 @@ pub(super) struct Tunnels {
     scratch: alloc::vec::Vec<u8>,
     /// That size, bytes.
     scratch_bytes: usize,
+    /// The TX counters of tunnels a replacement removed, for one added back
+    /// (`tunnel/replace.rs`).
+    retired: replace::Retired,
 }
 
 impl Tunnels {
@@ -313,6 +332,7 @@ impl Tunnels {
             decap: decap_config(&cfg.tunnels),
             scratch: alloc::vec![0; if has { fragment::scratch_bytes(cfg) } else { 0 }],
             scratch_bytes: fragment::scratch_bytes(cfg),
+            retired: replace::Retired::default(),
         }
     }
 
@@ -374,6 +394,8 @@ impl Tunnels {
                     buf,
                     seq: 0,
                     vlan: None,
+                    more_fragments: 0,
+                    follows: false,
                 });
                 Ok(())
             }
@@ -450,6 +472,8 @@ impl Tunnels {
             buf,
             seq: rt.stats.rx_packets_count,
             vlan,
+            more_fragments: 0,
+            follows: false,
         });
         Ok(tunnel)
     }
@@ -506,13 +530,21 @@ impl Engine {
 
     /// The next encapsulated packet for a tunnel's NIC, written into `buf` (which should hold
     /// the largest tunnel MTU): a whole outer IP packet to send as it is. A packet larger
-    /// than `buf` is dropped and counted as [`DropReason::TooBig`].
+    /// than `buf` is dropped and counted as [`DropReason::TooBig`] (a fragment with the rest
+    /// of its datagram, counted once).
+    ///
+    /// The fragments of one outer datagram come out one call after the other, the NIC's
+    /// pacer consulted at the first only ([`TunnelTransmit::more_fragments`]), so that a
+    /// caller that drains until `None` has them all in one go.
     #[must_use]
     pub fn poll_tunnel_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<TunnelTransmit> {
         loop {
-            // The NIC's pacer first (see the module doc): a busy NIC holds the queue.
-            let tunnel = usize::from(self.tunnels.tx.front()?.tunnel);
-            if let Some(rt) = self.tunnels.rt.get(tunnel)
+            // The NIC's pacer first (see the module doc): a busy NIC holds the queue. Not
+            // between the fragments of a datagram: they are charged to it all the same.
+            let front = self.tunnels.tx.front()?;
+            let tunnel = usize::from(front.tunnel);
+            if !front.follows
+                && let Some(rt) = self.tunnels.rt.get(tunnel)
                 && self.nic_next_send(rt.spec.nic).is_some_and(|t| t > now)
             {
                 return None;
@@ -529,6 +561,12 @@ impl Engine {
             };
             self.store.free(q.buf);
             if !fits {
+                // The datagram's other fragments are useless without this one.
+                while self.tunnels.tx.front().is_some_and(|f| f.follows) {
+                    if let Some(f) = self.tunnels.tx.pop_front() {
+                        self.store.free(f.buf);
+                    }
+                }
                 self.stats.drops.count(DropReason::TooBig);
                 continue;
             }
@@ -541,6 +579,7 @@ impl Engine {
                 tunnel: q.tunnel,
                 nic,
                 len,
+                more_fragments: q.more_fragments,
             });
         }
     }

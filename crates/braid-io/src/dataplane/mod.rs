@@ -75,6 +75,14 @@ const TIMERS_AT_LEAST: Duration = Duration::from_millis(2);
 /// Longest sleep, so a stop request is seen even if the eventfd write is lost.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
+/// Why [`DataplaneHandle::apply`] refuses `Command::ReplacePolicies`: the worker's map of
+/// tunnels to tunnel ports must change with the engine's tunnel table, or a tunnel's
+/// packets would leave through the socket of the tunnel that had its index before.
+const REPLACE_POLICIES_NEEDS_PORTS: CommandError = CommandError::NotAccepted(
+    "a policy replacement goes through DataplaneHandle::apply_with_tunnel_ports, with the \
+     worker's tunnel ports",
+);
+
 /// The clock the data path runs on: `CLOCK_MONOTONIC`, in nanoseconds.
 #[must_use]
 pub fn now() -> Instant {
@@ -145,9 +153,10 @@ pub struct Snapshot {
     pub tunnels: Vec<TunnelSnapshot>,
     /// Per tunnel port, the sockets' counters.
     pub tunnel_ports: Vec<TunnelPortSnapshot>,
-    /// Encapsulated packets for a tunnel that has no port on this worker. A packet a
-    /// tunnel port refuses (full, too big) is counted once, by the port
-    /// ([`TunnelPortSnapshot::transport`]'s `tx_drop_*`), not here.
+    /// Encapsulated packets for a tunnel that has no port on this worker (the fragments of
+    /// one outer datagram count once). A packet a tunnel port refuses (full, too big) is
+    /// counted once, by the port ([`TunnelPortSnapshot::transport`]'s `tx_drop_*`; a
+    /// fragmented datagram once), not here.
     pub tunnel_unqueued: u64,
     /// Per rule of the TX and RX tables in force ([`counters`]).
     pub rules: RulesSnapshot,
@@ -208,9 +217,13 @@ impl DataplaneHandle {
 
     /// Apply a command between batches and wait (bounded) for the engine's answer.
     ///
+    /// Not for `Command::ReplacePolicies`, which may change the tunnel table and so must
+    /// come with the worker's tunnel ports: [`DataplaneHandle::apply_with_tunnel_ports`]. It
+    /// is refused here (`CommandError::NotAccepted`), unsent.
+    ///
     /// # Errors
     /// The engine's refusal, or `None` if the worker did not answer within a second (it is
-    /// stopped or stuck).
+    /// stopped or stuck). A command that stays unanswered may still be applied later.
     pub fn apply(&self, cmd: Command) -> Option<Result<(), CommandError>> {
         self.send(cmd, true)
     }
@@ -230,9 +243,18 @@ impl DataplaneHandle {
     /// watched, the worker's ports that `ports` does not keep are closed. On a refusal the
     /// ports the caller opened are closed and nothing changes.
     ///
+    /// Unlike [`DataplaneHandle::apply`], this waits for the answer as long as the worker
+    /// runs (a warning is logged every second it waits): the command is in the worker's
+    /// queue, so "no answer" must mean "never applied", or a caller that rolls the other
+    /// workers back would leave this one on another policy set when it applies the command
+    /// late (and its tunnel ports out of step with what the caller believes it holds). A
+    /// worker whose thread has ended drops its queue, and with it the answer channel: that
+    /// ends the wait.
+    ///
     /// # Errors
     /// The engine's refusal, `InvalidValue("tunnel_ports")` for ports that do not fit the
-    /// worker's, or `None` if the worker did not answer within a second.
+    /// worker's, or `None` if the command was not applied and never will be: the worker's
+    /// queue was full (nothing sent) or its thread has ended.
     pub fn apply_with_tunnel_ports(
         &self,
         cmd: Command,
@@ -243,10 +265,27 @@ impl DataplaneHandle {
             .try_send(Control::ApplyWithTunnelPorts(cmd, ports, tx))
             .ok()?;
         self.wake();
-        rx.recv_timeout(Duration::from_secs(1)).ok()
+        let started = std::time::Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(answer) => return Some(answer),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    tracing::warn!(
+                        waited_ms = started.elapsed().as_millis(),
+                        "a worker has not yet taken the policy replacement; waiting for it"
+                    );
+                    // It may sleep up to MAX_SLEEP if a wake-up was lost.
+                    self.wake();
+                }
+            }
+        }
     }
 
     fn send(&self, cmd: Command, log: bool) -> Option<Result<(), CommandError>> {
+        if matches!(cmd, Command::ReplacePolicies(_)) {
+            return Some(Err(REPLACE_POLICIES_NEEDS_PORTS));
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         self.control.try_send(Control::Apply(cmd, tx, log)).ok()?;
         self.wake();
@@ -779,7 +818,12 @@ impl Dataplane {
         while let Ok(msg) = self.control.try_recv() {
             match msg {
                 Control::Apply(cmd, reply, log) => {
-                    let result = self.engine.apply(now, cmd.clone());
+                    // The handle refuses it unsent; a worker never takes it this way either.
+                    let result = if matches!(cmd, Command::ReplacePolicies(_)) {
+                        Err(REPLACE_POLICIES_NEEDS_PORTS)
+                    } else {
+                        self.engine.apply(now, cmd.clone())
+                    };
                     if log || result.is_err() {
                         tracing::info!(command = ?cmd, result = ?result, "control command");
                     } else {

@@ -400,3 +400,114 @@ fn the_snapshot_has_rule_hits_and_qos_counters_per_nic_and_class() {
     );
     assert_eq!(snap.vnic_qos.len(), 2);
 }
+
+/// A worker with no NIC (its engine has one configured) and one vNIC queue, and the engine
+/// command that gives it one TX rule ("mark": UDP from 40 000 → DSCP 10) with its other
+/// policies unchanged.
+fn policy_worker() -> (Dataplane, UnixDatagram, Command) {
+    use braid_core::engine::Policies;
+    use braid_core::rules::{Action, PortRange, Rule, RuleMatch};
+
+    let cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+    let mut next = cfg.clone();
+    next.tx_rules = vec![Rule::new(
+        "mark",
+        1,
+        RuleMatch {
+            protocol: Some(17),
+            src_ports: Some(PortRange::single(40_000)),
+            ..RuleMatch::ANY
+        },
+        &[Action::SetDscp(10)],
+    )];
+    let cmd = Command::ReplacePolicies(Box::new(Policies::of(&next).expect("policies")));
+    let engine = Engine::new(cfg, now()).expect("engine");
+    let (vnic, app) = PipePort::pair(9000, 4096).expect("pair");
+    let dp = Dataplane::new(
+        engine,
+        Vec::new(),
+        vec![Box::new(vnic) as Box<dyn NicTransport>],
+        Rss::new(ToeplitzKey::MICROSOFT, 1).expect("rss"),
+        DataplaneConfig::default(),
+    )
+    .expect("dataplane");
+    (dp, app, cmd)
+}
+
+/// A worker that takes more than a second to get to a policy replacement (busy, or not
+/// scheduled) still answers it, and its caller waits for that answer instead of calling it
+/// "no answer" while the command sits in the worker's queue: a caller that then rolled the
+/// other workers back would leave this one on the new set once it applied it.
+#[test]
+fn a_policy_replacement_waits_for_a_slow_worker_and_gets_its_answer() {
+    let (dp, _app, cmd) = policy_worker();
+    let handle = dp.handle();
+    let worker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        dp.run().expect("run")
+    });
+    let started = std::time::Instant::now();
+    let answer = handle.apply_with_tunnel_ports(cmd, Vec::new());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it waited"
+    );
+    assert_eq!(
+        answer,
+        Some(Ok(())),
+        "the answer of a worker slower than 1 s"
+    );
+    handle.stop();
+    let stopped = worker.join().expect("worker");
+    assert_eq!(
+        stopped.engine.config().tx_rules.len(),
+        1,
+        "the new set is in force"
+    );
+}
+
+/// The wait ends, with `None`, when the worker's thread ends without taking the command
+/// (it dropped its queue with the command in it): the command was not applied.
+#[test]
+fn a_policy_replacement_to_a_worker_that_ends_is_not_applied_and_answered_none() {
+    let (dp, _app, cmd) = policy_worker();
+    let handle = dp.handle();
+    let worker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1200));
+        drop(dp);
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(handle.apply_with_tunnel_ports(cmd, Vec::new()), None);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "it waited"
+    );
+    worker.join().expect("worker");
+}
+
+/// `Command::ReplacePolicies` through the plain `apply` path is refused, saying which path
+/// to use: it would change the engine's tunnel table without the worker's map of tunnels to
+/// ports (a tunnel's packets would leave through the socket of the one that had its index).
+/// The handle refuses it unsent; a worker that gets it anyway refuses it too.
+#[test]
+fn a_policy_replacement_is_refused_through_the_plain_apply_path() {
+    let (mut dp, _app, cmd) = policy_worker();
+    let handle = dp.handle();
+    let answer = handle.apply(cmd.clone());
+    let Some(Err(e @ CommandError::NotAccepted(_))) = answer else {
+        panic!("not refused: {answer:?}")
+    };
+    assert!(
+        e.to_string().contains("apply_with_tunnel_ports"),
+        "names the path to use: {e}"
+    );
+    assert_eq!(handle.apply_quiet(cmd.clone()), Some(Err(e)));
+    // Sent to the worker's queue directly, as an older handle would.
+    let (tx, rx) = mpsc::sync_channel(1);
+    dp.control_tx
+        .try_send(Control::Apply(cmd, tx, true))
+        .expect("queued");
+    dp.control(now());
+    assert_eq!(rx.try_recv().expect("answered"), Err(e));
+    assert!(dp.engine.config().tx_rules.is_empty(), "nothing changed");
+}

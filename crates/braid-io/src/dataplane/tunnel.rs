@@ -4,7 +4,9 @@
 //! Each turn the worker reads every receiving tunnel port (bounded, as the NICs:
 //! `RX_BATCHES_PER_TURN` batches) into `Engine::handle_tunnel_rx` /
 //! `handle_tunnel_payload_rx`, and after braid's own packets drains
-//! `Engine::poll_tunnel_transmit` into the port of each packet's tunnel and flushes them.
+//! `Engine::poll_tunnel_transmit` into the port of each packet's tunnel and flushes them:
+//! the fragments of one outer datagram all or none (the port must have room for all of
+//! them before the first is queued; a refused datagram counts once).
 //! A policy replacement that changes the tunnel table comes with the worker's next set of
 //! ports ([`TunnelPortPlan`], through `DataplaneHandle::apply_with_tunnel_ports`): the
 //! ports it keeps, by name, and the ones the control thread opened for it (a new kind or
@@ -69,10 +71,17 @@ pub(super) struct TunnelPorts {
     ports: Vec<TunnelPortEntry>,
     /// Port index by tunnel id (`u8::MAX`: none).
     by_tunnel: [u8; MAX_TUNNELS],
-    /// Outer packets `poll_tunnel_transmit` produced for a tunnel that has no port here.
-    /// A packet a port refuses is not counted here: the port counts it (its
-    /// `tx_drop_queue_full` / `tx_drop_too_big`), and each refusal is counted once.
+    /// Outer packets `poll_tunnel_transmit` produced for a tunnel that has no port here (a
+    /// fragmented datagram counts once). A packet a port refuses is not counted here: the
+    /// port counts it (its `tx_drop_queue_full` / `tx_drop_too_big`, once per datagram), and
+    /// each refusal is counted once.
     pub(super) unqueued: u64,
+    /// Fragments of the outer datagram being drained still to come (its first said how
+    /// many: `TunnelTransmit::more_fragments`); 0 between datagrams.
+    frags_left: u16,
+    /// The datagram being drained was refused (no port, no room for all of its fragments,
+    /// a fragment refused): its other fragments are dropped, not counted again.
+    refusing: bool,
 }
 
 impl Default for TunnelPorts {
@@ -81,6 +90,8 @@ impl Default for TunnelPorts {
             ports: Vec::new(),
             by_tunnel: [u8::MAX; MAX_TUNNELS],
             unqueued: 0,
+            frags_left: 0,
+            refusing: false,
         }
     }
 }
@@ -263,6 +274,10 @@ impl Dataplane {
         }
         self.tunnels.ports = ports;
         self.tunnels.by_tunnel = by_tunnel;
+        // A drain ends between datagrams (the engine hands a datagram's fragments out
+        // together), so nothing is half-way here; start clean all the same.
+        self.tunnels.frags_left = 0;
+        self.tunnels.refusing = false;
         Ok(())
     }
 
@@ -314,21 +329,44 @@ impl Dataplane {
     }
 
     /// Hand every encapsulated packet the engine has to its tunnel's port, and flush them.
+    ///
+    /// The fragments of one outer datagram (GRE with DF clear, braid-core's
+    /// `tunnel/fragment.rs`) go all or none: at the first, the port must have room for all of
+    /// them ([`TunnelPort::reserve`]: flushed first if need be), else the datagram is dropped
+    /// whole and counted once by the port (`tx_drop_queue_full`); a datagram whose fragment
+    /// the port refuses loses its later fragments too. The engine hands a datagram's
+    /// fragments out one after the other, so one drain has them all.
+    ///
+    /// [`TunnelPort::reserve`]: crate::tunnel::TunnelPort::reserve
     pub(super) fn drain_tunnel_transmit(&mut self, now: Instant) {
         while let Some(t) = self.engine.poll_tunnel_transmit(now, &mut self.scratch) {
-            let port = self
-                .tunnels
+            let ports = &mut self.tunnels;
+            let first = ports.frags_left == 0;
+            ports.frags_left = t.more_fragments;
+            if !first && ports.refusing {
+                continue;
+            }
+            ports.refusing = false;
+            let port = ports
                 .by_tunnel
                 .get(usize::from(t.tunnel))
-                .and_then(|&i| self.tunnels.ports.get_mut(usize::from(i)));
+                .and_then(|&i| ports.ports.get_mut(usize::from(i)));
             let Some(entry) = port else {
-                self.tunnels.unqueued += 1;
+                ports.unqueued += 1;
+                ports.refusing = true;
                 continue;
             };
             // Full even after a flush (the socket's buffer is full), too big, not IP: the
             // port counted why, and that count is the only one (not `unqueued` too); no
             // waiting for room, as tunnel traffic has no pacing to keep.
-            let _ = entry.port.queue(&self.scratch[..t.len]);
+            let refused = (first
+                && t.more_fragments > 0
+                && entry
+                    .port
+                    .reserve(1 + usize::from(t.more_fragments))
+                    .is_err())
+                || entry.port.queue(&self.scratch[..t.len]).is_err();
+            ports.refusing = refused;
         }
         for entry in &mut self.tunnels.ports {
             if entry.port.has_backlog()
@@ -406,5 +444,137 @@ mod tests {
         for (plans, why) in cases {
             assert_eq!(check_plans(plans, &have).unwrap_err(), why);
         }
+    }
+
+    /// Root: the fragments of an outer datagram go to the tunnel port all or none. In a
+    /// namespace of its own (`braid-fixrun-frag-<pid>`), a veth end with 10.9.0.1/24 whose
+    /// peer end stays down: 10.9.0.2 never answers ARP, so the kernel keeps every packet
+    /// sent to it in the neighbour's queue, charged to the sending socket, whose buffer (the
+    /// smallest the kernel allows) soon refuses more. A GRE tunnel with DF clear and a
+    /// 576-byte MTU cuts each of 10 inner packets of 1400 bytes into 3 fragments; the port
+    /// queues 4 packets at most. Whatever the kernel took, what the port took (sent and
+    /// still queued) is whole datagrams, and each datagram it refused counts once.
+    #[test]
+    fn a_fragmented_datagram_goes_to_the_port_all_or_none() {
+        use std::net::{IpAddr, Ipv4Addr};
+
+        use braid_core::NicId;
+        use braid_core::engine::{
+            ClassMatch, ClassPolicy, Engine, EngineConfig, FlowClass, NicSpec, TunnelSpec,
+            TxVerdict,
+        };
+        use braid_core::rss::{Rss, ToeplitzKey};
+        use braid_wire::tunnel::{Encap, GreEncap, InnerFormat, OuterIp};
+
+        use crate::dataplane::{DataplaneConfig, now};
+        use crate::pipe::PipePort;
+        use crate::sys::netns::NetNs;
+        use crate::transport::NicTransport;
+        use crate::tunnel::{TunnelKind, TunnelPortConfig};
+
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "needs root: a network namespace, a veth pair and a raw socket"
+        );
+        let name = format!("braid-fixrun-frag-{}", std::process::id());
+        let ns = NetNs::create(&name).expect("netns");
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &name])
+                .args(args)
+                .output()
+                .expect("run ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["link", "add", "fa", "type", "veth", "peer", "name", "fb"]);
+        ip(&["addr", "add", "10.9.0.1/24", "dev", "fa"]);
+        ip(&["link", "set", "fa", "up"]);
+
+        let local = Ipv4Addr::new(10, 9, 0, 1);
+        let mut t = TunnelSpec::new(
+            "t0",
+            NicId(0),
+            Encap::Gre(GreEncap::new(
+                OuterIp::V4 {
+                    src: local,
+                    dst: Ipv4Addr::new(10, 9, 0, 2),
+                },
+                InnerFormat::Ip,
+            )),
+        );
+        t.mtu_bytes = 576;
+        let mut cfg =
+            EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]);
+        cfg.tunnels = vec![t];
+        let mut class = FlowClass::new(
+            "to-t0",
+            ClassMatch {
+                protocol: Some(17),
+                src_ports: Some((40_000, 40_000)),
+                ..ClassMatch::default()
+            },
+            ClassPolicy::Pin,
+        );
+        class.tunnel = Some(0);
+        cfg.classes.push(class);
+        let engine = Engine::new(cfg, now()).expect("engine");
+        let port = ns.run(|| {
+            let mut c = TunnelPortConfig::new(TunnelKind::Gre, IpAddr::V4(local), None);
+            c.receive = false;
+            c.batch = 4;
+            c.socket_buffer_bytes = 1;
+            TunnelPort::open(c).expect("open the tunnel port")
+        });
+        let (vnic, _app) = PipePort::pair(9000, 4096).expect("pair");
+        let mut dp = Dataplane::new(
+            engine,
+            Vec::new(),
+            vec![Box::new(vnic) as Box<dyn NicTransport>],
+            Rss::new(ToeplitzKey::MICROSOFT, 1).expect("rss"),
+            DataplaneConfig::default(),
+        )
+        .expect("dataplane")
+        .with_tunnels(vec![TunnelPortEntry {
+            name: "gre 10.9.0.1".into(),
+            port,
+            tunnels: vec![0],
+        }])
+        .expect("tunnel ports");
+        let t = now();
+        let datagrams = 10;
+        for i in 0..datagrams {
+            let mut p = vec![0u8; 1400];
+            p[28..].fill(i);
+            braid_wire::ip::emit_udp_ipv4(
+                &mut p,
+                Ipv4Addr::new(10, 99, 0, 1),
+                Ipv4Addr::new(10, 99, 0, 2),
+                40_000,
+                9,
+                0,
+            )
+            .expect("emit");
+            assert_eq!(dp.engine.handle_tx(t, &p), TxVerdict::Queued);
+        }
+        assert_eq!(dp.engine.tunnel_tx_queued(), 3 * usize::from(datagrams));
+        dp.drain_tunnel_transmit(t);
+        assert_eq!(dp.engine.tunnel_tx_queued(), 0);
+        let port = &dp.tunnels.ports[0].port;
+        let st = port.stats();
+        let taken = st.tx_packets + port.queued() as u64;
+        let refused = st.tx_drop_queue_full;
+        assert_eq!((st.tx_errors, st.tx_drop_too_big), (0, 0), "{st:?}");
+        assert!(
+            refused > 0 && st.tx_packets > 0,
+            "the kernel took some, then refused: {st:?}"
+        );
+        assert_eq!(
+            taken,
+            3 * (u64::from(datagrams) - refused),
+            "whole datagrams taken, one drop per datagram refused: {st:?}, {} queued",
+            port.queued()
+        );
+        drop(dp);
+        drop(ns);
     }
 }

@@ -560,12 +560,20 @@ impl RulePlan {
                 .unwrap_or("actions")
         };
         match e {
-            RulesError::Unsupported { refusal, .. } => anyhow::anyhow!(
-                "{}.{}: {}",
-                name(refusal.direction, refusal.rule),
-                field(refusal.direction, refusal.rule, refusal.action as usize),
-                refusal.why
-            ),
+            RulesError::Unsupported { refusal, .. } => match refusal.action {
+                Some(action) => anyhow::anyhow!(
+                    "{}.{}: {}",
+                    name(refusal.direction, refusal.rule),
+                    field(refusal.direction, refusal.rule, action as usize),
+                    refusal.why
+                ),
+                // The rule's match, with the actions it has or lacks.
+                None => anyhow::anyhow!(
+                    "{}: match: {}",
+                    name(refusal.direction, refusal.rule),
+                    refusal.why
+                ),
+            },
             RulesError::Invalid { direction, errors } => {
                 let d = *direction;
                 let lines: Vec<String> = errors
@@ -1003,6 +1011,12 @@ pop_vlan = true
                 "kind = \"vxlan\"",
                 "kind = \"gre\"",
                 "only for kind = \"vxlan\"",
+            ),
+            // An rx VLAN match that does not pop the tag would drop all it matches.
+            (
+                "vlan = 100\npop_vlan = true",
+                "vlan = 100\nset_dscp = 1",
+                "rules[1] (\"untag\"): match: a vlan match without pop_vlan",
             ),
         ];
         assert_errors_name(VLAN, &cases);

@@ -29,6 +29,15 @@
 //! packet is dropped as `tunnel_queue_full`, and if the store runs dry half-way the ones
 //! already queued are freed and the packet is dropped as `store_full` (a datagram missing
 //! a fragment is lost at the far end anyway, after holding its reassembly memory).
+//! The rest of the way keeps them together: `poll_tunnel_transmit` hands out a datagram's
+//! fragments one call after the other (the NIC's pacer is asked at the first only), tells
+//! the caller how many follow ([`TunnelTransmit::more_fragments`]: braid-io checks that
+//! the tunnel port has room for all of them before it queues the first), drops the rest of
+//! a datagram with a fragment too big for the caller's buffer (one `too_big`), and a
+//! replacement that removes the tunnel counts its queued datagrams once each
+//! (`tunnel_removed`).
+//!
+//! [`TunnelTransmit::more_fragments`]: super::TunnelTransmit::more_fragments
 //! The GRE sequence number (RFC 2890 §2.2) is per outer packet: the fragments of one share
 //! it, inside the first fragment's payload.
 //!
@@ -100,19 +109,27 @@ impl Tunnels {
         if tx.len() + count > *tx_capacity {
             return Err(DropReason::TunnelQueueFull);
         }
+        // What poll_tunnel_transmit tells the caller of each fragment (`more_fragments`).
+        let last = u16::try_from(count.saturating_sub(1)).map_err(|_| DropReason::TunnelTooBig)?;
         let first = tx.len();
+        let mut index: u16 = 0;
         while let Some(next) = frags.next_len() {
             let written = store.alloc(next).map(|buf| {
                 let ok = matches!(frags.write_next(store.get_mut(&buf)), Ok(Some(_)));
                 (buf, ok)
             });
             match written {
-                Some((buf, true)) => tx.push_back(Queued {
-                    tunnel,
-                    buf,
-                    seq: 0,
-                    vlan: None,
-                }),
+                Some((buf, true)) => {
+                    tx.push_back(Queued {
+                        tunnel,
+                        buf,
+                        seq: 0,
+                        vlan: None,
+                        more_fragments: last.saturating_sub(index),
+                        follows: index > 0,
+                    });
+                    index = index.saturating_add(1);
+                }
                 failed => {
                     // All or none: free the fragments queued so far.
                     let reason = match failed {

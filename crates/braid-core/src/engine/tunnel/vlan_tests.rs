@@ -422,10 +422,12 @@ fn vlan_outside_a_vxlan_inner_frame_is_refused_naming_the_rule() {
         RuleTable::build(&vx_class, tx, vec![drop_100.clone()]),
         Err(RulesError::Invalid { .. })
     ));
-    assert!(matches!(
-        RuleTable::build(&config(vec![gre()], Some(0)), rx, vec![drop_100]),
-        Err(RulesError::Invalid { .. })
-    ));
+    let (index, reason) = refusal(&config(vec![gre()], Some(0)), rx, vec![drop_100]);
+    assert_eq!(index, 0);
+    assert!(
+        reason.contains("a vlan match needs a vxlan tunnel"),
+        "{reason}"
+    );
     // The engine refuses the same at build.
     let mut cfg = config(vec![vxlan(false)], None);
     cfg.tx_rules = vec![push(udp_to(6000), &[])];
@@ -452,4 +454,143 @@ fn a_push_on_a_flow_that_lost_its_vxlan_tunnel_is_a_counted_drop() {
     );
     assert!(drain_tunnel(&mut a).is_empty());
     assert_eq!(a.store_used_bytes(), 0);
+}
+
+fn gre_in_ethernet() -> Encap {
+    Encap::Gre(GreEncap::new(
+        OuterIp::V4 {
+            src: LOCAL,
+            dst: REMOTE,
+        },
+        InnerFormat::IpInEthernet(MACS),
+    ))
+}
+
+/// GRE gets no tag even with an inner Ethernet header (transparent Ethernet bridging,
+/// which the tunnel table allows): braid tags and untags VXLAN inner frames only, and the
+/// refusal says so rather than that GRE has no Ethernet header.
+#[test]
+fn push_vlan_onto_gre_is_refused_even_with_an_inner_ethernet_header() {
+    let tx = RuleDirection::Tx;
+    let cfg = config(vec![vxlan(false), gre_in_ethernet()], Some(1));
+    // The rule's own GRE tunnel.
+    let rule = Rule::new(
+        "tag-gre",
+        10,
+        udp_to(6000),
+        &[Action::PushVlan(TAG), Action::GreEncap(TunnelId(1))],
+    );
+    let (index, reason) = refusal(&cfg, tx, vec![rule]);
+    assert_eq!(index, 0);
+    assert!(
+        reason.contains("the rule's tunnel is gre")
+            && reason.contains("only into vxlan inner ethernet headers")
+            && reason.contains("untagged frames"),
+        "{reason}"
+    );
+    // The class's GRE tunnel.
+    let rule = Rule::new("tag-class", 10, udp_to(6000), &[Action::PushVlan(TAG)]);
+    let (_, reason) = refusal(&cfg, tx, vec![rule]);
+    assert!(reason.contains("class without a vxlan tunnel"), "{reason}");
+    // The tunnel stage refuses a tag for it too (the run-time check behind the tables').
+    let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
+    let tag = braid_wire::rewrite::VlanTag {
+        pcp: 0,
+        dei: false,
+        vid: 5,
+    };
+    assert_eq!(
+        a.tunnel_tx(1, crate::FlowId(1), &udp_packet(6000, 0, 10), Some(tag)),
+        TxVerdict::Drop(DropReason::RuleVlanNoTunnel)
+    );
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 0, 10)),
+        TxVerdict::Queued
+    );
+    let out = drain_tunnel(&mut a);
+    assert_eq!(out.len(), 1);
+    let d = decap(&out[0], &DecapConfig::default()).unwrap();
+    assert_eq!(d.inner_ip(&out[0]).unwrap().vlan, None, "untagged");
+}
+
+/// An RX rule that matches a VLAN id takes tagged packets only, so it must pop the tag (or
+/// drop them): without `pop_vlan` every packet it matches would be dropped as
+/// `tunnel_vlan_not_popped`. Refused at build, naming the rule and saying to add
+/// `pop_vlan`.
+#[test]
+fn an_rx_vlan_match_without_pop_vlan_is_refused() {
+    let rx = RuleDirection::Rx;
+    let cfg = config(vec![vxlan(true)], Some(0));
+    let tagged = RuleMatch {
+        vlan: Some(100),
+        dst: Some(crate::rules::IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap()),
+        ..RuleMatch::ANY
+    };
+    let nat = Rule::new(
+        "nat-100",
+        10,
+        tagged,
+        &[Action::SetDstAddr(IpAddr::V4(Ipv4Addr::new(
+            192, 168, 5, 9,
+        )))],
+    );
+    let rules = vec![
+        Rule::new(
+            "pop-200",
+            10,
+            RuleMatch {
+                vlan: Some(200),
+                ..RuleMatch::ANY
+            },
+            &[Action::PopVlan],
+        ),
+        nat.clone(),
+    ];
+    let e = RuleTable::build(&cfg, rx, rules).unwrap_err();
+    match &e {
+        RulesError::Unsupported { refusal, name } => {
+            assert_eq!(
+                (refusal.rule.0, refusal.action, name.as_str()),
+                (1, None, "nat-100")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.starts_with("rx_rules[1] \"nat-100\": match: a vlan match without pop_vlan")
+            && text.contains("add pop_vlan"),
+        "{text}"
+    );
+    let mut bad = cfg.clone();
+    bad.rx_rules = vec![nat];
+    assert!(Engine::new(bad, Instant::ZERO).is_err());
+    // With pop_vlan, or dropping: accepted. The NAT applies to the popped packet.
+    let popped = Rule::new(
+        "nat-100",
+        10,
+        tagged,
+        &[
+            Action::PopVlan,
+            Action::SetDstAddr(IpAddr::V4(Ipv4Addr::new(192, 168, 5, 9))),
+        ],
+    );
+    RuleTable::build(
+        &cfg,
+        rx,
+        vec![Rule::new("drop-100", 10, tagged, &[Action::Drop])],
+    )
+    .unwrap();
+    let mut good = cfg;
+    good.rx_rules = vec![popped];
+    let mut b = Engine::new(good, Instant::ZERO).unwrap();
+    let inner = udp_packet(6002, 1, 40);
+    assert_eq!(
+        b.handle_tunnel_rx(NOW, &from_peer(&inner, Some(100))),
+        Ok(0)
+    );
+    let got = drain_deliver(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][16..20], &[192, 168, 5, 9]);
+    assert_eq!(b.stats().drops.total(), 0);
 }

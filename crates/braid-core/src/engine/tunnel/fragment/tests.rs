@@ -233,3 +233,91 @@ fn the_outer_ipv4_id_is_never_zero() {
     let out = drain(&mut a);
     assert_eq!(out.iter().map(|p| ip_id(p)).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+/// One NIC of `bps`, one GRE tunnel (key, sequence numbers, DF clear) of 576 bytes, UDP to
+/// 6000 in it.
+fn paced_engine(bps: u64) -> Engine {
+    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "link0", bps, 1500)]);
+    let mut t = TunnelSpec::new("t0", NicId(0), Encap::Gre(gre_keyed(V4)));
+    t.mtu_bytes = 576;
+    cfg.tunnels = vec![t];
+    let mut c = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
+    c.tunnel = Some(0);
+    cfg.classes.push(c);
+    Engine::new(cfg, Instant::ZERO).unwrap()
+}
+
+/// The NIC's pacer holds the tunnel queue between datagrams, never between the fragments
+/// of one: each call hands out the next fragment at once, and says how many more of its
+/// datagram follow, so a caller that drains until `None` always has whole datagrams (and
+/// can check its port has room for all of a datagram's fragments before the first).
+#[test]
+fn the_pacer_never_stops_a_datagram_between_its_fragments() {
+    // 1 Mbit/s: a 576-byte fragment is 4.7 ms on the wire, so the pacer holds the queue
+    // after its burst, many times over for 30 fragments.
+    let mut a = paced_engine(1_000_000);
+    for s in 0..10 {
+        assert_eq!(a.handle_tx(NOW, &udp_packet(s, 1372)), TxVerdict::Queued);
+    }
+    assert_eq!(a.tunnel_tx_queued(), 30);
+    let mut buf = vec![0u8; 2000];
+    let mut now = NOW;
+    let mut more = Vec::new();
+    let mut rounds = 0;
+    while more.len() < 30 {
+        let mut round = Vec::new();
+        while let Some(t) = a.poll_tunnel_transmit(now, &mut buf) {
+            round.push(t.more_fragments);
+        }
+        assert_eq!(
+            round.last().copied().unwrap_or(0),
+            0,
+            "round {rounds} stopped inside a datagram: {round:?}"
+        );
+        more.extend(round);
+        rounds += 1;
+        assert!(rounds < 1000, "the queue drains");
+        if more.len() < 30 {
+            now = a
+                .tunnel_pacing_timeout()
+                .expect("queued packets set a timeout");
+        }
+    }
+    assert_eq!(more, [2, 1, 0].repeat(10));
+    assert!(
+        rounds > 2,
+        "the pacer held the queue between datagrams: {rounds} rounds"
+    );
+    assert_eq!(a.tunnel_stats(0).unwrap().tx_packets_count, 30);
+}
+
+/// A fragment larger than the caller's buffer is dropped with the rest of its datagram,
+/// counted once: no fragment of it goes out (the peer would hold it until its reassembly
+/// timeout), and the next packet does.
+#[test]
+fn a_fragment_too_big_for_the_buffer_drops_its_whole_datagram_once() {
+    let mut a = paced_engine(1_000_000_000);
+    for s in 0..2 {
+        assert_eq!(a.handle_tx(NOW, &udp_packet(s, 1372)), TxVerdict::Queued);
+    }
+    let small = udp_packet(9, 100);
+    assert_eq!(a.handle_tx(NOW, &small), TxVerdict::Queued);
+    assert_eq!(a.tunnel_tx_queued(), 7);
+    // The first fragments (576 bytes) do not fit, the last ones (352) and the small packet
+    // would.
+    let mut buf = vec![0u8; 400];
+    let t = a
+        .poll_tunnel_transmit(NOW, &mut buf)
+        .expect("the small packet");
+    assert_eq!(t.more_fragments, 0);
+    let d = decap(&buf[..t.len], &DecapConfig::default()).unwrap();
+    assert_eq!(&buf[..t.len][d.inner], &small[..]);
+    assert!(a.poll_tunnel_transmit(NOW, &mut buf).is_none());
+    assert_eq!(
+        a.stats().drops.get(DropReason::TooBig),
+        2,
+        "one per datagram"
+    );
+    assert_eq!(a.tunnel_stats(0).unwrap().tx_packets_count, 1);
+    assert_eq!(a.store_used_bytes(), 0);
+}
