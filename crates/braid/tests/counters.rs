@@ -9,92 +9,52 @@
 //! Without root or jq the test fails and says so. Every wait is bounded; the daemons are
 //! stopped and the testbed removed (`braid testbed down`) by a drop guard, even on failure.
 
+mod common;
+
 #[cfg(test)]
 mod tests {
-    use std::net::{SocketAddr, UdpSocket};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output};
+    use std::net::UdpSocket;
+    use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
     use serde_json::Value;
 
-    const BRAID: &str = env!("CARGO_BIN_EXE_braid");
+    use crate::common::{BRAID, Testbed, require_root, require_tool, stop};
+
     /// Datagrams to the marked port; the dropped port gets `N / 4`, the strict class `N / 2`.
     const N: usize = 20;
     /// UDP payload bytes: 128-byte IP packets.
     const PAYLOAD: usize = 100;
 
-    fn require_root() {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "this test needs root (network namespaces, veth, TUN devices); run it as root, \
-             as CI does: sudo -E cargo test -p braid --test counters"
-        );
-    }
-
-    fn braid(args: &[&str]) -> Output {
-        Command::new(BRAID).args(args).output().expect("run braid")
-    }
-
-    /// A testbed whose daemons this test starts; stops them and `down`s it when dropped.
+    /// A testbed whose daemons this test starts; stops them, then `down`s it when dropped.
     struct Bed {
-        name: String,
+        tb: Testbed,
         daemons: Vec<Child>,
     }
 
     impl Bed {
         fn up() -> Self {
-            require_root();
-            let name = format!("braid-counters-{}", std::process::id() % 100_000);
-            let bed = Self {
-                name,
-                daemons: Vec::new(),
-            };
-            // Leftovers of an earlier crashed run with the same name.
-            let _ = braid(&["testbed", "down", "--name", &bed.name]);
-            let out = braid(&[
-                "testbed",
-                "up",
-                "--name",
-                &bed.name,
-                "--links",
-                "100mbit",
-                "--no-start",
-            ]);
-            assert!(
-                out.status.success(),
-                "testbed up failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+            require_root(
+                "this test needs root (network namespaces, veth, TUN devices); run it as root, \
+                 as CI does: sudo -E cargo test -p braid --test counters",
             );
-            bed
-        }
-
-        fn dir(&self) -> PathBuf {
-            Path::new("/run/braid-testbed").join(&self.name)
-        }
-
-        fn ns(&self, side: char) -> String {
-            format!("{}-{side}", self.name)
-        }
-
-        fn file(&self, side: char, ext: &str) -> PathBuf {
-            self.dir().join(format!("{side}.{ext}"))
-        }
-
-        fn log(&self, side: char) -> String {
-            std::fs::read_to_string(self.file(side, "log")).unwrap_or_default()
+            require_tool("jq", "jq");
+            let name = format!("braid-counters-{}", std::process::id() % 100_000);
+            Self {
+                tb: Testbed::up(name, &["--links", "100mbit", "--no-start"]),
+                daemons: Vec::new(),
+            }
         }
 
         /// Append `extra` to side `side`'s config and start its daemon.
         fn start(&mut self, side: char, extra: &str) {
-            let config = self.file(side, "toml");
+            let config = self.tb.file(side, "toml");
             let mut text = std::fs::read_to_string(&config).expect("testbed config");
             text.push_str(extra);
             std::fs::write(&config, text).expect("write config");
-            let log = std::fs::File::create(self.file(side, "log")).expect("log file");
+            let log = std::fs::File::create(self.tb.file(side, "log")).expect("log file");
             let child = Command::new("ip")
-                .args(["netns", "exec", &self.ns(side), BRAID, "run", "--config"])
+                .args(["netns", "exec", &self.tb.ns(side), BRAID, "run", "--config"])
                 .arg(&config)
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
@@ -108,7 +68,7 @@ mod tests {
         fn jq(&self, side: char, filter: &str) -> Value {
             let out = Command::new("jq")
                 .args(["-c", filter])
-                .arg(self.file(side, "stats.json"))
+                .arg(self.tb.file(side, "stats.json"))
                 .output()
                 .expect("jq is needed: apt-get install jq");
             if !out.status.success() {
@@ -131,54 +91,28 @@ mod tests {
     }
 
     impl Drop for Bed {
+        // The testbed itself goes down after this, when `tb` is dropped.
         fn drop(&mut self) {
             for c in &mut self.daemons {
-                if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+                stop(c);
             }
             if std::thread::panicking() {
-                eprintln!("a's log:\n{}\nb's log:\n{}", self.log('a'), self.log('b'));
-            }
-            let out = braid(&["testbed", "down", "--name", &self.name]);
-            if !out.status.success() {
                 eprintln!(
-                    "testbed down {} failed: {}",
-                    self.name,
-                    String::from_utf8_lossy(&out.stderr)
+                    "a's log:\n{}\nb's log:\n{}",
+                    self.tb.log('a'),
+                    self.tb.log('b')
                 );
             }
         }
     }
 
-    /// A UDP socket bound to `addr` inside namespace `ns` (made on a thread that entered it;
-    /// the socket stays in that namespace).
+    /// A UDP socket bound to `addr` inside namespace `ns`, with a 500 ms read timeout.
     fn udp_in(ns: &str, addr: &str) -> UdpSocket {
-        use std::os::fd::AsFd;
-        let addr: SocketAddr = addr.parse().expect("address");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                let socket = UdpSocket::bind(addr).expect("bind");
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(500)))
-                    .expect("timeout");
-                socket
-            })
-            .join()
-            .expect("netns thread")
-        })
+        let socket = crate::common::udp_in(ns, addr);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        socket
     }
 
     /// Receive `n` datagrams of `PAYLOAD` bytes on `sink` (bounded); how many came.
@@ -197,12 +131,6 @@ mod tests {
 
     #[test]
     fn rule_hits_and_qos_counters_are_in_the_stats_file() {
-        require_root();
-        let jq = Command::new("jq").arg("--version").output();
-        assert!(
-            jq.is_ok_and(|o| o.status.success()),
-            "jq is needed: apt-get install jq (bash .ci/run does)"
-        );
         let mut bed = Bed::up();
         bed.start(
             'a',
@@ -235,10 +163,10 @@ set_ttl = 9
         assert!(
             bed.wait('a', up, Duration::from_secs(15)) && bed.wait('b', up, Duration::from_secs(5)),
             "the link did not come up\na: {}\nb: {}",
-            bed.log('a'),
-            bed.log('b')
+            bed.tb.log('a'),
+            bed.tb.log('b')
         );
-        let (a, b) = (bed.ns('a'), bed.ns('b'));
+        let (a, b) = (bed.tb.ns('a'), bed.tb.ns('b'));
         let from = udp_in(&a, "10.99.0.1:0");
         let marked = udp_in(&b, "10.99.0.2:6000");
         let strict = udp_in(&b, "10.99.0.2:5000");

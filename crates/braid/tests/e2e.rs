@@ -8,64 +8,33 @@
 //! The tests run one at a time (a lock): they are heavy on a 2-core machine, and the failure
 //! detection bound is a timing claim.
 
+mod common;
+
 #[cfg(test)]
 mod tests {
 
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Child, Command, Output, Stdio};
-    use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     use serde_json::Value;
 
-    static SERIAL: Mutex<()> = Mutex::new(());
+    use crate::common::{BRAID, Testbed, drop_count, in_netns, require_root, serial};
 
-    const BRAID: &str = env!("CARGO_BIN_EXE_braid");
-
-    fn require_root() {
-        assert!(
-            rustix::process::geteuid().is_root(),
+    /// A testbed `braid-e<pid><tag>` made by `braid testbed up <args>`.
+    fn testbed(tag: &str, args: &[&str]) -> Testbed {
+        require_root(
             "this end-to-end test needs root (it creates network namespaces, veth pairs and TUN \
-         devices); run it as root, as CI does: sudo -E cargo test --release -p braid --test e2e"
+         devices); run it as root, as CI does: sudo -E cargo test --release -p braid --test e2e",
         );
+        Testbed::up(
+            format!("braid-e{}{tag}", std::process::id() % 100_000),
+            args,
+        )
     }
 
-    /// A testbed that `down`s itself when dropped.
-    struct Testbed {
-        name: String,
-    }
-
+    /// What only these tests ask of a testbed.
     impl Testbed {
-        fn up(tag: &str, args: &[&str]) -> Self {
-            require_root();
-            let name = format!("braid-e{}{tag}", std::process::id() % 100_000);
-            let tb = Self { name };
-            // Leftovers of an earlier crashed run with the same name.
-            let _ = braid(&["testbed", "down", "--name", &tb.name]);
-            let mut all = vec!["testbed", "up", "--name", tb.name.as_str()];
-            all.extend_from_slice(args);
-            let out = braid(&all);
-            assert!(
-                out.status.success(),
-                "testbed up failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tb
-        }
-
-        fn ns(&self, side: char) -> String {
-            format!("{}-{side}", self.name)
-        }
-
-        fn dir(&self) -> PathBuf {
-            Path::new("/run/braid-testbed").join(&self.name)
-        }
-
-        fn log(&self, side: char) -> String {
-            std::fs::read_to_string(self.dir().join(format!("{side}.log"))).unwrap_or_default()
-        }
-
         fn stats(&self, side: char) -> Value {
             let path = self.dir().join(format!("{side}.stats.json"));
             let text = std::fs::read_to_string(&path)
@@ -124,23 +93,6 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-    }
-
-    impl Drop for Testbed {
-        fn drop(&mut self) {
-            let out = braid(&["testbed", "down", "--name", &self.name]);
-            if !out.status.success() {
-                eprintln!(
-                    "testbed down {} failed: {}",
-                    self.name,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-
-    fn braid(args: &[&str]) -> Output {
-        Command::new(BRAID).args(args).output().expect("run braid")
     }
 
     fn json_line(out: &Output, what: &str) -> Value {
@@ -293,19 +245,13 @@ mod tests {
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     }
 
-    fn drop_count(stats: &Value, label: &str) -> u64 {
-        stats["drops"][label].as_u64().unwrap_or(0)
-    }
-
     #[test]
     fn tcp_and_udp_cross_three_links_byte_exact() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         // Rate-limited, so that one stream needs every link (without limits one veth pair
         // carries more than braid's worker can fill, and striping is optional).
         // Two vNIC queues: two data-path workers per side (checked below).
-        let tb = Testbed::up(
+        let tb = testbed(
             "x",
             &["--links", "300mbit,300mbit,300mbit", "--queues", "2"],
         );
@@ -372,11 +318,9 @@ mod tests {
     /// filters.
     #[test]
     fn tcp_crosses_three_ethernet_links_byte_exact() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         // Rate-limited, so that one stream needs every link.
-        let tb = Testbed::up(
+        let tb = testbed(
             "e",
             &[
                 "--transport",
@@ -464,12 +408,10 @@ mod tests {
 
     #[test]
     fn jumbo_vnic_over_1500_byte_links_is_split() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         // With busy polling (`daemon.busy_poll_us`): the workers spin 20 µs after a busy
         // turn; every byte must still arrive.
-        let tb = Testbed::up(
+        let tb = testbed(
             "j",
             &[
                 "--links",
@@ -525,10 +467,8 @@ mod tests {
 
     #[test]
     fn link_down_mid_transfer_tcp_completes_duplicated_feed_loses_nothing() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tb = Testbed::up("f", &["--links", "200mbit,200mbit,200mbit"]);
+        let _serial = serial();
+        let tb = testbed("f", &["--links", "200mbit,200mbit,200mbit"]);
         tb.wait_links_up(3);
         let mut t0 = 0;
         let mut udp = Value::Null;
@@ -570,24 +510,6 @@ mod tests {
             eprintln!("side {side}: link2 down detected {ms:.1} ms after it was set down");
             assert!(ms <= 30.0, "side {side}: detection took {ms:.1} ms");
         }
-    }
-
-    /// Run `f` on a thread inside network namespace `ns` (setns affects only that thread).
-    fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-        use std::os::fd::AsFd;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .expect("netns thread")
-        })
     }
 
     /// IPv4/UDP packets a sends to b on link 0 (braid port 7700), captured with AF_PACKET in a's
@@ -675,10 +597,8 @@ mod tests {
 
     #[test]
     fn forged_and_replayed_packets_reach_nothing_and_are_counted() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tb = Testbed::up("r", &["--links", "none,none"]);
+        let _serial = serial();
+        let tb = testbed("r", &["--links", "none,none"]);
         tb.wait_links_up(2);
         const N: usize = 40;
         let captured = capture_braid_packets(&tb, N, || {
@@ -758,10 +678,8 @@ mod tests {
 
     #[test]
     fn sigterm_leaves_no_device_socket_or_process() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tb = Testbed::up("s", &["--links", "none,none"]);
+        let _serial = serial();
+        let tb = testbed("s", &["--links", "none,none"]);
         tb.wait_links_up(2);
         for side in ['a', 'b'] {
             let pid = tb.pid(side);
@@ -796,10 +714,8 @@ mod tests {
 
     #[test]
     fn nic_that_disappears_is_used_again_when_it_returns() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tb = Testbed::up("n", &["--links", "none,none"]);
+        let _serial = serial();
+        let tb = testbed("n", &["--links", "none,none"]);
         tb.wait_links_up(2);
         let ip = |args: &[&str]| {
             let out = Command::new("ip").args(args).output().expect("ip");

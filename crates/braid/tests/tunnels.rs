@@ -38,49 +38,39 @@
 //! Without root, or without a tool, a test fails and says so. Every wait is bounded; the
 //! daemon, the captures and both namespaces are removed by a drop guard, even on failure.
 
+mod common;
+
 #[cfg(test)]
 mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::{SocketAddr, UdpSocket};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output, Stdio};
-    use std::sync::Mutex;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
     use std::sync::mpsc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use serde_json::Value;
 
-    const BRAID: &str = env!("CARGO_BIN_EXE_braid");
-    /// The inner MAC braid uses by default (config/tunnels.rs) and vxlan0's.
-    const BRAID_MAC: &str = "02:62:72:61:69:64";
-    const VXLAN0_MAC: &str = "02:00:00:00:00:0b";
+    use crate::common::{
+        BRAID_MAC, Net, VXLAN0_MAC, braid_config, datagram, drop_count, exchange, ok, require_root,
+        require_tool, serial, stop, udp_in, vxlan_t0,
+    };
+
     /// Datagrams each way.
     const N: usize = 40;
-
-    /// One test at a time: each runs a daemon and captures on a 2-core machine.
-    static SERIAL: Mutex<()> = Mutex::new(());
-
-    fn require_root() {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "this interop test needs root (network namespaces, veth, a TUN device, raw \
-             sockets, captures); run it as root, as CI does: \
-             sudo -E cargo test --release -p braid --test tunnels"
-        );
-    }
-
-    fn require_tool(program: &str, install: &str) {
-        let found = Command::new(program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "{program} is needed: apt-get install {install} (bash .ci/run does)"
-        );
-    }
+    /// The GRE tunnel `t0` to namespace b: key 0x1234, sequence numbers and checksums.
+    const GRE_T0: &str = r#"[[tunnels]]
+name = "t0"
+kind = "gre"
+nic = "link0"
+local = "10.77.0.1"
+remote = "10.77.0.2"
+key = 4660
+seq = true
+checksum = true"#;
+    const ROOT: &str = "this interop test needs root (network namespaces, veth, a TUN device, \
+                        raw sockets, captures); run it as root, as CI does: \
+                        sudo -E cargo test --release -p braid --test tunnels";
 
     /// The python with scapy: Debian's python3-scapy is for /usr/bin/python3.
     fn python() -> &'static str {
@@ -100,152 +90,8 @@ mod tests {
         python
     }
 
-    fn run(program: &str, args: &[&str]) -> Output {
-        Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program}: {e}"))
-    }
-
-    /// Run a command and fail the test with its output if it fails.
-    fn ok(program: &str, args: &[&str]) -> String {
-        let out = run(program, args);
-        assert!(
-            out.status.success(),
-            "{program} {}: {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Two namespaces joined by a veth pair, with everything started in them; all of it is
-    /// removed on drop.
-    struct Net {
-        a: String,
-        b: String,
-        dev_a: String,
-        dev_b: String,
-        dir: PathBuf,
-        /// Children (daemon, captures), stopped on drop.
-        children: Vec<Child>,
-    }
-
+    /// The captures and stats only this file's tests use.
     impl Net {
-        /// `tag` is two letters: namespaces `braid-<tag>a-<pid>`, `braid-<tag>b-<pid>`.
-        fn new(tag: &str) -> Self {
-            require_root();
-            let pid = std::process::id() % 100_000;
-            let net = Self {
-                a: format!("braid-{tag}a-{pid}"),
-                b: format!("braid-{tag}b-{pid}"),
-                // Interface names: at most 15 bytes.
-                dev_a: format!("{tag}a{pid}"),
-                dev_b: format!("{tag}b{pid}"),
-                dir: std::env::temp_dir().join(format!("braid-{tag}-{pid}")),
-                children: Vec::new(),
-            };
-            // Leftovers of an earlier crashed run with the same pid.
-            for ns in [&net.a, &net.b] {
-                let _ = run("ip", &["netns", "delete", ns]);
-            }
-            let _ = std::fs::remove_dir_all(&net.dir);
-            std::fs::create_dir_all(&net.dir).expect("test directory");
-            for ns in [&net.a, &net.b] {
-                ok("ip", &["netns", "add", ns]);
-                net.exec(ns, &["ip", "link", "set", "lo", "up"]);
-                // No IPv6: router solicitations and MLD reports would be tunnelled too and
-                // blur the counts.
-                net.exec(
-                    ns,
-                    &[
-                        "sysctl",
-                        "-qw",
-                        "net.ipv6.conf.all.disable_ipv6=1",
-                        "net.ipv6.conf.default.disable_ipv6=1",
-                    ],
-                );
-            }
-            ok(
-                "ip",
-                &[
-                    "link", "add", &net.dev_a, "netns", &net.a, "type", "veth", "peer", "name",
-                    &net.dev_b, "netns", &net.b,
-                ],
-            );
-            for (ns, dev, addr) in [
-                (&net.a, &net.dev_a, "10.77.0.1/24"),
-                (&net.b, &net.dev_b, "10.77.0.2/24"),
-            ] {
-                net.exec(ns, &["ip", "addr", "add", addr, "dev", dev]);
-                net.exec(ns, &["ip", "link", "set", dev, "up"]);
-            }
-            net
-        }
-
-        fn exec(&self, ns: &str, cmd: &[&str]) -> String {
-            let mut args = vec!["netns", "exec", ns];
-            args.extend_from_slice(cmd);
-            ok("ip", &args)
-        }
-
-        fn path(&self, file: &str) -> PathBuf {
-            self.dir.join(file)
-        }
-
-        /// Start braid in namespace a with `config` and wait (bounded) for its stats file.
-        fn start_braid(&mut self, config: &str) {
-            let cfg = self.path("a.toml");
-            std::fs::write(&cfg, config).expect("write config");
-            let log = std::fs::File::create(self.path("a.log")).expect("log file");
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.a, BRAID, "run", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "info")
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("start braid");
-            self.children.push(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !self.path("a.stats.json").exists() {
-                assert!(
-                    Instant::now() < deadline,
-                    "braid did not start within 10 s:\n{}",
-                    self.log()
-                );
-                assert!(
-                    self.children
-                        .last_mut()
-                        .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
-                    "braid exited:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-
-        fn log(&self) -> String {
-            std::fs::read_to_string(self.path("a.log")).unwrap_or_default()
-        }
-
-        /// braid's stats file (written every second), once `done` holds for it, or after
-        /// 5 s.
-        fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let v: Value = std::fs::read_to_string(self.path("a.stats.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null);
-                if done(&v) || Instant::now() > deadline {
-                    return v;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-
         /// braid's stats once tunnel 0 shows at least `tx` packets sent and `rx` received.
         fn stats(&self, tx: u64, rx: u64) -> Value {
             self.stats_when(|v| {
@@ -298,104 +144,27 @@ mod tests {
         }
     }
 
-    /// SIGTERM, then SIGKILL after 3 s.
-    fn stop(child: &mut Child) {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    impl Drop for Net {
-        fn drop(&mut self) {
-            for c in &mut self.children {
-                stop(c);
-            }
-            for ns in [&self.a, &self.b] {
-                let _ = run("ip", &["netns", "delete", ns]);
-            }
-            if std::thread::panicking() {
-                eprintln!("braid's log:\n{}", self.log());
-            }
-            let _ = std::fs::remove_dir_all(&self.dir);
+    /// Send `sent` from `from` to `to`, paced a little (the captures should see all of it).
+    fn send_paced(from: &UdpSocket, to: &str, sent: &[Vec<u8>]) {
+        let to: SocketAddr = to.parse().expect("address");
+        for d in sent {
+            from.send_to(d, to).expect("send");
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    /// A UDP socket bound to `addr` inside namespace `ns` (made on a thread that entered it;
-    /// the socket stays in that namespace).
-    fn udp_in(ns: &str, addr: &str) -> UdpSocket {
-        use std::os::fd::AsFd;
-        let addr: SocketAddr = addr.parse().expect("address");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                let socket = UdpSocket::bind(addr).expect("bind");
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(200)))
-                    .expect("timeout");
-                socket
-            })
-            .join()
-            .expect("netns thread")
-        })
-    }
-
-    /// Datagram `i`: 1 to 1300 bytes of a pattern that depends on `i` and `salt`.
-    fn datagram(i: usize, salt: u8) -> Vec<u8> {
-        let len = 1 + (i * 97) % 1300;
-        (0..len)
-            .map(|k| (k as u8).wrapping_mul(13) ^ (i as u8) ^ salt)
-            .collect()
-    }
-
-    /// Send `N` datagrams from `from` to `to` and receive them on `sink`, in order and
-    /// byte-exact (a datagram is resent at most 10 times if nothing arrives: the first ones
-    /// may meet a neighbour lookup). Returns the number of sends, or what went wrong.
-    fn exchange(
-        from: &UdpSocket,
-        to: SocketAddr,
-        sink: &UdpSocket,
-        salt: u8,
-    ) -> Result<usize, String> {
+    /// Receive scapy's `N` datagrams ([`datagram`] with `salt`) on `sink`, from `from`, in
+    /// order and byte-exact.
+    fn receive_from_scapy(sink: &UdpSocket, from: &str, salt: u8) {
+        let from: SocketAddr = from.parse().expect("address");
         let mut buf = vec![0u8; 2048];
-        let mut sends = 0;
         for i in 0..N {
-            let d = datagram(i, salt);
-            let mut got = None;
-            for _ in 0..10 {
-                from.send_to(&d, to).expect("send");
-                sends += 1;
-                if let Ok((n, _)) = sink.recv_from(&mut buf) {
-                    got = Some(buf[..n].to_vec());
-                    break;
-                }
-            }
-            let got = got.ok_or_else(|| format!("datagram {i} to {to} never arrived"))?;
-            if got != d {
-                return Err(format!("datagram {i} to {to} changed on the way"));
-            }
+            let (n, src) = sink
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("scapy's datagram {i} did not arrive: {e}"));
+            assert_eq!(src, from);
+            assert_eq!(buf[..n], datagram(i, salt)[..], "scapy's datagram {i}");
         }
-        // Nothing more (no duplicate) arrives.
-        if sink.recv_from(&mut buf).is_ok() {
-            return Err(format!("an extra datagram arrived for {to}"));
-        }
-        Ok(sends)
     }
 
     /// `tshark -r file` with the checksums verified and `args`; its stdout.
@@ -414,10 +183,10 @@ mod tests {
         ok("tshark", &all)
     }
 
-    /// Every packet of the capture that tshark marks malformed or with an expert warning or
-    /// error, one line each: the test wants none.
-    fn tshark_complaints(file: &Path) -> String {
-        tshark(
+    /// Fails the test if tshark marks a packet of the capture malformed or with an expert
+    /// warning or error, or finds a bad checksum (listing them, one line each).
+    fn assert_tshark_finds_nothing_wrong(file: &Path) {
+        let complaints = tshark(
             file,
             &[
                 "-Y",
@@ -431,7 +200,16 @@ mod tests {
                 "-e",
                 "_ws.expert.message",
             ],
-        )
+        );
+        assert!(
+            complaints.trim().is_empty(),
+            "tshark complains:\n{complaints}"
+        );
+    }
+
+    /// `bytes` as tshark shows data: lowercase hex digits, no separator.
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Field rows of the capture: one line per packet, fields separated by `|`, repeated
@@ -446,60 +224,6 @@ mod tests {
             .lines()
             .map(|l| l.split('|').map(str::to_owned).collect())
             .collect()
-    }
-
-    /// In namespace b, the kernel's VXLAN device `vxlan0` (VNI 42, port 4789, remote braid's
-    /// 10.77.0.1, on b's veth), as braid_wire::tunnel's "Matching a Linux VXLAN device"
-    /// notes say, up, without an address.
-    fn kernel_vxlan(net: &Net) {
-        let (b, dev_b) = (&net.b, &net.dev_b);
-        net.exec(
-            b,
-            &[
-                "ip",
-                "link",
-                "add",
-                "vxlan0",
-                "type",
-                "vxlan",
-                "id",
-                "42",
-                "dstport",
-                "4789",
-                "remote",
-                "10.77.0.1",
-                "local",
-                "10.77.0.2",
-                "dev",
-                dev_b,
-            ],
-        );
-        net.exec(b, &["ip", "link", "set", "vxlan0", "address", VXLAN0_MAC]);
-        net.exec(b, &["ip", "link", "set", "vxlan0", "up"]);
-        // A veth hands packets to the other namespace with their checksums still to be
-        // filled in (CHECKSUM_PARTIAL), which a NIC would fill on the wire; braid's socket
-        // reads the bytes, so the kernel must fill them before the veth, as a NIC would.
-        net.exec(b, &["ethtool", "-K", dev_b, "tx", "off"]);
-    }
-
-    /// In namespace b, a permanent neighbour entry on `dev` for braid's vNIC address with
-    /// braid's inner MAC (braid answers no ARP).
-    fn neighbour_braid(net: &Net, dev: &str) {
-        net.exec(
-            &net.b,
-            &[
-                "ip",
-                "neigh",
-                "add",
-                "10.99.0.1",
-                "lladdr",
-                BRAID_MAC,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ],
-        );
     }
 
     /// The `Ip:` counter `field` of namespace `ns` (`/proc/net/snmp`: ReasmOKs, ...).
@@ -518,51 +242,21 @@ mod tests {
             .unwrap_or_else(|| panic!("no Ip: {field} in /proc/net/snmp:\n{text}"))
     }
 
-    /// `ip -s -j link show dev` in namespace b: its stats64.
-    fn link_stats(net: &Net, dev: &str) -> Value {
-        let link: Value =
-            serde_json::from_str(&net.exec(&net.b, &["ip", "-s", "-j", "link", "show", dev]))
-                .expect("ip -j");
-        link[0]["stats64"].clone()
-    }
-
-    fn drop_count(stats: &Value, label: &str) -> u64 {
-        stats["drops"][label].as_u64().unwrap_or(0)
-    }
-
+    /// [`braid_config`] with `tunnel` (named `t0`) and a class of UDP to `dst_port` in it.
     fn config(dev: &str, tunnel: &str, dst_port: u16) -> String {
-        format!(
-            r#"
-[vnic]
-name = "{dev}v"
-addresses = ["10.99.0.1/24"]
-mtu = 1400
-offload = false
-
-[peer]
-role = "a"
-
-# braid's own NIC; no braid peer answers in this test, the tunnel uses its device.
-[[nics]]
-name = "link0"
-device = "{dev}"
-local = "10.77.0.1:7700"
-peer = "10.77.0.2:7700"
-capacity = "1gbit"
-
-{tunnel}
+        braid_config(
+            dev,
+            "",
+            &format!(
+                r#"{tunnel}
 
 [[classes]]
 name = "tunnelled"
 protocol = "udp"
 dst_ports = "{dst_port}"
 policy = "pin"
-tunnel = "t0"
-
-[daemon]
-stats_file = "STATS"
-busy_poll_us = 0
-"#
+tunnel = "t0""#
+            ),
         )
     }
 
@@ -571,34 +265,19 @@ busy_poll_us = 0
     /// well-formed.
     #[test]
     fn vxlan_interop_with_the_linux_kernel_both_ways() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        require_root();
+        let _serial = serial();
+        require_root(ROOT);
         require_tool("ethtool", "ethtool");
         require_tool("tcpdump", "tcpdump");
         require_tool("tshark", "tshark");
-        let mut net = Net::new("vx");
+        let mut net = Net::new("vx", "vx");
         let b = net.b.clone();
-        kernel_vxlan(&net);
+        net.kernel_vxlan();
         net.exec(&b, &["ip", "addr", "add", "10.99.0.2/24", "dev", "vxlan0"]);
-        neighbour_braid(&net, "vxlan0");
+        net.neighbour_braid("vxlan0");
         let capture = net.start_capture("udp port 4789", "vxlan.pcap");
-        let tunnel = format!(
-            r#"[[tunnels]]
-name = "t0"
-kind = "vxlan"
-nic = "link0"
-local = "10.77.0.1"
-remote = "10.77.0.2"
-vni = 42
-inner_dst_mac = "{VXLAN0_MAC}"
-src_ports = "32768-60999""#
-        );
-        let stats_path = net.path("a.stats.json");
-        let cfg =
-            config(&net.dev_a, &tunnel, 6003).replace("STATS", stats_path.to_str().expect("path"));
-        net.start_braid(&cfg);
+        let tunnel = format!("{}\nsrc_ports = \"32768-60999\"", vxlan_t0(42));
+        net.start_braid(&config(&net.dev_a, &tunnel, 6003));
 
         // braid → kernel: a socket on braid's vNIC to a socket on vxlan0.
         // Ports no tshark dissector claims (5000 is TAPA's: a 1-byte payload is malformed
@@ -608,21 +287,11 @@ src_ports = "32768-60999""#
         let failed = |e: String| -> usize {
             panic!("{e}\nbraid's stats: {}", net.stats(0, 0));
         };
-        let out_sends = exchange(
-            &on_braid,
-            "10.99.0.2:6003".parse().unwrap(),
-            &on_kernel,
-            0x5a,
-        )
-        .unwrap_or_else(failed);
+        let out_sends =
+            exchange(&on_braid, "10.99.0.2:6003", &on_kernel, 0x5a, N).unwrap_or_else(failed);
         // kernel → braid: the answer path, through the kernel's VXLAN and braid's decap.
-        let back_sends = exchange(
-            &on_kernel,
-            "10.99.0.1:6002".parse().unwrap(),
-            &on_braid,
-            0xa5,
-        )
-        .unwrap_or_else(failed);
+        let back_sends =
+            exchange(&on_kernel, "10.99.0.1:6002", &on_braid, 0xa5, N).unwrap_or_else(failed);
         net.stop_capture(capture);
 
         // Counted on both sides: braid's tunnel counters and drops, vxlan0's counters.
@@ -642,29 +311,22 @@ src_ports = "32768-60999""#
         }
         let port = &stats["tunnel_ports"][0];
         assert_eq!(port["tx_errors"].as_u64(), Some(0), "{stats}");
-        let link: Value =
-            serde_json::from_str(&net.exec(&b, &["ip", "-s", "-j", "link", "show", "vxlan0"]))
-                .expect("ip -j");
-        let s64 = &link[0]["stats64"];
+        let s64 = net.link_stats("vxlan0");
         assert_eq!(
             s64["rx"]["packets"].as_u64(),
             Some(out_sends as u64),
-            "{link}"
+            "{s64}"
         );
         assert_eq!(
             s64["tx"]["packets"].as_u64(),
             Some(back_sends as u64),
-            "{link}"
+            "{s64}"
         );
-        assert_eq!(s64["rx"]["errors"].as_u64(), Some(0), "{link}");
+        assert_eq!(s64["rx"]["errors"].as_u64(), Some(0), "{s64}");
 
         // tshark on b's veth: every outer packet well-formed, both directions.
         let pcap = net.path("vxlan.pcap");
-        let complaints = tshark_complaints(&pcap);
-        assert!(
-            complaints.trim().is_empty(),
-            "tshark complains:\n{complaints}"
-        );
+        assert_tshark_finds_nothing_wrong(&pcap);
         let rows = tshark_fields(
             &pcap,
             "vxlan",
@@ -734,48 +396,24 @@ src_ports = "32768-60999""#
     /// decapsulates GRE made by an independent encoder (scapy).
     #[test]
     fn gre_checked_by_tshark_and_scapy() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        require_root();
+        let _serial = serial();
+        require_root(ROOT);
         require_tool("tcpdump", "tcpdump");
         require_tool("tshark", "tshark");
         let python = python();
-        let mut net = Net::new("gr");
+        let mut net = Net::new("gr", "gr");
         let b = net.b.clone();
         let capture = net.start_capture("ip proto 47", "gre.pcap");
-        let tunnel = r#"[[tunnels]]
-name = "t0"
-kind = "gre"
-nic = "link0"
-local = "10.77.0.1"
-remote = "10.77.0.2"
-key = 4660
-seq = true
-checksum = true"#;
-        let stats_path = net.path("a.stats.json");
-        let cfg =
-            config(&net.dev_a, tunnel, 6000).replace("STATS", stats_path.to_str().expect("path"));
-        net.start_braid(&cfg);
+        net.start_braid(&config(&net.dev_a, GRE_T0, 6000));
 
         // braid → the wire: N datagrams to 10.99.0.2:6000 (nobody there: namespace b has no
         // GRE endpoint; the capture is the receiver).
         let on_braid = udp_in(&net.a, "10.99.0.1:6001");
         let sent: Vec<Vec<u8>> = (0..N).map(|i| datagram(i, 0x3c)).collect();
-        for d in &sent {
-            on_braid
-                .send_to(d, "10.99.0.2:6000".parse::<SocketAddr>().unwrap())
-                .expect("send");
-            // Paced a little: the capture should see all of them.
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&on_braid, "10.99.0.2:6000", &sent);
         net.stop_capture(capture);
         let pcap = net.path("gre.pcap");
-        let complaints = tshark_complaints(&pcap);
-        assert!(
-            complaints.trim().is_empty(),
-            "tshark complains:\n{complaints}"
-        );
+        assert_tshark_finds_nothing_wrong(&pcap);
         let rows = tshark_fields(
             &pcap,
             "gre && ip.src == 10.77.0.1",
@@ -808,8 +446,7 @@ checksum = true"#;
             assert_eq!(r[6], i.to_string(), "sequence numbers from 0: {r:?}");
             assert_eq!(r[7], "1", "GRE checksum good: {r:?}");
             assert_eq!(r[8], "6000", "{r:?}");
-            let payload: String = sent[i].iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(r[9], payload, "inner payload of datagram {i}");
+            assert_eq!(r[9], hex(&sent[i]), "inner payload of datagram {i}");
         }
 
         // scapy → braid: GRE with key, sequence number and checksum from namespace b, to a
@@ -837,16 +474,9 @@ send(pkt(0, 1000 + {N} - 1))
 "#
         );
         net.exec(&b, &[python, "-c", &script]);
-        let mut buf = vec![0u8; 2048];
-        for i in 0..N {
-            let (n, from) = sink
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("scapy's datagram {i} did not arrive: {e}"));
-            assert_eq!(from, "10.99.0.2:6000".parse::<SocketAddr>().unwrap());
-            assert_eq!(buf[..n], datagram(i, 0x77)[..], "scapy's datagram {i}");
-        }
+        receive_from_scapy(&sink, "10.99.0.2:6000", 0x77);
         assert!(
-            sink.recv_from(&mut buf).is_err(),
+            sink.recv_from(&mut [0u8; 2048]).is_err(),
             "a dropped packet arrived"
         );
         // The last two packets are counted drops; the stats file may lag a second.
@@ -882,28 +512,19 @@ send(pkt(0, 1000 + {N} - 1))
     /// packet on the veth well-formed, with the 802.1Q tag inside.
     #[test]
     fn vxlan_vlan_tags_interop_with_the_kernel_vxlan_device() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        require_root();
+        let _serial = serial();
+        require_root(ROOT);
         require_tool("ethtool", "ethtool");
         require_tool("tcpdump", "tcpdump");
         require_tool("tshark", "tshark");
         let python = python();
-        let mut net = Net::new("vv");
+        let mut net = Net::new("vv", "vv");
         let b = net.b.clone();
-        kernel_vxlan(&net);
+        net.kernel_vxlan();
         let outer_capture = net.start_capture("udp port 4789", "vlan-outer.pcap");
         let inner_capture = net.start_capture_on("vxlan0", "vlan 100", "vlan-inner.pcap");
         let tunnel = format!(
-            r#"[[tunnels]]
-name = "t0"
-kind = "vxlan"
-nic = "link0"
-local = "10.77.0.1"
-remote = "10.77.0.2"
-vni = 42
-inner_dst_mac = "{VXLAN0_MAC}"
+            r#"{}
 
 # The tunnelled flow's inner frames carry VLAN 100, priority 3 ...
 [[rules]]
@@ -918,23 +539,16 @@ vlan_pcp = 3
 name = "untag-100"
 direction = "rx"
 vlan = 100
-pop_vlan = true"#
+pop_vlan = true"#,
+            vxlan_t0(42)
         );
-        let stats_path = net.path("a.stats.json");
-        let cfg =
-            config(&net.dev_a, &tunnel, 6003).replace("STATS", stats_path.to_str().expect("path"));
-        net.start_braid(&cfg);
+        net.start_braid(&config(&net.dev_a, &tunnel, 6003));
 
         // braid → kernel: N datagrams from braid's vNIC to 10.99.0.2:6003, through the tag
         // rule and the VXLAN tunnel to vxlan0.
         let on_braid = udp_in(&net.a, "10.99.0.1:6002");
         let sent: Vec<Vec<u8>> = (0..N).map(|i| datagram(i, 0x5a)).collect();
-        for d in &sent {
-            on_braid
-                .send_to(d, "10.99.0.2:6003".parse::<SocketAddr>().unwrap())
-                .expect("send");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&on_braid, "10.99.0.2:6003", &sent);
         // kernel → braid: scapy's tagged frames into vxlan0 (VLAN 100, then one of VLAN
         // 200 that no rule pops), to the socket on braid's vNIC.
         let sink = &on_braid;
@@ -957,16 +571,9 @@ sendp(frame(0, 200), iface="vxlan0")
 "#
         );
         net.exec(&b, &[python, "-c", &script]);
-        let mut buf = vec![0u8; 2048];
-        for i in 0..N {
-            let (n, from) = sink
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("scapy's tagged datagram {i} did not arrive: {e}"));
-            assert_eq!(from, "10.99.0.2:6003".parse::<SocketAddr>().unwrap());
-            assert_eq!(buf[..n], datagram(i, 0xa5)[..], "scapy's datagram {i}");
-        }
+        receive_from_scapy(sink, "10.99.0.2:6003", 0xa5);
         assert!(
-            sink.recv_from(&mut buf).is_err(),
+            sink.recv_from(&mut [0u8; 2048]).is_err(),
             "the VLAN 200 frame arrived"
         );
         net.stop_capture(inner_capture);
@@ -995,7 +602,7 @@ sendp(frame(0, 200), iface="vxlan0")
             assert_eq!(drop_count(&stats, label), 0, "{label}: {stats}");
         }
         // The kernel's VXLAN device decapsulated braid's N and encapsulated scapy's N + 1.
-        let vx = link_stats(&net, "vxlan0");
+        let vx = net.link_stats("vxlan0");
         assert_eq!(vx["rx"]["packets"].as_u64(), Some(N as u64), "{vx}");
         assert_eq!(vx["tx"]["packets"].as_u64(), Some(N as u64 + 1), "{vx}");
         assert_eq!(vx["rx"]["errors"].as_u64(), Some(0), "{vx}");
@@ -1029,22 +636,13 @@ sendp(frame(0, 200), iface="vxlan0")
                 (BRAID_MAC, VXLAN0_MAC, "100", "3", "0x0800", "6003"),
                 "{r:?}"
             );
-            let payload: String = sent[i].iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(r[6], payload, "inner payload of datagram {i}");
+            assert_eq!(r[6], hex(&sent[i]), "inner payload of datagram {i}");
         }
-        let complaints = tshark_complaints(&net.path("vlan-inner.pcap"));
-        assert!(
-            complaints.trim().is_empty(),
-            "tshark complains:\n{complaints}"
-        );
+        assert_tshark_finds_nothing_wrong(&net.path("vlan-inner.pcap"));
 
         // The VXLAN packets on the veth: well-formed, with the 802.1Q tag inside.
         let pcap = net.path("vlan-outer.pcap");
-        let complaints = tshark_complaints(&pcap);
-        assert!(
-            complaints.trim().is_empty(),
-            "tshark complains:\n{complaints}"
-        );
+        assert_tshark_finds_nothing_wrong(&pcap);
         let rows = tshark_fields(
             &pcap,
             "vxlan",
@@ -1096,33 +694,19 @@ sendp(frame(0, 200), iface="vxlan0")
     #[test]
     fn gre_outer_fragments_with_df_clear_reassemble_both_ways() {
         const MTU: usize = 1000;
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        require_root();
+        let _serial = serial();
+        require_root(ROOT);
         require_tool("tcpdump", "tcpdump");
         require_tool("tshark", "tshark");
         let python = python();
-        let mut net = Net::new("gf");
+        let mut net = Net::new("gf", "gf");
         let (a, b) = (net.a.clone(), net.b.clone());
         let mtu = MTU.to_string();
         net.exec(&a, &["ip", "link", "set", &net.dev_a, "mtu", &mtu]);
         net.exec(&b, &["ip", "link", "set", &net.dev_b, "mtu", &mtu]);
         let capture = net.start_capture("ip proto 47", "gref.pcap");
-        let tunnel = r#"[[tunnels]]
-name = "t0"
-kind = "gre"
-nic = "link0"
-local = "10.77.0.1"
-remote = "10.77.0.2"
-key = 4660
-seq = true
-checksum = true
-df = false"#;
-        let stats_path = net.path("a.stats.json");
-        let cfg =
-            config(&net.dev_a, tunnel, 6000).replace("STATS", stats_path.to_str().expect("path"));
-        net.start_braid(&cfg);
+        let tunnel = format!("{GRE_T0}\ndf = false");
+        net.start_braid(&config(&net.dev_a, &tunnel, 6000));
         let reasm_b = snmp_ip(&net, &b, "ReasmOKs");
 
         // braid → the wire: datagrams of 1..1300 bytes; those whose outer packet (20 + GRE
@@ -1136,12 +720,7 @@ df = false"#;
             .map(|d| (outer_len(d) - 20).div_ceil((MTU - 20) & !7))
             .sum();
         assert!(fragmented > 5, "the test sends fragmented packets");
-        for d in &sent {
-            on_braid
-                .send_to(d, "10.99.0.2:6000".parse::<SocketAddr>().unwrap())
-                .expect("send");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        send_paced(&on_braid, "10.99.0.2:6000", &sent);
         net.stop_capture(capture);
         let stats = net
             .stats_when(|v| v["tunnels"][0]["tx_packets"].as_u64().unwrap_or(0) >= frames as u64);
@@ -1168,11 +747,7 @@ df = false"#;
 
         // tshark: every frame within the MTU, no complaint, the fragments reassembled.
         let pcap = net.path("gref.pcap");
-        let complaints = tshark_complaints(&pcap);
-        assert!(
-            complaints.trim().is_empty(),
-            "tshark complains:\n{complaints}"
-        );
+        assert_tshark_finds_nothing_wrong(&pcap);
         // Two passes (-2): a fragment learns the frame it is reassembled in only then.
         let wire: Vec<Vec<String>> = tshark(
             &pcap,
@@ -1233,8 +808,7 @@ df = false"#;
             );
             assert_eq!(r[2], "1", "GRE checksum over the reassembled packet: {r:?}");
             assert_eq!(r[3], "6000", "{r:?}");
-            let payload: String = sent[i].iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(r[4], payload, "inner payload of datagram {i}");
+            assert_eq!(r[4], hex(&sent[i]), "inner payload of datagram {i}");
         }
 
         // scapy → braid: GRE with key, sequence number and checksum, cut into 480-byte
@@ -1269,14 +843,7 @@ print(cut)
             .parse()
             .expect("scapy prints how many packets it fragmented");
         assert!(cut > 5, "scapy sent fragmented packets");
-        let mut buf = vec![0u8; 2048];
-        for i in 0..N {
-            let (n, from) = sink
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("scapy's datagram {i} did not arrive: {e}"));
-            assert_eq!(from, "10.99.0.2:6000".parse::<SocketAddr>().unwrap());
-            assert_eq!(buf[..n], datagram(i, 0x77)[..], "scapy's datagram {i}");
-        }
+        receive_from_scapy(&sink, "10.99.0.2:6000", 0x77);
         assert_eq!(
             snmp_ip(&net, &a, "ReasmOKs") - reasm_a,
             cut,

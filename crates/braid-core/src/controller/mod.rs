@@ -67,6 +67,22 @@
 //! or Degraded again. New flows that find no room are rejected or queued
 //! ([`OverflowPolicy`]); queued flows are admitted by `handle_timeout` when room appears.
 //!
+//! # Operator moves and pins
+//!
+//! [`move_flow_to`](FlowController::move_flow_to) puts a flow on one NIC on an operator's
+//! request (the REST API's `POST /v1/flows/{id}`), through the admission of
+//! [`assign_flow`](FlowController::assign_flow): the NIC must have room for the flow's load
+//! (`max(declared, measured)`), else pinned flows are rebalanced off it under the usual
+//! hysteresis, dwell and moves/sec bound, else the move is refused with the
+//! [`RejectReason`] and **the flow keeps its assignment** (unlike `assign_flow`, which
+//! replaces it). A moved flow becomes a [`FlowPolicy::Pin`] flow on that NIC, keeps its
+//! measured rate and starts a dwell. With `pin`, it is *operator-pinned*: neither the
+//! periodic rebalance nor the room-making of an admission moves it. A NIC going down still
+//! does (failover never black-holes a flow), and that **clears the pin**: the operator chose
+//! a NIC, not whatever NIC failover picks, and a pin left on the failover NIC would hold the
+//! flow there against the operator's intent; the flow is the controller's again (counted in
+//! `ControllerStats::pins_cleared`). A move with `pin = false` unpins.
+//!
 //! # Measured load
 //!
 //! [`Ewma`] keeps an exponentially decaying byte sum `S`, decayed by `e^(−Δt/τ)` for whatever
@@ -301,6 +317,8 @@ pub enum MoveReason {
     NicDown,
     /// A NIC came back: a stripe/duplicate set regained it, or a stranded flow was placed.
     NicUp,
+    /// An operator moved it ([`FlowController::move_flow_to`]).
+    Operator,
 }
 
 /// Why a flow was rejected.
@@ -388,6 +406,12 @@ pub struct ControllerStats {
     pub events_dropped: u64,
     /// `observe` for a flow the controller does not know.
     pub observe_unknown_flow: u64,
+    /// Flows an operator moved ([`FlowController::move_flow_to`]).
+    pub operator_moves: u64,
+    /// Operator moves refused by admission (the flow stayed where it was).
+    pub operator_moves_refused: u64,
+    /// Operator pins cleared because the pinned flow's NIC went down (the flow moved).
+    pub pins_cleared: u64,
 }
 
 /// Setup errors (NIC registry and configuration).
@@ -439,5 +463,7 @@ impl fmt::Display for ControllerError {
 
 impl core::error::Error for ControllerError {}
 
+#[cfg(test)]
+mod operator_tests;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,8 @@ struct FlowEntry {
     assignment: Assignment,
     ewma: Ewma,
     last_moved: Option<Instant>,
+    /// Operator-pinned ([`FlowController::move_flow_to`]): rebalancing never moves it.
+    pinned: bool,
 }
 
 /// Where a queued flow wants to go.
@@ -269,6 +271,20 @@ impl FlowController {
         self.flows.get(&flow).map(|e| &e.assignment)
     }
 
+    /// `true` if an operator pinned the flow to its NIC ([`Self::move_flow_to`]).
+    #[must_use]
+    pub fn is_pinned(&self, flow: FlowId) -> bool {
+        self.flows.get(&flow).is_some_and(|e| e.pinned)
+    }
+
+    /// The flow's measured rate (its load EWMA decayed to `now`), bits per second; `None`
+    /// if the flow is not admitted.
+    #[must_use]
+    pub fn flow_rate_bps(&self, flow: FlowId, now: Instant) -> Option<u64> {
+        let e = self.flows.get(&flow)?;
+        Some(e.ewma.rate_bps(now, self.config.ewma_tau))
+    }
+
     /// `true` if the flow waits in the admission queue.
     #[must_use]
     pub fn is_queued(&self, flow: FlowId) -> bool {
@@ -445,6 +461,12 @@ impl FlowController {
             }
             let from = a.nics;
             nics.account(a, false);
+            if e.pinned {
+                // The operator's NIC is gone: the flow is the controller's again (module
+                // doc, "Operator moves and pins").
+                e.pinned = false;
+                stats.pins_cleared += 1;
+            }
             let to = match a.policy {
                 FlowPolicy::Pin => {
                     let load = a.load_bps();
@@ -582,6 +604,93 @@ impl FlowController {
         }
     }
 
+    /// An operator's move: put `flow` on `nic` alone, through the admission of
+    /// [`Self::assign_flow`] (room for the flow's load, `max(declared, measured)`, or room
+    /// made by rebalancing unpinned flows off `nic`), and pin it there if `pin` (rebalancing
+    /// then skips it; a NIC failure still moves it and clears the pin). `pin = false` unpins
+    /// a pinned flow. See "Operator moves and pins" in the module doc.
+    ///
+    /// The flow may be admitted (any policy: it becomes [`FlowPolicy::Pin`], keeping its
+    /// declared demand and measured rate), queued or unknown to the controller (then
+    /// `demand_bps` is its declared demand; admitted, it leaves the queue). Emits `FlowMoved`
+    /// with [`MoveReason::Operator`] when its NICs change.
+    ///
+    /// # Errors
+    /// Why admission refused it ([`RejectReason::NoRoom`]: `nic` is down, unknown or full
+    /// and no rebalancing could make room; [`RejectReason::FlowLimit`] for a flow not yet
+    /// admitted). Then nothing changed: the flow keeps its assignment (or queue place).
+    pub fn move_flow_to(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        nic: NicId,
+        demand_bps: u64,
+        pin: bool,
+    ) -> Result<AssignOutcome, RejectReason> {
+        let old = self.flows.remove(&flow);
+        if let Some(e) = &old {
+            self.nics.account(&e.assignment, false);
+        } else if self.flows.len() >= self.config.max_flows {
+            self.stats.operator_moves_refused += 1;
+            return Err(RejectReason::FlowLimit);
+        }
+        let (demand, measured, ewma) = old.map_or((demand_bps, 0, Ewma::default()), |e| {
+            (e.assignment.demand_bps, e.assignment.measured_bps, e.ewma)
+        });
+        let load = demand.max(measured);
+        let single = NicSet::single(nic);
+        // As `try_admit` for `Target::Nic`; the flow itself is out of the accounts, so it
+        // fits back on its own NIC and is not among the flows rebalancing may move.
+        let outcome = if self.nics.fits(nic, load, self.config.headroom) {
+            Some(AssignOutcome::Admitted(single))
+        } else if self.nics.usable(nic) {
+            self.make_room(now, nic, load)
+                .map(|moved| AssignOutcome::AdmittedAfterRebalance {
+                    nics: single,
+                    moved,
+                })
+        } else {
+            None
+        };
+        let Some(outcome) = outcome else {
+            if let Some(e) = old {
+                self.nics.account(&e.assignment, true);
+                self.flows.insert(flow, e);
+            }
+            self.stats.operator_moves_refused += 1;
+            return Err(RejectReason::NoRoom);
+        };
+        let from = old.map_or(NicSet::EMPTY, |e| e.assignment.nics);
+        let entry = FlowEntry {
+            assignment: Assignment {
+                policy: FlowPolicy::Pin,
+                nics: single,
+                demand_bps: demand,
+                measured_bps: measured,
+            },
+            ewma,
+            last_moved: if from == single {
+                old.and_then(|e| e.last_moved)
+            } else {
+                Some(now)
+            },
+            pinned: pin,
+        };
+        self.nics.account(&entry.assignment, true);
+        self.flows.insert(flow, entry);
+        self.queue.retain(|q| q.flow != flow);
+        self.stats.operator_moves += 1;
+        if from != single {
+            self.push_event(ControllerEvent::FlowMoved {
+                flow,
+                from,
+                to: single,
+                reason: MoveReason::Operator,
+            });
+        }
+        Ok(outcome)
+    }
+
     /// Forget a flow (admitted or queued).
     pub fn remove_flow(&mut self, flow: FlowId) {
         self.forget(flow);
@@ -698,7 +807,7 @@ impl FlowController {
             let mut best: Option<(f64, FlowId)> = None;
             for (&flow, e) in &self.flows {
                 let a = &e.assignment;
-                if a.policy != FlowPolicy::Pin || a.nics != NicSet::single(src) {
+                if e.pinned || a.policy != FlowPolicy::Pin || a.nics != NicSet::single(src) {
                     continue;
                 }
                 let f = a.load_bps();
@@ -806,6 +915,7 @@ impl FlowController {
                 assignment: a,
                 ewma: Ewma::default(),
                 last_moved: None,
+                pinned: false,
             },
         );
     }
@@ -880,7 +990,7 @@ impl FlowController {
             let mut best: Option<(FlowId, u64, NicId)> = None;
             for (&flow, e) in &self.flows {
                 let a = &e.assignment;
-                if a.policy != FlowPolicy::Pin || a.nics != NicSet::single(src) {
+                if e.pinned || a.policy != FlowPolicy::Pin || a.nics != NicSet::single(src) {
                     continue;
                 }
                 if plan.moves[..plan.len].iter().any(|m| m.0 == flow) {

@@ -60,6 +60,14 @@
 //! swaps both rule sets between batches, and [`Command::ReplacePolicies`] the tunnels, the
 //! QoS configuration and the rule sets together, all or nothing (`engine/policies.rs`).
 //!
+//! # Flow table and operator moves
+//!
+//! [`Engine::flows`] answers a bounded, filtered page of the live TX and RX flow tables
+//! ([`FlowQuery`] → at most `limit + 1` [`FlowRow`]s in [`FlowCursor`] order), and
+//! [`Engine::flow`] one flow; [`Command::MoveFlow`] moves (and pins) a TX flow to a NIC
+//! through the flow controller's admission. Both are off the fast path, between batches
+//! (`engine/flows.rs`).
+//!
 //! Every drop is counted by [`DropReason`]. Nothing on these paths allocates once the tables
 //! have warmed up, logs, or makes a syscall.
 //!
@@ -78,6 +86,7 @@ pub use config::{
     ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, UDP_IPV4_OVERHEAD_BYTES,
 };
 pub use metrics::{EngineStats, NicCounters};
+pub use state::flows::{FlowCursor, FlowDirection, FlowQuery, FlowRow, MAX_FLOW_ROWS};
 pub use state::policies::Policies;
 pub use state::rules::{RuleDirection, RuleHits, RuleRefusal, RuleStats, RuleTable, RulesError};
 pub use state::{Delivered, Engine, RxFlowInfo, Transmit, TxVerdict};
@@ -94,8 +103,11 @@ use crate::{NicId, NicSet};
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
-    /// Take a NIC administratively down (its flows are drained to the others) or bring it
-    /// back.
+    /// Take a NIC administratively down (its flows are drained to the others, its queued
+    /// packets moved to them) or bring it back. Taking down the last usable NIC is refused
+    /// ([`CommandError::LastUsableNic`]): the last NIC administratively up, or the last one
+    /// up whose link is not down (the others' links are; traffic would go only to dead
+    /// links). [`Engine::nic_admin_up`] reads the state back.
     SetNicAdmin {
         /// The NIC.
         nic: NicId,
@@ -150,6 +162,25 @@ pub enum Command {
     /// is looked up again on its next packet. QoS as [`Command::SetQos`], rules as
     /// [`Command::ReplaceRules`]. See `engine/policies.rs`.
     ReplacePolicies(Box<Policies>),
+    /// Move a TX flow to one NIC, through the flow controller's admission
+    /// ([`crate::controller::FlowController::move_flow_to`]): admitted, the flow is sent on
+    /// that NIC alone from its next packet on (its class's striping policy and NIC set no
+    /// longer apply to it), and with `pin` it stays there: rebalancing does not move it, a
+    /// NIC going down does (and clears the pin). `pin = false` unpins: the controller may
+    /// rebalance it later. Refused, nothing changes: [`CommandError::UnknownFlow`],
+    /// [`CommandError::FlowNotMovable`] (an RX flow, a tunnelled flow),
+    /// [`CommandError::UnknownNic`], [`CommandError::NicNotUsable`],
+    /// [`CommandError::MoveRefused`] (admission). A later policy replacement that changes the
+    /// flow's striping, NICs or tunnel places it again, ending the move and the pin. See
+    /// `engine/flows.rs`.
+    MoveFlow {
+        /// The TX flow (TX and RX flow ids are separate spaces: this is a TX one).
+        flow: crate::FlowId,
+        /// The NIC it goes to.
+        nic: NicId,
+        /// Hold it there (operator pin); `false` unpins.
+        pin: bool,
+    },
 }
 
 /// Why [`Engine::apply`] refused a command. The engine's state is unchanged.
@@ -182,6 +213,32 @@ pub enum CommandError {
     /// (the engine does not return it: its callers do, such as braid-io's worker for a
     /// [`Command::ReplacePolicies`] sent without the worker's tunnel ports).
     NotAccepted(&'static str),
+    /// No TX flow has this id ([`Command::MoveFlow`]); it may have expired.
+    UnknownFlow(crate::FlowId),
+    /// The flow cannot be moved ([`Command::MoveFlow`]); the text says why (an RX flow: its
+    /// NICs are the sender's choice; a tunnelled flow: it leaves on its tunnel's NIC).
+    FlowNotMovable {
+        /// The flow.
+        flow: crate::FlowId,
+        /// Why.
+        why: &'static str,
+    },
+    /// The NIC is administratively down or its link is down ([`Command::MoveFlow`]).
+    NicNotUsable(NicId),
+    /// The flow controller's admission refused the move ([`Command::MoveFlow`]): the NIC
+    /// has no room for the flow and rebalancing could not make any; the flow stays where it
+    /// was.
+    MoveRefused {
+        /// The flow.
+        flow: crate::FlowId,
+        /// The NIC asked for.
+        nic: NicId,
+        /// The controller's reason.
+        reason: crate::controller::RejectReason,
+    },
+    /// Taking this NIC down would leave no usable NIC ([`Command::SetNicAdmin`]): it is the
+    /// last one administratively up, or the last one up whose link is not down.
+    LastUsableNic(NicId),
 }
 
 impl fmt::Display for CommandError {
@@ -199,6 +256,32 @@ impl fmt::Display for CommandError {
                  not in the new table (a class follows its tunnel by name)"
             ),
             Self::NotAccepted(why) => write!(f, "command not accepted here: {why}"),
+            Self::UnknownFlow(id) => write!(f, "no tx flow has id {}", id.0),
+            Self::FlowNotMovable { flow, why } => {
+                write!(f, "flow {} cannot be moved: {why}", flow.0)
+            }
+            Self::NicNotUsable(n) => write!(
+                f,
+                "nic {} is administratively down or its link is down",
+                n.0
+            ),
+            Self::MoveRefused { flow, nic, reason } => {
+                let why = match reason {
+                    crate::controller::RejectReason::NoRoom => {
+                        "no room for the flow's load, and rebalancing could not make any"
+                    }
+                    crate::controller::RejectReason::FlowLimit => {
+                        "the flow controller holds its most flows"
+                    }
+                    crate::controller::RejectReason::QueueFull => "the admission queue is full",
+                };
+                write!(f, "moving flow {} to nic {} refused: {why}", flow.0, nic.0)
+            }
+            Self::LastUsableNic(n) => write!(
+                f,
+                "nic {} is the last usable nic: taking it down would leave none",
+                n.0
+            ),
         }
     }
 }

@@ -7,146 +7,29 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{IpAddr, Ipv4Addr};
 
-use braid_wire::tunnel::{
-    DecapConfig, Encap, GreEncap, InnerFormat, InnerMacs, OuterIp, Tunnel, VxlanEncap, decap,
-};
+use braid_wire::tunnel::{DecapConfig, Tunnel, decap};
 
 use super::Policies;
+use crate::engine::tunnel::test_util::{
+    NOW, config, drain_deliver, engine, gre_encap, gre_fields, next_outer, policies, replace,
+    udp_packet, udp_rule, vxlan_encap,
+};
 use crate::engine::{
-    ClassMatch, ClassPolicy, Command, CommandError, Engine, EngineConfig, FlowClass, NicSpec,
-    QosError, RuleDirection, TunnelRefusal, TunnelSpec, TxVerdict,
+    Command, CommandError, Engine, QosError, RuleDirection, TunnelRefusal, TunnelSpec, TxVerdict,
 };
 use crate::qos::{ClassConfig as QosClassConfig, ClassId, QosConfig};
-use crate::rules::{Action, IpPrefix, PortRange, QosClass, Rule, RuleMatch, TunnelId};
+use crate::rules::{Action, QosClass, Rule, RuleMatch, TunnelId};
 use crate::{DropReason, Instant, NicId};
-
-const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const MACS: InnerMacs = InnerMacs {
-    src: [0x02, 0x62, 0x72, 0x61, 0x69, 0x64],
-    dst: [0x02, 0, 0, 0, 0, 0x0b],
-};
-const NOW: Instant = Instant::from_millis(1);
-
-/// An IPv4/UDP packet to `dst_port` with `payload_len` bytes of a pattern from `seq`.
-fn udp(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(192, 168, 5, 1),
-        Ipv4Addr::new(192, 168, 5, 2),
-        4000,
-        dst_port,
-        0,
-    )
-    .unwrap();
-    p
-}
-
-fn outer(mirror: bool) -> OuterIp {
-    let (src, dst) = if mirror {
-        (REMOTE, LOCAL)
-    } else {
-        (LOCAL, REMOTE)
-    };
-    OuterIp::V4 { src, dst }
-}
 
 /// A GRE tunnel with `key`, sequence numbers sent and checked; `mirror`: the far end's.
 fn gre(name: &str, key: u32, mirror: bool) -> TunnelSpec {
-    let mut g = GreEncap::new(outer(mirror), InnerFormat::Ip);
-    g.key = Some(key);
-    g.seq = true;
-    TunnelSpec::new(name, NicId(0), Encap::Gre(g))
+    TunnelSpec::new(name, NicId(0), gre_encap(mirror, Some(key), true))
 }
 
+/// A VXLAN tunnel with `vni`; `mirror`: the far end's.
 fn vxlan(name: &str, vni: u32, mirror: bool) -> TunnelSpec {
-    let v = VxlanEncap::new(outer(mirror), vni, InnerFormat::IpInEthernet(MACS));
-    TunnelSpec::new(name, NicId(0), Encap::Vxlan(v))
-}
-
-fn config(tunnels: Vec<TunnelSpec>) -> EngineConfig {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
-        NicId(0),
-        "link0",
-        1_000_000_000,
-        1500,
-    )]);
-    cfg.tunnels = tunnels;
-    cfg
-}
-
-/// An engine with `tunnels` and a flow class (UDP to 6000) in tunnel `class_tunnel`.
-fn engine(tunnels: Vec<TunnelSpec>, class_tunnel: Option<u8>) -> Engine {
-    let mut cfg = config(tunnels);
-    let mut class = FlowClass::new(
-        "tunnelled",
-        ClassMatch::udp_dst_port(6000),
-        ClassPolicy::Pin,
-    );
-    class.tunnel = class_tunnel;
-    cfg.classes.push(class);
-    Engine::new(cfg, Instant::ZERO).unwrap()
-}
-
-/// A TX rule: UDP to `dst_port` → `action`.
-fn rule(name: &str, dst_port: u16, action: Action) -> Rule {
-    let m = RuleMatch {
-        dst: Some(IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap()),
-        protocol: Some(17),
-        dst_ports: Some(PortRange::single(dst_port)),
-        ..RuleMatch::ANY
-    };
-    Rule::new(name, 1, m, &[action])
-}
-
-/// The policies of `e`'s configuration with `tunnels` and `tx_rules` instead (the tables
-/// built against the new tunnels, as the daemon builds them).
-fn policies(e: &Engine, tunnels: Vec<TunnelSpec>, tx_rules: Vec<Rule>) -> Policies {
-    let mut cfg = e.config().clone();
-    cfg.tunnels = tunnels;
-    cfg.tx_rules = tx_rules;
-    Policies::of(&cfg).unwrap()
-}
-
-fn replace(e: &mut Engine, p: Policies) -> Result<(), CommandError> {
-    e.apply(NOW, Command::ReplacePolicies(alloc::boxed::Box::new(p)))
-}
-
-/// The next outer packet for a tunnel: its tunnel index and bytes.
-fn next_outer(e: &mut Engine) -> Option<(u8, Vec<u8>)> {
-    let mut buf = vec![0u8; 2000];
-    e.poll_tunnel_transmit(NOW, &mut buf)
-        .map(|t| (t.tunnel, buf[..t.len].to_vec()))
-}
-
-/// (GRE key, GRE sequence number, outer IPv4 id, inner bytes) of an outer packet.
-fn gre_fields(outer: &[u8]) -> (Option<u32>, Option<u32>, u16, Vec<u8>) {
-    let d = decap(outer, &DecapConfig::default()).unwrap();
-    let (_, inner) = d.inner_l3(outer).unwrap();
-    let Tunnel::Gre { key, seq } = d.tunnel else {
-        panic!("not GRE: {:?}", d.tunnel)
-    };
-    (
-        key,
-        seq,
-        u16::from_be_bytes([outer[4], outer[5]]),
-        outer[inner].to_vec(),
-    )
-}
-
-fn drain_deliver(e: &mut Engine) -> Vec<(Option<u8>, Vec<u8>)> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(d) = e.poll_deliver(NOW, &mut buf) {
-        out.push((d.tunnel, buf[..d.len].to_vec()));
-    }
-    out
+    TunnelSpec::new(name, NicId(0), vxlan_encap(mirror, vni))
 }
 
 /// A GRE tunnel that stays (same name, NIC and encapsulation) while another is added in
@@ -157,7 +40,7 @@ fn drain_deliver(e: &mut Engine) -> Vec<(Option<u8>, Vec<u8>)> {
 fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
     let mut a = engine(vec![gre("g", 7, false)], Some(0));
     let mut b = engine(vec![gre("g", 7, true)], Some(0));
-    let sent: Vec<Vec<u8>> = (0..3).map(|s| udp(6000, s, 100)).collect();
+    let sent: Vec<Vec<u8>> = (0..3).map(|s| udp_packet(6000, s, 100)).collect();
     for p in &sent {
         assert_eq!(a.handle_tx(NOW, p), TxVerdict::Queued);
     }
@@ -166,7 +49,10 @@ fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
     // a receives b's packets 0 and 1; b's 1 is kept to be replayed.
     let mut from_b = Vec::new();
     for s in 0..3 {
-        assert_eq!(b.handle_tx(NOW, &udp(6000, 10 + s, 80)), TxVerdict::Queued);
+        assert_eq!(
+            b.handle_tx(NOW, &udp_packet(6000, 10 + s, 80)),
+            TxVerdict::Queued
+        );
         from_b.push(next_outer(&mut b).unwrap().1);
     }
     assert_eq!(a.handle_tunnel_rx(NOW, &from_b[0]), Ok(0));
@@ -190,7 +76,10 @@ fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
     assert_eq!(a.tunnel_tx_queued(), 1, "its queued packet kept");
     assert_eq!(a.stats().drops.get(DropReason::TunnelRemoved), 0);
     // The flow is looked up again (the rule sets were swapped) but not moved.
-    assert_eq!(a.handle_tx(NOW, &udp(6000, 3, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 3, 100)),
+        TxVerdict::Queued
+    );
     assert_eq!(a.rule_stats().tx_flows_replaced_count, 0);
     let after: Vec<_> = (0..2).map(|_| next_outer(&mut a).unwrap()).collect();
     assert!(next_outer(&mut a).is_none());
@@ -206,7 +95,7 @@ fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
         let expected = if i < 3 {
             sent[i].clone()
         } else {
-            udp(6000, 3, 100)
+            udp_packet(6000, 3, 100)
         };
         assert_eq!(inner, expected);
     }
@@ -225,13 +114,13 @@ fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
     assert_eq!(a.handle_tunnel_rx(NOW, &from_b[2]), Ok(1));
     assert_eq!(a.tunnel_stats(1).unwrap().rx_packets_count, 3);
     let got = drain_deliver(&mut a);
-    let tunnels: Vec<_> = got.iter().map(|(t, _)| *t).collect();
+    let tunnels: Vec<_> = got.iter().map(|(d, _)| d.tunnel).collect();
     assert_eq!(
         tunnels,
         [Some(1), Some(1), Some(1)],
         "queued ones renumbered"
     );
-    assert_eq!(got[2].1, udp(6000, 12, 80));
+    assert_eq!(got[2].1, udp_packet(6000, 12, 80));
 }
 
 /// A removed tunnel: its queued packets, both ways, are freed and counted; the flow a rule
@@ -240,20 +129,26 @@ fn a_tunnel_that_stays_keeps_its_state_under_its_new_index() {
 #[test]
 fn a_removed_tunnel_drops_its_queued_packets_and_its_flows_go_back_to_braid() {
     let mut cfg = config(vec![gre("g0", 1, false), gre("g1", 2, false)]);
-    cfg.tx_rules = vec![rule("to-g1", 7000, Action::GreEncap(TunnelId(1)))];
+    cfg.tx_rules = vec![udp_rule("to-g1", 7000, Action::GreEncap(TunnelId(1)))];
     let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
     let mut b = Engine::new(
         {
             let mut c = config(vec![gre("g1", 2, true)]);
-            c.tx_rules = vec![rule("to-g1", 7000, Action::GreEncap(TunnelId(0)))];
+            c.tx_rules = vec![udp_rule("to-g1", 7000, Action::GreEncap(TunnelId(0)))];
             c
         },
         Instant::ZERO,
     )
     .unwrap();
     for s in 0..3 {
-        assert_eq!(a.handle_tx(NOW, &udp(7000, s, 200)), TxVerdict::Queued);
-        assert_eq!(b.handle_tx(NOW, &udp(7000, s, 50)), TxVerdict::Queued);
+        assert_eq!(
+            a.handle_tx(NOW, &udp_packet(7000, s, 200)),
+            TxVerdict::Queued
+        );
+        assert_eq!(
+            b.handle_tx(NOW, &udp_packet(7000, s, 50)),
+            TxVerdict::Queued
+        );
     }
     for _ in 0..2 {
         let (_, outer) = next_outer(&mut b).unwrap();
@@ -272,7 +167,7 @@ fn a_removed_tunnel_drops_its_queued_packets_and_its_flows_go_back_to_braid() {
     assert_eq!(a.tunnel_stats(1), None);
 
     // The flow's next packet: no rule, no tunnel, a braid packet on the NIC.
-    let p = udp(7000, 3, 200);
+    let p = udp_packet(7000, 3, 200);
     assert_eq!(a.handle_tx(NOW, &p), TxVerdict::Queued);
     assert_eq!(a.rule_stats().tx_flows_replaced_count, 1);
     assert_eq!(a.controller().flow_count(), 1);
@@ -298,7 +193,10 @@ fn a_removed_tunnel_drops_its_queued_packets_and_its_flows_go_back_to_braid() {
 fn a_changed_tunnel_starts_afresh() {
     let mut a = engine(vec![gre("g", 7, false)], Some(0));
     for s in 0..2 {
-        assert_eq!(a.handle_tx(NOW, &udp(6000, s, 100)), TxVerdict::Queued);
+        assert_eq!(
+            a.handle_tx(NOW, &udp_packet(6000, s, 100)),
+            TxVerdict::Queued
+        );
     }
     let (_, first) = next_outer(&mut a).unwrap();
     assert_eq!(gre_fields(&first).1, Some(0));
@@ -307,11 +205,14 @@ fn a_changed_tunnel_starts_afresh() {
     assert_eq!(a.stats().drops.get(DropReason::TunnelRemoved), 1);
     assert_eq!(a.tunnel_stats(0), Some(&Default::default()));
     assert_eq!(a.config().classes[0].tunnel, Some(0));
-    assert_eq!(a.handle_tx(NOW, &udp(6000, 2, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 2, 100)),
+        TxVerdict::Queued
+    );
     let (tunnel, outer) = next_outer(&mut a).unwrap();
     let (key, seq, _, inner) = gre_fields(&outer);
     assert_eq!((tunnel, key, seq), (0, Some(8), Some(0)));
-    assert_eq!(inner, udp(6000, 2, 100));
+    assert_eq!(inner, udp_packet(6000, 2, 100));
     assert_eq!(a.tunnel_stats(0).unwrap().tx_packets_count, 1);
     assert_eq!(a.rule_stats().tx_flows_replaced_count, 0, "still tunnelled");
     assert_eq!(a.controller().flow_count(), 0);
@@ -323,15 +224,18 @@ fn a_changed_tunnel_starts_afresh() {
 #[test]
 fn tunnels_added_to_an_engine_without_any_carry_packets_both_ways() {
     let mut a = engine(Vec::new(), None);
-    assert_eq!(a.handle_tx(NOW, &udp(6001, 0, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6001, 0, 100)),
+        TxVerdict::Queued
+    );
     assert_eq!(a.controller().flow_count(), 1);
     let p = policies(
         &a,
         vec![vxlan("v", 42, false)],
-        vec![rule("to-v", 6001, Action::VxlanEncap(TunnelId(0)))],
+        vec![udp_rule("to-v", 6001, Action::VxlanEncap(TunnelId(0)))],
     );
     replace(&mut a, p).unwrap();
-    let sent = udp(6001, 1, 100);
+    let sent = udp_packet(6001, 1, 100);
     assert_eq!(a.handle_tx(NOW, &sent), TxVerdict::Queued);
     assert_eq!(a.rule_stats().tx_flows_replaced_count, 1);
     assert_eq!(a.controller().flow_count(), 0);
@@ -345,11 +249,13 @@ fn tunnels_added_to_an_engine_without_any_carry_packets_both_ways() {
 
     // The far end (a mirrored engine) answers through it.
     let mut b = engine(vec![vxlan("v", 42, true)], Some(0));
-    let back = udp(6000, 9, 300);
+    let back = udp_packet(6000, 9, 300);
     assert_eq!(b.handle_tx(NOW, &back), TxVerdict::Queued);
     let (_, outer) = next_outer(&mut b).unwrap();
     assert_eq!(a.handle_tunnel_rx(NOW, &outer), Ok(0));
-    assert_eq!(drain_deliver(&mut a), vec![(Some(0), back)]);
+    let got = drain_deliver(&mut a);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0.tunnel, &got[0].1), (Some(0), &back));
     assert_eq!(a.stats().drops.total(), 0);
 }
 
@@ -363,7 +269,11 @@ fn rules_are_checked_against_the_qos_classes_of_the_same_set() {
     cfg.qos
         .classes
         .push(QosClassConfig::weighted(2, 4, 100, 1 << 20));
-    cfg.tx_rules = vec![rule("gold", 5000, Action::SetPriorityClass(QosClass(2)))];
+    cfg.tx_rules = vec![udp_rule(
+        "gold",
+        5000,
+        Action::SetPriorityClass(QosClass(2)),
+    )];
     let p = Policies::of(&cfg).unwrap();
     let alone = Command::ReplaceRules {
         tx: alloc::boxed::Box::new(p.tx_rules.clone()),
@@ -375,7 +285,10 @@ fn rules_are_checked_against_the_qos_classes_of_the_same_set() {
     ));
     replace(&mut a, p).unwrap();
     assert_eq!(a.config().qos, cfg.qos);
-    assert_eq!(a.handle_tx(NOW, &udp(5000, 0, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(5000, 0, 100)),
+        TxVerdict::Queued
+    );
     assert_eq!(a.nic_qos_queued(NicId(0), ClassId(2)).map(|q| q.0), Some(1));
 }
 
@@ -385,9 +298,12 @@ fn rules_are_checked_against_the_qos_classes_of_the_same_set() {
 fn a_refused_replacement_changes_nothing() {
     let mut a = engine(vec![gre("g", 7, false)], Some(0));
     let mut cfg = a.config().clone();
-    cfg.tx_rules = vec![rule("mark", 5000, Action::SetDscp(10))];
+    cfg.tx_rules = vec![udp_rule("mark", 5000, Action::SetDscp(10))];
     replace(&mut a, Policies::of(&cfg).unwrap()).unwrap();
-    assert_eq!(a.handle_tx(NOW, &udp(6000, 0, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 0, 100)),
+        TxVerdict::Queued
+    );
     let config = a.config().clone();
     let version = a.tx_rule_set().version();
     let used = a.store_used_bytes();
@@ -428,7 +344,7 @@ fn a_refused_replacement_changes_nothing() {
     let mut p = policies(
         &a,
         vec![gre("g", 7, false), gre("h", 8, false)],
-        vec![rule("to-h", 7000, Action::GreEncap(TunnelId(1)))],
+        vec![udp_rule("to-h", 7000, Action::GreEncap(TunnelId(1)))],
     );
     p.tunnels.pop();
     match replace(&mut a, p) {
@@ -463,7 +379,7 @@ fn a_refused_replacement_changes_nothing() {
     let (tunnel, outer) = next_outer(&mut a).unwrap();
     let (key, seq, _, inner) = gre_fields(&outer);
     assert_eq!((tunnel, key, seq), (0, Some(7), Some(0)));
-    assert_eq!(inner, udp(6000, 0, 100));
+    assert_eq!(inner, udp_packet(6000, 0, 100));
 }
 
 /// The VLAN checks run against what the rules are to run with, not only at build: a
@@ -484,8 +400,8 @@ fn vlan_rules_are_checked_against_the_new_tunnels_and_classes() {
     let mut a = engine(vec![vxlan("t", 42, false)], Some(0));
     let mut cfg = a.config().clone();
     cfg.tx_rules = vec![
-        rule("mark", 5000, Action::SetDscp(10)),
-        rule("tag", 6000, tag),
+        udp_rule("mark", 5000, Action::SetDscp(10)),
+        udp_rule("tag", 6000, tag),
     ];
     cfg.rx_rules = vec![Rule::new("untag", 1, vlan_100, &[Action::PopVlan])];
     let p = Policies::of(&cfg).unwrap();
@@ -543,7 +459,10 @@ fn vlan_rules_are_checked_against_the_new_tunnels_and_classes() {
     moved.tunnels = vec![gre("g", 7, false), vxlan("t", 42, false)];
     replace(&mut a, moved).unwrap();
     assert_eq!(a.config().classes[0].tunnel, Some(1));
-    assert_eq!(a.handle_tx(NOW, &udp(6000, 0, 100)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 0, 100)),
+        TxVerdict::Queued
+    );
     let (tunnel, outer) = next_outer(&mut a).unwrap();
     assert_eq!(tunnel, 1);
     let d = decap(&outer, &DecapConfig::default()).unwrap();

@@ -1299,6 +1299,9 @@ impl Engine {
             || flow.tunnel != before.tunnel;
         if moved {
             self.rules.stats.tx_flows_replaced_count += 1;
+            // Placed again by its new policy: an operator's move and pin end
+            // (`engine/flows.rs`).
+            flow.moved = false;
             if flow.tunnel.is_some() {
                 // Tunnelled flows are not braid's to place (engine/tunnel.rs).
                 self.controller.remove_flow(flow.id);
@@ -1314,6 +1317,7 @@ impl Engine {
             f.qos_class = flow.qos_class;
             f.tunnel = flow.tunnel;
             f.retry_at = flow.retry_at;
+            f.moved = flow.moved;
         }
     }
 

@@ -3,6 +3,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -40,6 +41,10 @@ pub(super) mod rules;
 // same reason.
 #[path = "policies.rs"]
 pub(super) mod policies;
+
+// The flow table's snapshot and the operator's moves; a child module for the same reason.
+#[path = "flows.rs"]
+pub(super) mod flows;
 
 /// The receive side of one flow, from [`Engine::rx_flow`].
 #[derive(Clone, Copy, Debug)]
@@ -287,6 +292,15 @@ struct TxFlow {
     tunnel: Option<u8>,
     /// The cached rule lookup and the class's values under it (`engine/rules.rs`).
     rules: rules::FlowRules,
+    /// The flow class it matched (index into [`EngineConfig::classes`]), `None`: no class.
+    class: Option<u16>,
+    /// Moved by an operator ([`super::Command::MoveFlow`]): sent on the controller's one
+    /// NIC whatever `policy` and `nics` say (`engine/flows.rs`).
+    moved: bool,
+    /// Packets taken for the flow (queued on NICs or handed to its tunnel).
+    packets: u64,
+    /// Their bytes.
+    bytes: u64,
 }
 
 /// What a reorder buffer holds: a stored, complete datagram.
@@ -309,6 +323,13 @@ struct RxFlow {
     waiting: bool,
     /// The cached RX rule lookup (`engine/rules.rs`).
     rules: rules::RxRuleCache,
+    /// The flow key of its first delivered packet (under [`EngineConfig::classify`]), for
+    /// the flow table's snapshot (`engine/flows.rs`): parsed once per flow.
+    key: Option<FlowKey>,
+    /// Packets delivered (into the delivery queue).
+    packets: u64,
+    /// Their bytes.
+    bytes: u64,
 }
 
 impl RxFlow {
@@ -388,6 +409,9 @@ pub struct Engine {
     pub(super) tunnels: super::tunnel::Tunnels,
     /// The TX and RX rule sets (`engine/rules.rs`).
     rules: rules::RulesRt,
+    /// The flow classes' names, shared with the flow table's rows (`engine/flows.rs`), so a
+    /// snapshot copies a pointer per row, not a string. Classes do not change at run time.
+    class_names: Vec<Arc<str>>,
 }
 
 impl Engine {
@@ -537,6 +561,7 @@ impl Engine {
             stats: EngineStats::default(),
             tunnels: super::tunnel::Tunnels::new(&config),
             rules,
+            class_names: config.classes.iter().map(|c| Arc::from(&*c.name)).collect(),
             qos_classes: QosClasses::new(&qos),
             vnic_meters: VnicMeters::new(&qos, now),
             qos,
@@ -584,6 +609,16 @@ impl Engine {
     #[must_use]
     pub fn capacity_estimate(&self, nic: NicId) -> Option<&CapacityStats> {
         self.capacity.stats(nic)
+    }
+
+    /// Whether a NIC is administratively up ([`super::Command::SetNicAdmin`]); `None` for a
+    /// NIC that is not configured.
+    #[must_use]
+    pub fn nic_admin_up(&self, nic: NicId) -> Option<bool> {
+        self.nics[nic.index() % MAX_NICS]
+            .as_ref()
+            .filter(|n| n.spec.id == nic)
+            .map(|n| n.admin_up)
     }
 
     /// The configured NICs.
@@ -708,7 +743,14 @@ impl Engine {
         };
         if let Some(tunnel) = flow.tunnel {
             // Encapsulated for a VXLAN/GRE peer, not sent as braid packets (engine/tunnel.rs).
-            return self.rules_tunnel_tx(tunnel, flow.id, rewrite, packet);
+            let verdict = self.rules_tunnel_tx(tunnel, flow.id, rewrite, packet);
+            if verdict == TxVerdict::Queued
+                && let Some((_, f)) = self.tx_flows.slot_mut(flow_slot)
+            {
+                f.packets += 1;
+                f.bytes += u64::from(len);
+            }
+            return verdict;
         }
         let class = self.qos_classes.effective(flow.qos_class);
         // The controller is the truth about which NICs the flow may use now.
@@ -725,16 +767,7 @@ impl Engine {
         };
         self.controller.observe(now, flow.id, u64::from(len));
         let usable = self.usable_nics();
-        let mode = match flow.policy {
-            // The controller's NIC, unless failover moved the flow outside its class's set
-            // (then any usable NIC of the set).
-            ClassPolicy::Pin => match assigned.and(usable).and(flow.nics) {
-                NicSet::EMPTY => Mode::Single(flow.nics.and(usable)),
-                nics => Mode::Single(nics),
-            },
-            ClassPolicy::Stripe => Mode::Stripe(flow.nics.and(usable)),
-            ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
-        };
+        let mode = tx_mode(&flow, assigned, usable);
         self.fill_views(now, class);
         if let Err(e) = scheduler::plan(
             &self.views,
@@ -827,6 +860,8 @@ impl Engine {
         // gap for packets dropped here.
         if let Some((_, f)) = self.tx_flows.slot_mut(flow_slot) {
             f.next_seq += 1;
+            f.packets += 1;
+            f.bytes += u64::from(len);
         }
         for p in self.plan.pieces() {
             if let Some(n) = self.nics[p.nic.index()].as_ref() {
@@ -941,9 +976,10 @@ impl Engine {
             .config
             .classes
             .iter()
-            .find(|c| c.matcher.matches(summary));
+            .enumerate()
+            .find(|(_, c)| c.matcher.matches(summary));
         let mut flow = match class {
-            Some(c) => TxFlow {
+            Some((index, c)) => TxFlow {
                 id: FlowId(self.next_flow_id),
                 next_seq: 0,
                 policy: c.policy,
@@ -958,6 +994,10 @@ impl Engine {
                 retry_at: Instant::ZERO,
                 tunnel: c.tunnel,
                 rules: rules::FlowRules::STALE,
+                class: u16::try_from(index).ok(),
+                moved: false,
+                packets: 0,
+                bytes: 0,
             },
             None => TxFlow {
                 id: FlowId(self.next_flow_id),
@@ -970,6 +1010,10 @@ impl Engine {
                 retry_at: Instant::ZERO,
                 tunnel: None,
                 rules: rules::FlowRules::STALE,
+                class: None,
+                moved: false,
+                packets: 0,
+                bytes: 0,
             },
         };
         // Room first: placing a flow may move others, which must not happen for a flow that
@@ -1522,6 +1566,9 @@ impl Engine {
             late_floor: Duration::ZERO,
             waiting: false,
             rules: rules::RxRuleCache::STALE,
+            key: None,
+            packets: 0,
+            bytes: 0,
         };
         let inserted = self
             .rx_flows
@@ -1583,6 +1630,14 @@ impl Engine {
                 self.store.free(r.item.buf);
                 continue;
             }
+            if rx.key.is_none() {
+                // Once per flow: the key the flow table's snapshot shows and filters on.
+                rx.key = IpSummary::parse_l3(packet)
+                    .ok()
+                    .map(|s| FlowKey::from_summary(&s, &self.config.classify));
+            }
+            rx.packets += 1;
+            rx.bytes += u64::from(r.item.len);
             self.deliver.push_back(Delivery {
                 buf: r.item.buf,
                 len: r.item.len,
@@ -1817,6 +1872,9 @@ impl Engine {
     pub fn apply(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
         match cmd {
             Command::SetNicAdmin { nic, up } => {
+                if !up && self.is_last_usable(nic) {
+                    return Err(CommandError::LastUsableNic(nic));
+                }
                 let n = self.nics[nic.index() % MAX_NICS]
                     .as_mut()
                     .filter(|n| n.spec.id == nic)
@@ -1860,6 +1918,7 @@ impl Engine {
             Command::SetQos(qos) => self.set_qos(now, qos)?,
             Command::ReplaceRules { tx, rx } => self.replace_rules(now, *tx, *rx)?,
             Command::ReplacePolicies(policies) => self.replace_policies(now, *policies)?,
+            Command::MoveFlow { flow, nic, pin } => self.move_flow(now, flow, nic, pin)?,
         }
         Ok(())
     }
@@ -1952,6 +2011,28 @@ const fn qos_drop_reason(why: QosDrop) -> DropReason {
 }
 
 impl Engine {
+    /// `true` if taking `nic` administratively down would leave no usable NIC: it is up and
+    /// no other NIC is, or its link is not down and the link of every other NIC that is up
+    /// is (traffic would then go only to dead links, `last_resort`). `false` for a NIC
+    /// already down, or unknown (the command says so).
+    fn is_last_usable(&self, nic: NicId) -> bool {
+        let Some(n) = self.nics[nic.index() % MAX_NICS]
+            .as_ref()
+            .filter(|n| n.spec.id == nic && n.admin_up)
+        else {
+            return false;
+        };
+        let mut others_up = false;
+        let mut others_live = false;
+        for o in self.nics.iter().flatten() {
+            if o.spec.id != nic && o.admin_up {
+                others_up = true;
+                others_live |= o.state != LinkState::Down;
+            }
+        }
+        !others_up || (n.state != LinkState::Down && !others_live)
+    }
+
     /// Set a NIC's capacity (bit/s, > 0): the flow controller's, the scheduler's and, for a
     /// NIC without an estimator, the pacer's. `SetNicCapacity` and the estimator both land
     /// here.
@@ -2011,6 +2092,31 @@ impl Engine {
             .as_ref()
             .map_or(0, |n| u64::from(n.spec.wire_overhead_bytes));
         bytes.wrapping_add(packets.wrapping_mul(overhead))
+    }
+}
+
+/// How a TX flow's packet is planned, from the flow, the NICs the controller assigned it and
+/// the usable NICs. The fast path and the flow table's snapshot (the NICs a flow uses) share
+/// it.
+#[inline]
+fn tx_mode(flow: &TxFlow, assigned: NicSet, usable: NicSet) -> Mode {
+    if flow.moved {
+        // An operator's move: the controller's one NIC, whatever the class says (any usable
+        // NIC only if the controller has none usable for it, the last-resort case).
+        return Mode::Single(match assigned.and(usable) {
+            NicSet::EMPTY => usable,
+            nics => nics,
+        });
+    }
+    match flow.policy {
+        // The controller's NIC, unless failover moved the flow outside its class's set
+        // (then any usable NIC of the set).
+        ClassPolicy::Pin => match assigned.and(usable).and(flow.nics) {
+            NicSet::EMPTY => Mode::Single(flow.nics.and(usable)),
+            nics => Mode::Single(nics),
+        },
+        ClassPolicy::Stripe => Mode::Stripe(flow.nics.and(usable)),
+        ClassPolicy::Duplicate => Mode::Duplicate(flow.nics.and(usable)),
     }
 }
 

@@ -803,6 +803,8 @@ mod fragment;
 pub(super) mod replace;
 
 #[cfg(test)]
+pub(crate) mod test_util;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vlan_tests;

@@ -7,7 +7,9 @@
 //! 3. [`Engine::handle_timeout`], then drain [`Engine::poll_transmit`] into the NICs' send
 //!    queues and flush them (one `sendmsg` per GSO run), drain [`Engine::poll_deliver`] into
 //!    the vNIC queue that RSS picks for the packet's flow, and log [`Engine::poll_event`]s;
-//! 4. apply control commands (the seam for the REST API: [`DataplaneHandle::apply`]);
+//! 4. apply control commands (the seam for the REST API: [`DataplaneHandle::apply`]) and
+//!    answer flow-table queries ([`DataplaneHandle::flows`], [`DataplaneHandle::flow`]: a
+//!    bounded page of the engine's flows, built between batches);
 //! 5. publish a [`Snapshot`] of the counters every [`SNAPSHOT_INTERVAL`];
 //! 6. sleep in `epoll_wait` until a descriptor is ready, the engine's next timer, or a
 //!    control command (an eventfd) — whichever comes first.
@@ -33,11 +35,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use braid_core::engine::{Command, CommandError, Engine, EngineEvent, EngineStats, NicCounters};
+use braid_core::engine::{
+    Command, CommandError, Engine, EngineEvent, EngineStats, FlowDirection, FlowQuery, FlowRow,
+    NicCounters,
+};
 use braid_core::health::LinkStats;
 use braid_core::rss::Rss;
 use braid_core::time::Instant;
-use braid_core::{DropReason, NicId};
+use braid_core::{DropReason, FlowId, NicId};
 use braid_wire::IpSummary;
 use rustix::event::{EventfdFlags, epoll};
 
@@ -120,6 +125,11 @@ pub struct NicSnapshot {
     pub extra: Vec<(&'static str, u64)>,
     /// `false` while the transport is closed (its device is gone).
     pub open: bool,
+    /// Administratively up (`Command::SetNicAdmin`); `false`: taken out of use by an
+    /// operator, its flows drained to the other NICs.
+    pub admin_up: bool,
+    /// Flows the flow controller has on the NIC now (its `NicStatus::flows`).
+    pub flows: u32,
     /// Per configured QoS class, the NIC's scheduler ([`counters`]).
     pub qos: Vec<QosClassSnapshot>,
 }
@@ -185,6 +195,10 @@ enum Control {
         Vec<TunnelPortPlan>,
         mpsc::SyncSender<Result<(), CommandError>>,
     ),
+    /// A page of the flow table, and its answer channel.
+    Flows(FlowQuery, mpsc::SyncSender<Vec<FlowRow>>),
+    /// One flow, and its answer channel.
+    Flow(FlowDirection, FlowId, mpsc::SyncSender<Option<FlowRow>>),
 }
 
 /// The other threads' handle on a running worker: stop it, send it commands, read its
@@ -204,6 +218,8 @@ impl std::fmt::Debug for Control {
             Self::ApplyWithTunnelPorts(c, p, _) => {
                 write!(f, "ApplyWithTunnelPorts({c:?}, {p:?})")
             }
+            Self::Flows(q, _) => write!(f, "Flows({q:?})"),
+            Self::Flow(d, id, _) => write!(f, "Flow({d:?}, {id:?})"),
         }
     }
 }
@@ -288,6 +304,33 @@ impl DataplaneHandle {
         }
         let (tx, rx) = mpsc::sync_channel(1);
         self.control.try_send(Control::Apply(cmd, tx, log)).ok()?;
+        self.wake();
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    /// A page of the worker's flow table, taken between batches: the flows `query` matches
+    /// after its cursor, at most `query.limit + 1` (the extra row says there is another
+    /// page), in `FlowCursor` order ([`Engine::flows`]; its module doc says what a row holds
+    /// and how pages of several workers merge). Moves go through [`Self::apply`] with
+    /// `Command::MoveFlow`.
+    ///
+    /// Returns `None` if the worker did not answer within a second (stopped or stuck).
+    #[must_use]
+    pub fn flows(&self, query: FlowQuery) -> Option<Vec<FlowRow>> {
+        self.ask(|tx| Control::Flows(query, tx))
+    }
+
+    /// One flow of the worker's tables by direction and id: `Some(None)` if it has none
+    /// (or it expired), `None` if the worker did not answer within a second.
+    #[must_use]
+    pub fn flow(&self, direction: FlowDirection, id: FlowId) -> Option<Option<FlowRow>> {
+        self.ask(|tx| Control::Flow(direction, id, tx))
+    }
+
+    /// Send a request built around its answer channel and wait (bounded) for the answer.
+    fn ask<T>(&self, request: impl FnOnce(mpsc::SyncSender<T>) -> Control) -> Option<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.control.try_send(request(tx)).ok()?;
         self.wake();
         rx.recv_timeout(Duration::from_secs(1)).ok()
     }
@@ -838,6 +881,12 @@ impl Dataplane {
                         "policy replacement with tunnel ports");
                     let _ = reply.try_send(result);
                 }
+                Control::Flows(query, reply) => {
+                    let _ = reply.try_send(self.engine.flows(now, &query));
+                }
+                Control::Flow(direction, id, reply) => {
+                    let _ = reply.try_send(self.engine.flow(now, direction, id));
+                }
             }
         }
     }
@@ -953,6 +1002,8 @@ impl Dataplane {
                     v
                 },
                 open: n.transport.fd().is_some(),
+                admin_up: engine.nic_admin_up(n.id).unwrap_or(true),
+                flows: engine.controller().nic(n.id).map_or(0, |c| c.flows),
                 qos: counters::nic_qos(engine, n.id),
             })
             .collect();
@@ -1082,5 +1133,7 @@ fn log_event(nics: &[NicPort], ev: EngineEvent) {
     }
 }
 
+#[cfg(test)]
+mod flows_tests;
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,31 @@ impl CapacityShares {
         self.share.get(worker).map_or(&[], Vec::as_slice)
     }
 
+    /// An operator set NIC `nic`'s total capacity (the REST API's `PATCH /v1/nics`), and
+    /// gave each worker an equal part of it ([`CapacityShares::equal_share`]): the shares are
+    /// those from now on, and the next rounds move them by demand within the new total. A
+    /// NIC left to the estimators (`capacity_bps: None`) stays so. An unknown `nic` is
+    /// ignored.
+    pub fn set_capacity(&mut self, nic: usize, capacity_bps: u64) {
+        let workers = self.share.len();
+        let Some(n) = self.nics.get_mut(nic) else {
+            return;
+        };
+        if n.capacity_bps.is_some() {
+            n.capacity_bps = Some(capacity_bps);
+        }
+        for share in &mut self.share {
+            share[nic] = Self::equal_share(capacity_bps, workers);
+        }
+    }
+
+    /// One worker's equal part of `capacity_bps` among `workers` (at least 1 bit/s), as
+    /// [`CapacityShares::new`] starts with.
+    #[must_use]
+    pub fn equal_share(capacity_bps: u64, workers: usize) -> u64 {
+        (capacity_bps / workers.max(1) as u64).max(1)
+    }
+
     /// One round: read the workers' snapshots (in worker order, NICs in the order given to
     /// [`CapacityShares::new`], which is `NicId` order) and return the shares that changed,
     /// cuts before raises. The first call only records the counters.
@@ -273,6 +298,8 @@ mod tests {
                 transport: TransportStats::default(),
                 extra: Vec::new(),
                 open: true,
+                admin_up: true,
+                flows: 0,
                 qos: Vec::new(),
             }],
             vnic_queues: Vec::new(),
@@ -452,6 +479,27 @@ mod tests {
         // Nothing moved since, yet both shares of the NIC go out again.
         let again = s.update(&[snap(1_400, 200, 10_000), snap(1_400, 0, 0)]);
         assert_eq!(again.len(), 2, "{again:?}");
+    }
+
+    /// An operator's new capacity: equal shares of it at once, the rounds then move them
+    /// within the new total (never above it); a NIC left to the estimators stays so.
+    #[test]
+    fn a_new_capacity_is_split_equally_and_then_by_demand() {
+        let mut s = CapacityShares::new(vec![nic(Some(300)), nic(None)], 2);
+        s.set_capacity(0, 1_000);
+        s.set_capacity(1, 50);
+        s.set_capacity(7, 50);
+        assert_eq!((s.shares(0), s.shares(1)), (&[500, 25][..], &[500, 25][..]));
+        assert_eq!(s.nics[0].capacity_bps, Some(1_000));
+        assert_eq!(s.nics[1].capacity_bps, None, "still the estimators'");
+        assert_eq!(CapacityShares::equal_share(1, 3), 1, "never zero");
+        assert!(
+            s.update(&[snap(1_000, 0, 10_000), snap(1_000, 0, 0)])
+                .is_empty()
+        );
+        let changes = s.update(&[snap(1_200, 100, 10_000), snap(1_200, 0, 0)]);
+        assert_eq!(changes.len(), 2, "the busy worker's ask moves both");
+        assert!(s.shares(0)[0] > 500 && s.shares(0)[0] + s.shares(1)[0] <= 1_000);
     }
 
     #[test]

@@ -4,117 +4,26 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::IpAddr;
 
-use braid_wire::tunnel::{
-    GreEncap, InnerFormat, InnerMacs, OuterIp, PayloadKind, PayloadMeta, VxlanEncap,
+use braid_wire::tunnel::{GreEncap, InnerFormat, PayloadKind, PayloadMeta, VxlanEncap};
+
+use super::test_util::{
+    LOCAL, MACS, NOW, REMOTE, config, drain_deliver, drain_tunnel, engine, gre_encap, outer,
+    tunnelled_class, udp_packet, vxlan_encap,
 };
-
 use super::*;
 use crate::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
-use crate::{DropReason, Instant, NicId};
-
-const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const MACS: InnerMacs = InnerMacs {
-    src: [0x02, 0x62, 0x72, 0x61, 0x69, 0x64],
-    dst: [0x02, 0, 0, 0, 0, 0x0b],
-};
-const NOW: Instant = Instant::from_millis(1);
-
-/// An IPv4/UDP packet to `dst_port` with `payload_len` bytes of a pattern from `seq`.
-fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(192, 168, 5, 1),
-        Ipv4Addr::new(192, 168, 5, 2),
-        4000,
-        dst_port,
-        0,
-    )
-    .unwrap();
-    p
-}
-
-fn outer(flip: bool) -> OuterIp {
-    if flip {
-        OuterIp::V4 {
-            src: REMOTE,
-            dst: LOCAL,
-        }
-    } else {
-        OuterIp::V4 {
-            src: LOCAL,
-            dst: REMOTE,
-        }
-    }
-}
-
-fn vxlan(flip: bool, vni: u32) -> Encap {
-    Encap::Vxlan(VxlanEncap::new(
-        outer(flip),
-        vni,
-        InnerFormat::IpInEthernet(MACS),
-    ))
-}
-
-fn gre(flip: bool, key: Option<u32>, seq: bool) -> Encap {
-    let mut g = GreEncap::new(outer(flip), InnerFormat::Ip);
-    g.key = key;
-    g.seq = seq;
-    Encap::Gre(g)
-}
-
-/// An engine with one NIC, the given tunnels, and a class (UDP to 6000) in tunnel 0.
-fn engine(tunnels: Vec<TunnelSpec>) -> Engine {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
-        NicId(0),
-        "link0",
-        1_000_000_000,
-        1500,
-    )]);
-    cfg.tunnels = tunnels;
-    let mut class = FlowClass::new(
-        "tunnelled",
-        ClassMatch::udp_dst_port(6000),
-        ClassPolicy::Pin,
-    );
-    class.tunnel = Some(0);
-    cfg.classes.push(class);
-    Engine::new(cfg, Instant::ZERO).unwrap()
-}
+use crate::{DropReason, NicId};
 
 fn spec(encap: Encap) -> TunnelSpec {
     TunnelSpec::new("t0", NicId(0), encap)
 }
 
-/// Every outer packet `e` has for its tunnels, in order.
-fn drain_tunnel(e: &mut Engine) -> Vec<(TunnelTransmit, Vec<u8>)> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(t) = e.poll_tunnel_transmit(NOW, &mut buf) {
-        out.push((t, buf[..t.len].to_vec()));
-    }
-    out
-}
-
-fn drain_deliver(e: &mut Engine) -> Vec<(Delivered, Vec<u8>)> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(d) = e.poll_deliver(NOW, &mut buf) {
-        out.push((d, buf[..d.len].to_vec()));
-    }
-    out
-}
-
 #[test]
 fn vxlan_encap_of_a_tunnelled_class_and_decap_back() {
-    let mut a = engine(vec![spec(vxlan(false, 42))]);
-    let mut b = engine(vec![spec(vxlan(true, 42))]);
+    let mut a = engine(vec![spec(vxlan_encap(false, 42))], Some(0));
+    let mut b = engine(vec![spec(vxlan_encap(true, 42))], Some(0));
     let inner = udp_packet(6000, 1, 100);
     assert_eq!(a.handle_tx(NOW, &inner), TxVerdict::Queued);
     // Not a braid packet: no data for the NICs (probes only), one outer packet for the
@@ -181,7 +90,7 @@ fn vxlan_encap_of_a_tunnelled_class_and_decap_back() {
 
 #[test]
 fn other_classes_still_go_as_braid_packets() {
-    let mut a = engine(vec![spec(vxlan(false, 42))]);
+    let mut a = engine(vec![spec(vxlan_encap(false, 42))], Some(0));
     assert_eq!(
         a.handle_tx(NOW, &udp_packet(5000, 0, 100)),
         TxVerdict::Queued
@@ -195,8 +104,8 @@ fn other_classes_still_go_as_braid_packets() {
 
 #[test]
 fn gre_key_and_sequence_numbers_out_and_back() {
-    let mut a = engine(vec![spec(gre(false, Some(7), true))]);
-    let mut b = engine(vec![spec(gre(true, Some(7), true))]);
+    let mut a = engine(vec![spec(gre_encap(false, Some(7), true))], Some(0));
+    let mut b = engine(vec![spec(gre_encap(true, Some(7), true))], Some(0));
     let inners: Vec<Vec<u8>> = (0..3)
         .map(|s| udp_packet(6000, s, 60 + s as usize))
         .collect();
@@ -234,8 +143,8 @@ fn gre_key_and_sequence_numbers_out_and_back() {
 
     // A tunnel that checks sequence numbers refuses a packet without one (malformed for
     // it, RFC 2890 §2.2), and one with another key or none is another tunnel's.
-    let mut c = engine(vec![spec(gre(false, Some(7), false))]);
-    let mut d = engine(vec![spec(gre(false, None, true))]);
+    let mut c = engine(vec![spec(gre_encap(false, Some(7), false))], Some(0));
+    let mut d = engine(vec![spec(gre_encap(false, None, true))], Some(0));
     for e in [&mut c, &mut d] {
         assert_eq!(e.handle_tx(NOW, &inners[0]), TxVerdict::Queued);
     }
@@ -255,10 +164,10 @@ fn gre_key_and_sequence_numbers_out_and_back() {
 
 #[test]
 fn gre_sequence_resyncs_after_a_run_of_drops() {
-    let mut tx = engine(vec![spec(gre(false, None, true))]);
-    let mut rx_spec = spec(gre(true, None, true));
+    let mut tx = engine(vec![spec(gre_encap(false, None, true))], Some(0));
+    let mut rx_spec = spec(gre_encap(true, None, true));
     rx_spec.rx_seq_resync_after = 2;
-    let mut rx = engine(vec![rx_spec]);
+    let mut rx = engine(vec![rx_spec], Some(0));
     for s in 0..4 {
         assert_eq!(
             tx.handle_tx(NOW, &udp_packet(6000, s, 40)),
@@ -277,8 +186,8 @@ fn gre_sequence_resyncs_after_a_run_of_drops() {
 
 #[test]
 fn unknown_and_malformed_tunnel_packets_are_dropped_and_counted() {
-    let mut a = engine(vec![spec(vxlan(false, 42))]);
-    let mut b = engine(vec![spec(vxlan(true, 42))]);
+    let mut a = engine(vec![spec(vxlan_encap(false, 42))], Some(0));
+    let mut b = engine(vec![spec(vxlan_encap(true, 42))], Some(0));
     let inner = udp_packet(6000, 1, 100);
     assert_eq!(a.handle_tx(NOW, &inner), TxVerdict::Queued);
     let good = drain_tunnel(&mut a).remove(0).1;
@@ -342,14 +251,11 @@ fn unknown_and_malformed_tunnel_packets_are_dropped_and_counted() {
 
 #[test]
 fn too_big_and_full_queue_are_counted_drops() {
-    let mut s = spec(vxlan(false, 42));
+    let mut s = spec(vxlan_encap(false, 42));
     s.mtu_bytes = 600;
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "l", 1_000_000_000, 1500)]);
-    cfg.tunnels = vec![s];
+    let mut cfg = config(vec![s]);
     cfg.tunnel_queue_packets = 4;
-    let mut class = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
-    class.tunnel = Some(0);
-    cfg.classes.push(class);
+    cfg.classes.push(tunnelled_class(Some(0)));
     let mut a = Engine::new(cfg, NOW).unwrap();
     // 550 + 50 = 600 fits exactly; one byte more does not.
     assert_eq!(
@@ -387,13 +293,10 @@ fn too_big_and_full_queue_are_counted_drops() {
 #[test]
 fn config_errors_name_the_field() {
     let base = || {
-        let mut cfg =
-            EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "l", 1_000_000_000, 1500)]);
-        cfg.tunnels = vec![
-            spec(vxlan(false, 42)),
-            TunnelSpec::new("t1", NicId(0), gre(false, Some(1), true)),
-        ];
-        cfg
+        config(vec![
+            spec(vxlan_encap(false, 42)),
+            TunnelSpec::new("t1", NicId(0), gre_encap(false, Some(1), true)),
+        ])
     };
     base().validate().unwrap();
     let field = |cfg: EngineConfig| match cfg.validate() {
@@ -407,7 +310,7 @@ fn config_errors_name_the_field() {
     c.tunnels[0].nic = NicId(3);
     assert_eq!(field(c), "tunnels[0].nic");
     let mut c = base();
-    c.tunnels[0].encap = vxlan(false, 1 << 24);
+    c.tunnels[0].encap = vxlan_encap(false, 1 << 24);
     assert_eq!(field(c), "tunnels[0].vni");
     let mut c = base();
     c.tunnels[0].encap = Encap::Vxlan(VxlanEncap::new(outer(false), 1, InnerFormat::Ip));
@@ -419,7 +322,7 @@ fn config_errors_name_the_field() {
     c.tunnels[0].mtu_bytes = 100;
     assert_eq!(field(c), "tunnels[0].mtu_bytes");
     let mut c = base();
-    c.tunnels[1].encap = vxlan(false, 42);
+    c.tunnels[1].encap = vxlan_encap(false, 42);
     assert_eq!(field(c), "tunnels[1]");
     let mut c = base();
     let mut class = FlowClass::new("x", ClassMatch::default(), ClassPolicy::Pin);
@@ -434,11 +337,9 @@ fn config_errors_name_the_field() {
 #[test]
 fn tunnel_packets_are_paced_at_their_nics_rate() {
     // 10 Mbit/s: a 1 000-byte outer packet plus its Ethernet header is 811.2 µs on the wire.
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "l", 10_000_000, 1500)]);
-    cfg.tunnels = vec![spec(vxlan(false, 42))];
-    let mut class = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
-    class.tunnel = Some(0);
-    cfg.classes.push(class);
+    let mut cfg = config(vec![spec(vxlan_encap(false, 42))]);
+    cfg.nics[0].capacity_bps = 10_000_000;
+    cfg.classes.push(tunnelled_class(Some(0)));
     let mut a = Engine::new(cfg, NOW).unwrap();
     let outer_len = 1000;
     // VXLAN over IPv4 with an inner Ethernet header adds 50 bytes.
@@ -486,11 +387,9 @@ fn tunnel_packets_are_paced_at_their_nics_rate() {
 
 #[test]
 fn braid_traffic_and_tunnel_traffic_share_the_nics_pacer() {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "l", 10_000_000, 1500)]);
-    cfg.tunnels = vec![spec(vxlan(false, 42))];
-    let mut class = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
-    class.tunnel = Some(0);
-    cfg.classes.push(class);
+    let mut cfg = config(vec![spec(vxlan_encap(false, 42))]);
+    cfg.nics[0].capacity_bps = 10_000_000;
+    cfg.classes.push(tunnelled_class(Some(0)));
     let mut a = Engine::new(cfg, NOW).unwrap();
     // Braid packets (port 7000, not tunnelled) use up the NIC's burst...
     for seq in 0..20 {

@@ -9,64 +9,26 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
 
-use braid_wire::tunnel::{
-    DecapConfig, GreEncap, InnerFormat, InnerMacs, OuterIp, PayloadKind, PayloadMeta, VxlanEncap,
-    decap,
-};
+use braid_wire::tunnel::{DecapConfig, GreEncap, InnerFormat, PayloadKind, PayloadMeta, decap};
 
+use super::test_util::{
+    LOCAL, MACS, NOW, REMOTE, drain_deliver, drain_outer, gre_encap, outer, udp_packet, vxlan_encap,
+};
 use super::*;
 use crate::engine::{
-    ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, RuleDirection, RuleTable, RulesError,
+    ClassMatch, ClassPolicy, EngineConfig, FlowClass, RuleDirection, RuleTable, RulesError,
 };
 use crate::rules::{Action, PortRange, Rule, RuleMatch, TunnelId, VlanTag as RuleVlanTag};
 use crate::{DropReason, Instant, NicId};
 
-const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const MACS: InnerMacs = InnerMacs {
-    src: [0x02, 0x62, 0x72, 0x61, 0x69, 0x64],
-    dst: [0x02, 0, 0, 0, 0, 0x0b],
-};
-const NOW: Instant = Instant::from_millis(1);
-
-fn udp_packet(dst_port: u16, seq: u8, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = seq.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(192, 168, 5, 1),
-        Ipv4Addr::new(192, 168, 5, 2),
-        4000,
-        dst_port,
-        0,
-    )
-    .unwrap();
-    p
+/// VXLAN with VNI 42; the far end's if `mirror`.
+fn vxlan(mirror: bool) -> Encap {
+    vxlan_encap(mirror, 42)
 }
 
-fn vxlan(flip: bool) -> Encap {
-    let (src, dst) = if flip {
-        (REMOTE, LOCAL)
-    } else {
-        (LOCAL, REMOTE)
-    };
-    Encap::Vxlan(VxlanEncap::new(
-        OuterIp::V4 { src, dst },
-        42,
-        InnerFormat::IpInEthernet(MACS),
-    ))
-}
-
+/// GRE carrying IP, without key or sequence numbers.
 fn gre() -> Encap {
-    Encap::Gre(GreEncap::new(
-        OuterIp::V4 {
-            src: LOCAL,
-            dst: REMOTE,
-        },
-        InnerFormat::Ip,
-    ))
+    gre_encap(false, None, false)
 }
 
 fn udp_to(port: u16) -> RuleMatch {
@@ -82,17 +44,13 @@ const TAG: RuleVlanTag = RuleVlanTag { vid: 100, pcp: 3 };
 /// One NIC; `tunnels`; classes: UDP to 6000 in tunnel `class_tunnel` (if any), UDP to
 /// 7000 in none.
 fn config(tunnels: Vec<Encap>, class_tunnel: Option<u8>) -> EngineConfig {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
-        NicId(0),
-        "link0",
-        1_000_000_000,
-        1500,
-    )]);
-    cfg.tunnels = tunnels
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| TunnelSpec::new(&alloc::format!("t{i}"), NicId(0), e))
-        .collect();
+    let mut cfg = super::test_util::config(
+        tunnels
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| TunnelSpec::new(&alloc::format!("t{i}"), NicId(0), e))
+            .collect(),
+    );
     let mut c = FlowClass::new("to-6000", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
     c.tunnel = class_tunnel;
     cfg.classes.push(c);
@@ -104,23 +62,15 @@ fn config(tunnels: Vec<Encap>, class_tunnel: Option<u8>) -> EngineConfig {
     cfg
 }
 
-fn drain_tunnel(e: &mut Engine) -> Vec<Vec<u8>> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(t) = e.poll_tunnel_transmit(NOW, &mut buf) {
-        out.push(buf[..t.len].to_vec());
-    }
-    out
-}
-
-fn drain_deliver(e: &mut Engine) -> Vec<Vec<u8>> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(d) = e.poll_deliver(NOW, &mut buf) {
-        assert_eq!(d.tunnel, Some(0));
-        out.push(buf[..d.len].to_vec());
-    }
-    out
+/// The bytes of every packet `e` has for the vNIC, each checked to come from tunnel 0.
+fn delivered(e: &mut Engine) -> Vec<Vec<u8>> {
+    drain_deliver(e)
+        .into_iter()
+        .map(|(d, p)| {
+            assert_eq!(d.tunnel, Some(0));
+            p
+        })
+        .collect()
 }
 
 /// The inner frame of a VXLAN packet from `a`: MACs, TPID 0x8100, TCI (PCP 3, VID 100),
@@ -169,7 +119,7 @@ fn push_vlan_tags_the_inner_frame_of_a_class_tunnel_and_of_a_rule_tunnel() {
     let to_7000 = udp_packet(7000, 2, 200);
     assert_eq!(a.handle_tx(NOW, &to_6000), TxVerdict::Queued);
     assert_eq!(a.handle_tx(NOW, &to_7000), TxVerdict::Queued);
-    let out = drain_tunnel(&mut a);
+    let out = drain_outer(&mut a);
     assert_eq!(out.len(), 2);
     assert_tagged(&out[0], &to_6000);
     let mut rewritten = to_7000.clone();
@@ -229,7 +179,7 @@ fn pop_vlan_delivers_tagged_frames_its_rules_match_and_drops_the_rest() {
         ),
     ];
     let mut b = Engine::new(cfg, Instant::ZERO).unwrap();
-    let p = |i: u8| udp_packet(6002, i, 100 + usize::from(i));
+    let p = |i: u8| udp_packet(6002, u32::from(i), 100 + usize::from(i));
     // VLAN 100: popped; 200: popped and rewritten; 300: no rule pops it; untagged: no
     // rule needed; a priority tag (VID 0) belongs to no VLAN: delivered as untagged.
     assert_eq!(b.handle_tunnel_rx(NOW, &from_peer(&p(1), Some(100))), Ok(0));
@@ -245,7 +195,7 @@ fn pop_vlan_delivers_tagged_frames_its_rules_match_and_drops_the_rest() {
         kind: PayloadKind::Vxlan { src_port: 50000 },
     };
     assert_eq!(b.handle_tunnel_payload_rx(NOW, &meta, &whole[28..]), Ok(0));
-    let got = drain_deliver(&mut b);
+    let got = delivered(&mut b);
     let mut dscp_10 = p(2);
     braid_wire::rewrite::apply_l3(&mut dscp_10, &[braid_wire::rewrite::Edit::SetDscp(10)]).unwrap();
     assert_eq!(got, vec![p(1), dscp_10, p(4), p(5), p(6)]);
@@ -266,22 +216,13 @@ fn a_tagged_frame_without_rx_rules_or_over_gre_is_dropped_and_counted() {
         Ok(0)
     );
     assert_eq!(b.handle_tunnel_rx(NOW, &from_peer(&inner, None)), Ok(0));
-    assert_eq!(drain_deliver(&mut b), vec![inner.clone()]);
+    assert_eq!(delivered(&mut b), vec![inner.clone()]);
     assert_eq!(b.stats().drops.get(DropReason::TunnelVlanNotPopped), 1);
     // A GRE tunnel carrying Ethernet (transparent bridging) with a tag: not VXLAN, so not
     // an IP packet braid delivers.
-    let mut g = GreEncap::new(
-        OuterIp::V4 {
-            src: REMOTE,
-            dst: LOCAL,
-        },
-        InnerFormat::IpInEthernet(MACS),
-    );
+    let mut g = GreEncap::new(outer(true), InnerFormat::IpInEthernet(MACS));
     let mut b = Engine::new(config(vec![Encap::Gre(g)], Some(0)), Instant::ZERO).unwrap();
-    g.outer.ip = OuterIp::V4 {
-        src: LOCAL,
-        dst: REMOTE,
-    };
+    g.outer.ip = outer(false);
     let meta = braid_wire::tunnel::EncapMeta {
         vlan: Some(braid_wire::rewrite::VlanTag {
             pcp: 0,
@@ -452,18 +393,12 @@ fn a_push_on_a_flow_that_lost_its_vxlan_tunnel_is_a_counted_drop() {
         a.tunnel_tx(0, crate::FlowId(1), &udp_packet(6000, 0, 10), Some(tag)),
         TxVerdict::Drop(DropReason::RuleVlanNoTunnel)
     );
-    assert!(drain_tunnel(&mut a).is_empty());
+    assert!(drain_outer(&mut a).is_empty());
     assert_eq!(a.store_used_bytes(), 0);
 }
 
 fn gre_in_ethernet() -> Encap {
-    Encap::Gre(GreEncap::new(
-        OuterIp::V4 {
-            src: LOCAL,
-            dst: REMOTE,
-        },
-        InnerFormat::IpInEthernet(MACS),
-    ))
+    Encap::Gre(GreEncap::new(outer(false), InnerFormat::IpInEthernet(MACS)))
 }
 
 /// GRE gets no tag even with an inner Ethernet header (transparent Ethernet bridging,
@@ -507,7 +442,7 @@ fn push_vlan_onto_gre_is_refused_even_with_an_inner_ethernet_header() {
         a.handle_tx(NOW, &udp_packet(6000, 0, 10)),
         TxVerdict::Queued
     );
-    let out = drain_tunnel(&mut a);
+    let out = drain_outer(&mut a);
     assert_eq!(out.len(), 1);
     let d = decap(&out[0], &DecapConfig::default()).unwrap();
     assert_eq!(d.inner_ip(&out[0]).unwrap().vlan, None, "untagged");
@@ -589,7 +524,7 @@ fn an_rx_vlan_match_without_pop_vlan_is_refused() {
         b.handle_tunnel_rx(NOW, &from_peer(&inner, Some(100))),
         Ok(0)
     );
-    let got = drain_deliver(&mut b);
+    let got = delivered(&mut b);
     assert_eq!(got.len(), 1);
     assert_eq!(&got[0][16..20], &[192, 168, 5, 9]);
     assert_eq!(b.stats().drops.total(), 0);

@@ -5,78 +5,43 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{Ipv4Addr, Ipv6Addr};
+use core::net::Ipv6Addr;
 
 use braid_wire::tunnel::{
     DecapConfig, EncapMeta, GreEncap, InnerFormat, InnerMacs, OuterIp, VxlanEncap, decap,
 };
 
+use super::super::test_util::{NOW, config, drain_outer, outer, tunnelled_class, udp_packet};
 use super::super::*;
 use crate::buffer::PacketStore;
-use crate::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
+use crate::engine::EngineConfig;
 use crate::ipfrag::{IpFragOutcome, IpReassembler, IpReassemblyConfig};
 use crate::{DropReason, Instant, NicId};
 
-const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const NOW: Instant = Instant::from_millis(1);
-const V4: OuterIp = OuterIp::V4 {
-    src: LOCAL,
-    dst: REMOTE,
-};
-
-fn udp_packet(seq: u8, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = seq.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(192, 168, 5, 1),
-        Ipv4Addr::new(192, 168, 5, 2),
-        4000,
-        6000,
-        0,
-    )
-    .unwrap();
-    p
-}
-
 /// GRE with key 7 and sequence numbers (IPv4, DF clear by default).
-fn gre_keyed(outer: OuterIp) -> GreEncap {
-    let mut g = GreEncap::new(outer, InnerFormat::Ip);
+fn gre_keyed(ip: OuterIp) -> GreEncap {
+    let mut g = GreEncap::new(ip, InnerFormat::Ip);
     g.key = Some(7);
     g.seq = true;
     g.checksum = true;
     g
 }
 
-/// One NIC, one tunnel of `mtu` bytes, UDP to 6000 in it; a queue of `queue` packets.
-fn engine(encap: Encap, mtu: u32, queue: usize, seed: u64) -> Engine {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
-        NicId(0),
-        "link0",
-        1_000_000_000,
-        1500,
-    )]);
+/// One NIC, one tunnel of `mtu` bytes, UDP to 6000 in it.
+fn tunnel_config(encap: Encap, mtu: u32) -> EngineConfig {
     let mut t = TunnelSpec::new("t0", NicId(0), encap);
     t.mtu_bytes = mtu;
-    cfg.tunnels = vec![t];
-    cfg.tunnel_queue_packets = queue;
-    cfg.seed = seed;
-    let mut c = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
-    c.tunnel = Some(0);
-    cfg.classes.push(c);
-    Engine::new(cfg, Instant::ZERO).unwrap()
+    let mut cfg = config(vec![t]);
+    cfg.classes.push(tunnelled_class(Some(0)));
+    cfg
 }
 
-fn drain(e: &mut Engine) -> Vec<Vec<u8>> {
-    let mut buf = vec![0u8; 2000];
-    let mut out = Vec::new();
-    while let Some(t) = e.poll_tunnel_transmit(NOW, &mut buf) {
-        out.push(buf[..t.len].to_vec());
-    }
-    out
+/// [`tunnel_config`] with a queue of `queue` packets and `seed`.
+fn engine(encap: Encap, mtu: u32, queue: usize, seed: u64) -> Engine {
+    let mut cfg = tunnel_config(encap, mtu);
+    cfg.tunnel_queue_packets = queue;
+    cfg.seed = seed;
+    Engine::new(cfg, Instant::ZERO).unwrap()
 }
 
 fn ip_id(p: &[u8]) -> u16 {
@@ -110,13 +75,13 @@ fn reassemble(fragments: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn gre_with_df_clear_fragments_and_the_fragments_reassemble_to_the_outer_packet() {
-    let g = gre_keyed(V4);
+    let g = gre_keyed(outer(false));
     let mut a = engine(Encap::Gre(g), 576, 64, 0x0b5a_1d00_5eed);
-    let big = udp_packet(1, 1372); // 1400 bytes: 1400 + 36 > 576
-    let small = udp_packet(2, 100);
+    let big = udp_packet(6000, 1, 1372); // 1400 bytes: 1400 + 36 > 576
+    let small = udp_packet(6000, 2, 100);
     assert_eq!(a.handle_tx(NOW, &big), TxVerdict::Queued);
     assert_eq!(a.handle_tx(NOW, &small), TxVerdict::Queued);
-    let out = drain(&mut a);
+    let out = drain_outer(&mut a);
     // 1436 outer bytes: 1416 after the IPv4 header, in pieces of 552 (576 − 20, down to a
     // multiple of 8): 3 fragments,
     // then the small packet whole.
@@ -173,13 +138,17 @@ fn gre_with_df_clear_fragments_and_the_fragments_reassemble_to_the_outer_packet(
 
 #[test]
 fn df_set_vxlan_and_ipv6_outer_packets_are_not_fragmented() {
-    let mut df = gre_keyed(V4);
+    let mut df = gre_keyed(outer(false));
     df.outer.df = true;
     let v6 = OuterIp::V6 {
         src: Ipv6Addr::LOCALHOST,
         dst: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
     };
-    let vxlan = VxlanEncap::new(V4, 42, InnerFormat::IpInEthernet(InnerMacs::default()));
+    let vxlan = VxlanEncap::new(
+        outer(false),
+        42,
+        InnerFormat::IpInEthernet(InnerMacs::default()),
+    );
     for encap in [
         Encap::Gre(df),
         Encap::Vxlan(vxlan),
@@ -187,11 +156,11 @@ fn df_set_vxlan_and_ipv6_outer_packets_are_not_fragmented() {
     ] {
         let mut a = engine(encap, 576, 64, 1);
         assert_eq!(
-            a.handle_tx(NOW, &udp_packet(1, 1000)),
+            a.handle_tx(NOW, &udp_packet(6000, 1, 1000)),
             TxVerdict::Drop(DropReason::TunnelTooBig),
             "{encap:?}"
         );
-        assert!(drain(&mut a).is_empty());
+        assert!(drain_outer(&mut a).is_empty());
         assert_eq!(a.tunnel_stats(0).unwrap().tx_fragmented_count, 0);
         assert_eq!(a.store_used_bytes(), 0);
     }
@@ -199,21 +168,27 @@ fn df_set_vxlan_and_ipv6_outer_packets_are_not_fragmented() {
 
 #[test]
 fn fragments_are_queued_all_or_none_within_the_queue_limit() {
-    let mut a = engine(Encap::Gre(gre_keyed(V4)), 576, 4, 1);
+    let mut a = engine(Encap::Gre(gre_keyed(outer(false))), 576, 4, 1);
     // 3 fragments fit a queue of 4.
-    assert_eq!(a.handle_tx(NOW, &udp_packet(1, 1372)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 1, 1372)),
+        TxVerdict::Queued
+    );
     assert_eq!(a.tunnel_tx_queued(), 3);
     // 3 more do not fit the 1 slot left: the packet is dropped whole, nothing queued.
     assert_eq!(
-        a.handle_tx(NOW, &udp_packet(2, 1372)),
+        a.handle_tx(NOW, &udp_packet(6000, 2, 1372)),
         TxVerdict::Drop(DropReason::TunnelQueueFull)
     );
     assert_eq!(a.tunnel_tx_queued(), 3);
     // A whole packet still takes the last slot.
-    assert_eq!(a.handle_tx(NOW, &udp_packet(3, 10)), TxVerdict::Queued);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 3, 10)),
+        TxVerdict::Queued
+    );
     assert_eq!(a.tunnel_tx_queued(), 4);
     assert_eq!(a.stats().drops.get(DropReason::TunnelQueueFull), 1);
-    let out = drain(&mut a);
+    let out = drain_outer(&mut a);
     assert_eq!(out.len(), 4);
     assert_eq!(reassemble(&out[..3]).len(), 20 + 16 + 1400);
     let stats = a.tunnel_stats(0).unwrap();
@@ -227,23 +202,24 @@ fn fragments_are_queued_all_or_none_within_the_queue_limit() {
 #[test]
 fn the_outer_ipv4_id_is_never_zero() {
     // A seed whose first id is 0 (first_ip_id takes bits 16..32): the first packet gets 1.
-    let mut a = engine(Encap::Gre(gre_keyed(V4)), 1500, 64, 0);
-    assert_eq!(a.handle_tx(NOW, &udp_packet(1, 10)), TxVerdict::Queued);
-    assert_eq!(a.handle_tx(NOW, &udp_packet(2, 10)), TxVerdict::Queued);
-    let out = drain(&mut a);
+    let mut a = engine(Encap::Gre(gre_keyed(outer(false))), 1500, 64, 0);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 1, 10)),
+        TxVerdict::Queued
+    );
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(6000, 2, 10)),
+        TxVerdict::Queued
+    );
+    let out = drain_outer(&mut a);
     assert_eq!(out.iter().map(|p| ip_id(p)).collect::<Vec<_>>(), vec![1, 2]);
 }
 
 /// One NIC of `bps`, one GRE tunnel (key, sequence numbers, DF clear) of 576 bytes, UDP to
 /// 6000 in it.
 fn paced_engine(bps: u64) -> Engine {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "link0", bps, 1500)]);
-    let mut t = TunnelSpec::new("t0", NicId(0), Encap::Gre(gre_keyed(V4)));
-    t.mtu_bytes = 576;
-    cfg.tunnels = vec![t];
-    let mut c = FlowClass::new("t", ClassMatch::udp_dst_port(6000), ClassPolicy::Pin);
-    c.tunnel = Some(0);
-    cfg.classes.push(c);
+    let mut cfg = tunnel_config(Encap::Gre(gre_keyed(outer(false))), 576);
+    cfg.nics[0].capacity_bps = bps;
     Engine::new(cfg, Instant::ZERO).unwrap()
 }
 
@@ -257,7 +233,10 @@ fn the_pacer_never_stops_a_datagram_between_its_fragments() {
     // after its burst, many times over for 30 fragments.
     let mut a = paced_engine(1_000_000);
     for s in 0..10 {
-        assert_eq!(a.handle_tx(NOW, &udp_packet(s, 1372)), TxVerdict::Queued);
+        assert_eq!(
+            a.handle_tx(NOW, &udp_packet(6000, s, 1372)),
+            TxVerdict::Queued
+        );
     }
     assert_eq!(a.tunnel_tx_queued(), 30);
     let mut buf = vec![0u8; 2000];
@@ -298,9 +277,12 @@ fn the_pacer_never_stops_a_datagram_between_its_fragments() {
 fn a_fragment_too_big_for_the_buffer_drops_its_whole_datagram_once() {
     let mut a = paced_engine(1_000_000_000);
     for s in 0..2 {
-        assert_eq!(a.handle_tx(NOW, &udp_packet(s, 1372)), TxVerdict::Queued);
+        assert_eq!(
+            a.handle_tx(NOW, &udp_packet(6000, s, 1372)),
+            TxVerdict::Queued
+        );
     }
-    let small = udp_packet(9, 100);
+    let small = udp_packet(6000, 9, 100);
     assert_eq!(a.handle_tx(NOW, &small), TxVerdict::Queued);
     assert_eq!(a.tunnel_tx_queued(), 7);
     // The first fragments (576 bytes) do not fit, the last ones (352) and the small packet

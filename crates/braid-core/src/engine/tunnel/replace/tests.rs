@@ -4,104 +4,59 @@
 //! tunnel's queued fragments count one drop per datagram. (Which tunnels stay, with their
 //! queues and receive check, is tested in `engine/policies_tests.rs`.)
 
-use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{IpAddr, Ipv4Addr};
 
-use braid_wire::tunnel::{DecapConfig, Encap, GreEncap, InnerFormat, OuterIp, Tunnel, decap};
+use braid_wire::tunnel::Encap;
 
-use crate::engine::{Command, Engine, EngineConfig, NicSpec, Policies, TunnelSpec, TxVerdict};
-use crate::rules::{Action, IpPrefix, PortRange, Rule, RuleMatch, TunnelId};
+use super::super::test_util::{
+    self, NOW, gre_encap, gre_fields, next_outer, policies, udp_packet, udp_rule,
+};
+use crate::engine::{Engine, EngineConfig, TunnelSpec, TxVerdict};
+use crate::rules::{Action, Rule, TunnelId};
 use crate::{DropReason, Instant, NicId};
-
-const NOW: Instant = Instant::from_millis(1);
-
-fn udp(seq: u32, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(192, 168, 5, 1),
-        Ipv4Addr::new(192, 168, 5, 2),
-        4000,
-        6000,
-        0,
-    )
-    .unwrap();
-    p
-}
 
 /// GRE tunnel `name` from 10.77.0.1 to 10.77.0.2 with `key` and sequence numbers, 576
 /// bytes (DF clear: larger outer packets are fragmented).
 fn gre(name: &str, key: u32) -> TunnelSpec {
-    let mut g = GreEncap::new(
-        OuterIp::V4 {
-            src: Ipv4Addr::new(10, 77, 0, 1),
-            dst: Ipv4Addr::new(10, 77, 0, 2),
-        },
-        InnerFormat::Ip,
-    );
-    g.key = Some(key);
-    g.seq = true;
-    let mut t = TunnelSpec::new(name, NicId(0), Encap::Gre(g));
+    let mut t = TunnelSpec::new(name, NicId(0), gre_encap(false, Some(key), true));
     t.mtu_bytes = 576;
     t
 }
 
-/// A TX rule: UDP to 6000 → GRE tunnel 0 (a rule, not a flow class, so that the tunnel can
-/// be removed).
-fn to_tunnel_0() -> Rule {
-    let m = RuleMatch {
-        dst: Some(IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap()),
-        protocol: Some(17),
-        dst_ports: Some(PortRange::single(6000)),
-        ..RuleMatch::ANY
-    };
-    Rule::new("to-t0", 1, m, &[Action::GreEncap(TunnelId(0))])
+/// With any tunnel, a TX rule: UDP to 6000 → GRE tunnel 0 (a rule, not a flow class, so that
+/// the tunnel can be removed).
+fn tx_rules(tunnels: &[TunnelSpec]) -> Vec<Rule> {
+    if tunnels.is_empty() {
+        Vec::new()
+    } else {
+        vec![udp_rule("to-t0", 6000, Action::GreEncap(TunnelId(0)))]
+    }
 }
 
 fn config(tunnels: Vec<TunnelSpec>) -> EngineConfig {
-    let mut cfg = EngineConfig::new(vec![NicSpec::udp_ipv4(
-        NicId(0),
-        "link0",
-        1_000_000_000,
-        1500,
-    )]);
-    cfg.tx_rules = if tunnels.is_empty() {
-        Vec::new()
-    } else {
-        vec![to_tunnel_0()]
-    };
-    cfg.tunnels = tunnels;
+    let tx_rules = tx_rules(&tunnels);
+    let mut cfg = test_util::config(tunnels);
+    cfg.tx_rules = tx_rules;
     cfg
 }
 
 /// Replace `e`'s tunnels with `tunnels` (and the rule into tunnel 0 if there is one).
 fn replace(e: &mut Engine, tunnels: Vec<TunnelSpec>) {
-    let mut cfg = e.config().clone();
-    let wanted = config(tunnels);
-    cfg.tunnels = wanted.tunnels;
-    cfg.tx_rules = wanted.tx_rules;
-    let p = Policies::of(&cfg).unwrap();
-    e.apply(NOW, Command::ReplacePolicies(Box::new(p))).unwrap();
+    let tx_rules = tx_rules(&tunnels);
+    let p = policies(e, tunnels, tx_rules);
+    test_util::replace(e, p).unwrap();
 }
 
 /// Send one small packet into tunnel 0 and return its (GRE sequence number, outer IPv4 id).
 fn send_one(e: &mut Engine, seq: u32) -> (Option<u32>, u16) {
-    assert_eq!(e.handle_tx(NOW, &udp(seq, 100)), TxVerdict::Queued);
-    let mut buf = vec![0u8; 2000];
-    let t = e
-        .poll_tunnel_transmit(NOW, &mut buf)
-        .expect("an outer packet");
-    let outer = &buf[..t.len];
-    let d = decap(outer, &DecapConfig::default()).unwrap();
-    let Tunnel::Gre { seq, .. } = d.tunnel else {
-        panic!("not GRE")
-    };
-    (seq, u16::from_be_bytes([outer[4], outer[5]]))
+    assert_eq!(
+        e.handle_tx(NOW, &udp_packet(6000, seq, 100)),
+        TxVerdict::Queued
+    );
+    let (_, outer) = next_outer(e).expect("an outer packet");
+    let (_, seq, id, _) = gre_fields(&outer);
+    (seq, id)
 }
 
 /// A changed GRE tunnel (same name, NIC, endpoints and key; TTL, TOS, DF and checksum
@@ -148,7 +103,10 @@ fn a_removed_tunnel_added_back_carries_on_its_counters() {
     assert_eq!(send_one(&mut e, 1), (Some(1), id0.wrapping_add(1)));
     // The new set has no tunnel; the rollback (or the next reload) puts it back.
     replace(&mut e, Vec::new());
-    assert_eq!(e.handle_tx(NOW, &udp(2, 100)), TxVerdict::Queued);
+    assert_eq!(
+        e.handle_tx(NOW, &udp_packet(6000, 2, 100)),
+        TxVerdict::Queued
+    );
     assert_eq!(e.tunnel_tx_queued(), 0, "to the braid peer now");
     replace(&mut e, vec![gre("g", 7)]);
     assert_eq!(send_one(&mut e, 3), (Some(2), id0.wrapping_add(2)));
@@ -169,9 +127,15 @@ fn a_removed_tunnels_queued_fragments_count_one_drop_per_datagram() {
     let mut e = Engine::new(config(vec![gre("g", 7)]), Instant::ZERO).unwrap();
     for s in 0..2 {
         // 1400 bytes + 36 of GRE and IPv4 over a 576-byte MTU: 3 fragments.
-        assert_eq!(e.handle_tx(NOW, &udp(s, 1372)), TxVerdict::Queued);
+        assert_eq!(
+            e.handle_tx(NOW, &udp_packet(6000, s, 1372)),
+            TxVerdict::Queued
+        );
     }
-    assert_eq!(e.handle_tx(NOW, &udp(2, 100)), TxVerdict::Queued);
+    assert_eq!(
+        e.handle_tx(NOW, &udp_packet(6000, 2, 100)),
+        TxVerdict::Queued
+    );
     assert_eq!(e.tunnel_tx_queued(), 7);
     replace(&mut e, Vec::new());
     assert_eq!(e.tunnel_tx_queued(), 0);
