@@ -6,7 +6,9 @@
 //! engine's [`EngineConfig`]. What it does not: opening devices (the `run` module, with
 //! braid-io) or reading the key file (braid-io's `keyfile`, which checks its permissions).
 //!
-//! The REST API (issue 5) will take and give the same types.
+//! The REST API's policy document (braid-control's `PolicyDocument`) has the same fields as
+//! the policy sections here; `crate::api` turns one into the other through serde and checks
+//! it with [`Config::check`], so both get the same errors.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +62,66 @@ pub(crate) struct Config {
     /// Daemon settings.
     #[serde(default)]
     pub daemon: DaemonSection,
+    /// The REST API (`crates/braid/src/api.rs`); no section, no API.
+    #[serde(default)]
+    pub api: Option<ApiSection>,
+}
+
+/// `[api]`: the REST control API (braid-control's `ControlConfig`, plus where the policies
+/// set through it persist). Present: `braid run` serves it; absent: no API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    /// Address and port to listen on (default `127.0.0.1:7780`: this host only).
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// The bearer token's file: mode 0600, owned by the user running braid (needed).
+    pub token_file: PathBuf,
+    /// The audit log, JSON lines (default `<state_dir>/audit.jsonl`).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Where the policies set through the API are kept (default `<state_dir>/policies.toml`).
+    #[serde(default)]
+    pub policies_file: Option<PathBuf>,
+    /// The directory of the two files above when they are not named (default
+    /// `/var/lib/braid`; created 0700 if missing).
+    #[serde(default = "default_api_state_dir")]
+    pub state_dir: PathBuf,
+    /// Failed authentications a client may make in a burst (default 10).
+    #[serde(default = "default_auth_failure_burst")]
+    pub auth_failure_burst: u32,
+    /// One failed authentication more is allowed per this many ms (default 6000).
+    #[serde(default = "default_auth_failure_refill_ms")]
+    pub auth_failure_refill_ms: u64,
+}
+
+impl ApiSection {
+    /// The audit log's path.
+    pub(crate) fn audit_log(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
+    }
+
+    /// The policies file's path.
+    pub(crate) fn policies_file(&self) -> PathBuf {
+        self.policies_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("policies.toml"))
+    }
+}
+
+fn default_api_listen() -> String {
+    format!("127.0.0.1:{}", braid_control::DEFAULT_PORT)
+}
+fn default_api_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/braid")
+}
+fn default_auth_failure_burst() -> u32 {
+    10
+}
+fn default_auth_failure_refill_ms() -> u64 {
+    6000
 }
 
 /// `[reorder]`: how long a flow's packets wait behind a missing one.
@@ -559,6 +621,8 @@ pub(crate) struct Plan {
     pub tunnels: Vec<braid_core::engine::TunnelSpec>,
     /// `[[rules]]` for the engine (TX and RX lists), each traced to its entry.
     pub rules: rules::RulePlan,
+    /// The QoS classes' names, by class id (`[qos]`'s, or the default classes').
+    pub qos_names: Vec<String>,
 }
 
 impl Config {
@@ -575,7 +639,8 @@ impl Config {
         file.check()
     }
 
-    fn check(self) -> Result<Plan> {
+    /// Check a parsed file as a whole (what [`Config::parse`] does after parsing).
+    pub(crate) fn check(self) -> Result<Plan> {
         let v = &self.vnic;
         if v.name.is_empty() || v.name.len() > 15 || v.name.contains(['/', ' ', '\0']) {
             bail!(
@@ -672,6 +737,9 @@ impl Config {
                 r.min_hold_ms,
                 r.max_hold_ms
             );
+        }
+        if let Some(api) = &self.api {
+            check_api(api)?;
         }
         if self.nics.is_empty() {
             bail!("nics: at least one [[nics]] entry is needed");
@@ -885,6 +953,7 @@ impl Config {
             qos,
             tunnels,
             rules,
+            qos_names,
         };
         // The rules as a set (conflicts, shadowed rules), against the engine's view.
         rules::check_sets(&plan)?;
@@ -928,6 +997,40 @@ impl Plan {
             std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
         cfg
     }
+}
+
+/// `[api]`: the address parses, the paths are not empty, the rate limit allows something.
+fn check_api(api: &ApiSection) -> Result<()> {
+    api.listen.parse::<SocketAddr>().map_err(|_| {
+        anyhow::anyhow!(
+            "api.listen: {:?} is not an address and port like 127.0.0.1:7780",
+            api.listen
+        )
+    })?;
+    for (field, path) in [
+        ("token_file", Some(&api.token_file)),
+        ("audit_log", api.audit_log.as_ref()),
+        ("policies_file", api.policies_file.as_ref()),
+        ("state_dir", Some(&api.state_dir)),
+    ] {
+        if path.is_some_and(|p| p.as_os_str().is_empty()) {
+            bail!("api.{field}: empty; name a file (or leave it out for its default)");
+        }
+    }
+    if api
+        .policies_file
+        .as_ref()
+        .is_some_and(|p| p.file_name().is_none() || p.to_string_lossy().ends_with('/'))
+    {
+        bail!("api.policies_file: must name a file, not a directory");
+    }
+    if api.auth_failure_burst == 0 {
+        bail!("api.auth_failure_burst: must be at least 1");
+    }
+    if api.auth_failure_refill_ms == 0 {
+        bail!("api.auth_failure_refill_ms: must be at least 1");
+    }
+    Ok(())
 }
 
 /// `[qos]` as the engine's [`QosConfig`] (class ids in the order of the entries), and the

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant as WallClock;
 
+mod api;
 mod config;
 mod run;
 mod testbed;
@@ -64,12 +65,16 @@ enum Command {
     /// the flow classes; docs/config.md explains every field. Logs go to stderr; set
     /// RUST_LOG=debug for more. On exit every socket is closed and the vNIC is removed.
     ///
-    /// SIGHUP reloads the policies: braid reads the file again and, if only [[tunnels]],
-    /// [qos] and [[rules]] changed, replaces them on every worker as one set, between two
+    /// SIGHUP reloads the policies: braid reads the file again and, if only the tunnels,
+    /// QoS and rules sections changed, replaces them on every worker as one set, between two
     /// batches of packets (tunnels that stay keep their state; the sockets a new tunnel needs
     /// are opened first). An invalid file, or a change to another section (which needs a
     /// restart), is refused with an error in the log naming the field or section, and the
     /// policies in force stay. See "Reloading" in docs/config.md.
+    ///
+    /// With an [api] section it serves the REST API (docs/api.md) on 127.0.0.1:7780 by
+    /// default, and keeps the policies set through it in a policies file that the next start
+    /// reads.
     Run {
         /// The config file.
         #[arg(long, short, value_name = "FILE")]

@@ -25,6 +25,13 @@
 //! between two batches and closes the ports it no longer uses; a worker that refuses puts
 //! the others back. An invalid file, a change elsewhere (which needs a restart) or a port
 //! that cannot be opened leaves everything in force, and the log says why.
+//!
+//! **REST API**: with an `[api]` section, a control thread serves braid-control's router
+//! (`crate::api`): it reads the workers' snapshots, sends them NIC commands, and replaces
+//! the policies through [`replace_policies`] under the same lock as SIGHUP, persisting them
+//! to the policies file, whose policies replace the config file's at the next start. It is
+//! started before the workers (a refused token or address stops braid at once) and stopped
+//! before them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +54,15 @@ const AUTO_FALLBACK_BPS: u64 = 1_000_000_000;
 /// Run the daemon until SIGINT or SIGTERM; SIGHUP reloads the policies ([`reload`]).
 pub(crate) fn run(config_path: &Path) -> Result<()> {
     let mut plan = Config::load(config_path)?;
+    if let Some(path) = plan
+        .file
+        .api
+        .as_ref()
+        .map(crate::config::ApiSection::policies_file)
+    {
+        // The policies last set through the API (or by SIGHUP) replace the file's.
+        plan = crate::api::with_persisted(plan, &path)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -107,7 +123,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
         capacity.push(bps);
     }
     // The workers share each link: each engine starts with an equal part of its capacity
-    // (then `CapacityShares` below moves it to where it is used).
+    // (then `CapacityShares`, in `api::Control`, moves it to where it is used).
     let share: Vec<u64> = capacity
         .iter()
         .map(|b| (b / workers as u64).max(1))
@@ -161,8 +177,42 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     }
     braid_io::dataplane::link_workers(&mut dataplanes);
     let handles: Vec<_> = dataplanes.iter().map(Dataplane::handle).collect();
+    let stats_file = plan.file.daemon.stats_file.clone();
     let cpu = plan.file.daemon.cpu;
     let realtime = plan.file.daemon.realtime_priority;
+    let api_section = plan.file.api.clone();
+    // The plan in force, the capacity shares and the rates: shared by this loop (SIGHUP,
+    // share rounds) and the REST API, which is started before any worker runs, so that a
+    // token or address it refuses stops braid before the data path starts.
+    let control = Arc::new(crate::api::Control::new(crate::api::ControlParts {
+        workers: handles.clone(),
+        plan,
+        link_mtu: link_mtu.clone(),
+        capacity_bps: capacity.clone(),
+        vnic: crate::api::VnicInfo {
+            rss: crate::api::rss_info(&rss),
+        },
+        persist: api_section
+            .as_ref()
+            .map(crate::config::ApiSection::policies_file),
+    }));
+    let api = match &api_section {
+        Some(section) => {
+            let server = crate::api::serve(section, Arc::clone(&control))?;
+            tracing::info!(
+                listen = %server.listen,
+                token_file = %section.token_file.display(),
+                audit_log = %section.audit_log().display(),
+                policies_file = %section.policies_file().display(),
+                "REST API listening (docs/api.md)"
+            );
+            Some(server)
+        }
+        None => {
+            tracing::info!("no [api] section: the REST API is off");
+            None
+        }
+    };
     let mut threads = Vec::new();
     for (k, dp) in dataplanes.into_iter().enumerate() {
         let t = std::thread::Builder::new()
@@ -190,56 +240,35 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             .context("cannot start a data-path thread")?;
         threads.push(t);
     }
+    let vnic_name = control.vnic_name();
     tracing::info!(
         workers,
-        "running; SIGINT or SIGTERM stops braid and removes {}",
-        plan.file.vnic.name
+        "running; SIGINT or SIGTERM stops braid and removes {vnic_name}"
     );
 
-    let stats_file = plan.file.daemon.stats_file.clone();
-    let snapshots = || -> Option<Vec<Snapshot>> { handles.iter().map(|h| h.snapshot()).collect() };
-    // Several workers share each link: move each link's capacity to the workers that use
-    // it (crates/braid-io/src/dataplane/share.rs). `auto` NICs are left to each worker's
-    // estimator.
-    let mut shares = braid_io::dataplane::CapacityShares::new(
-        plan.nics
-            .iter()
-            .zip(&capacity)
-            .map(|(n, c)| braid_io::dataplane::SharedNic {
-                capacity_bps: (!matches!(n.capacity, Capacity::Auto)).then_some(*c),
-                wire_overhead_bytes: n.wire_overhead(),
-            })
-            .collect(),
-        workers,
-    );
     let mut last_write = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) && !threads.iter().any(|t| t.is_finished()) {
         std::thread::sleep(Duration::from_millis(50));
         if hangup.swap(false, Ordering::AcqRel) {
-            reload(config_path, &mut plan, &handles, &link_mtu);
+            reload(config_path, &control);
         }
-        if workers > 1
-            && let Some(snaps) = snapshots()
-        {
-            for change in shares.update(&snaps) {
-                match handles[change.worker].apply_quiet(change.command.clone()) {
-                    Some(Ok(())) => {}
-                    answer => {
-                        tracing::warn!(worker = change.worker, command = ?change.command,
-                            answer = ?answer, "capacity share not applied; resent next round");
-                        shares.refused(&change);
-                    }
-                }
-            }
-        }
+        // Several workers share each link: move each link's capacity to the workers that
+        // use it (crates/braid-io/src/dataplane/share.rs). `auto` NICs are left to each
+        // worker's estimator.
+        control.share_round();
         if last_write.elapsed() >= Duration::from_secs(1) {
             last_write = std::time::Instant::now();
-            if let (Some(path), Some(snaps)) = (&stats_file, snapshots()) {
+            control.sample();
+            if let (Some(path), Some(snaps)) = (&stats_file, control.snapshots()) {
                 write_stats(path, &snaps);
             }
         }
     }
     tracing::info!("stopping");
+    // The API first: no request reaches a worker that is stopping.
+    if let Some(api) = api {
+        api.stop();
+    }
     for h in &handles {
         h.stop();
     }
@@ -252,7 +281,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
             Err(_) => failure = Some(anyhow::anyhow!("a data-path thread panicked")),
         }
     }
-    if let (Some(path), Some(snaps)) = (&stats_file, snapshots()) {
+    if let (Some(path), Some(snaps)) = (&stats_file, control.snapshots()) {
         write_stats(path, &snaps);
     }
     // The workers gave the queues back; dropping the last one removes the device.
@@ -261,10 +290,7 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }
-    tracing::info!(
-        "stopped; sockets closed and {} removed",
-        plan.file.vnic.name
-    );
+    tracing::info!("stopped; sockets closed and {vnic_name} removed");
     Ok(())
 }
 
@@ -305,9 +331,10 @@ fn same_classes(new: &Plan, previous: &Plan) -> bool {
 }
 
 /// Apply a new configuration's policies (`[[tunnels]]`, `[qos]`, `[[rules]]`) to the running
-/// workers as a whole: what `braid run` does on SIGHUP, and what the REST API will call.
+/// workers as a whole: what `braid run` does on SIGHUP and on the REST API's
+/// `PUT /v1/policies` ([`replace_policies`]).
 ///
-/// The rest of the file (NICs, vNIC, peer, classes, reorder, policy, daemon) is not replaced
+/// The rest of the file (NICs, vNIC, peer, classes, reorder, policy, daemon, api) is not replaced
 /// at run time: a change there is refused, naming the section, before anything is applied
 /// (a restart applies it). Then the engines' command is built ([`policies_command`]: the
 /// rule tables validated against the new tunnels and QoS classes), and `ports(k, new,
@@ -347,6 +374,7 @@ pub(crate) fn apply_policies<W>(
         ("policy", n.policy == p.policy),
         ("reorder", n.reorder == p.reorder),
         ("daemon", n.daemon == p.daemon),
+        ("api", n.api == p.api),
     ];
     if let Some((section, _)) = fixed.iter().find(|(_, same)| !same) {
         bail!(
@@ -409,35 +437,41 @@ pub(crate) fn apply_policies<W>(
 }
 
 /// SIGHUP: read the config file again and apply its policies to every worker
-/// ([`apply_policies`]); `plan` becomes the new file's on success. An invalid file, a
-/// change that needs a restart, a tunnel port that cannot be opened or a refusal leaves
+/// ([`crate::api::Control::reload`]: [`replace_policies`], and with `[api]` the policies
+/// file rewritten, so the file's policies are also those a restart finds). An invalid file,
+/// a change that needs a restart, a tunnel port that cannot be opened or a refusal leaves
 /// everything in force, and the log says why (naming the field or section).
-fn reload(
-    path: &Path,
-    plan: &mut Plan,
-    handles: &[braid_io::dataplane::DataplaneHandle],
-    link_mtu: &[u32],
-) {
+fn reload(path: &Path, control: &crate::api::Control) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the policies");
-    let result = Config::load(path).and_then(|new| {
-        apply_policies(
-            handles,
-            |h, cmd, ports| h.apply_with_tunnel_ports(cmd, ports),
-            |k, to, from| tunnel_port_plans(k, to, from, link_mtu),
-            &new,
-            plan,
-            link_mtu,
-        )?;
-        Ok(new)
-    });
-    match result {
-        Ok(new) => {
-            warn_tunnel_mtu(&new, link_mtu);
-            *plan = new;
-            tracing::info!("reload done: the file's policies are in force");
-        }
+    match Config::load(path).and_then(|new| control.reload(new)) {
+        Ok(()) => tracing::info!("reload done: the file's policies are in force"),
         Err(e) => tracing::error!("reload refused, the policies in force stay: {e:#}"),
     }
+}
+
+/// Put `new`'s policies in force on the workers of `handles` ([`apply_policies`], with
+/// the tunnel ports `new` needs opened here) and make `new` the plan in force
+/// (`*in_force`): SIGHUP's reload and the REST API's `PUT /v1/policies` both come here.
+///
+/// # Errors
+/// As [`apply_policies`]; `*in_force` is unchanged.
+pub(crate) fn replace_policies(
+    handles: &[braid_io::dataplane::DataplaneHandle],
+    in_force: &mut Plan,
+    new: Plan,
+    link_mtu: &[u32],
+) -> Result<()> {
+    apply_policies(
+        handles,
+        |h, cmd, ports| h.apply_with_tunnel_ports(cmd, ports),
+        |k, to, from| tunnel_port_plans(k, to, from, link_mtu),
+        &new,
+        in_force,
+        link_mtu,
+    )?;
+    warn_tunnel_mtu(&new, link_mtu);
+    *in_force = new;
+    Ok(())
 }
 
 /// Open NIC `n`'s transport for worker `worker` of `workers` (UDP: local port base +

@@ -179,6 +179,12 @@ struct UpArgs {
     /// with the bulk traffic in the weighted QoS class. The control for `--latency-class`.
     #[arg(long, value_name = "PROTO:PORTS", value_parser = parse_class_arg)]
     bulk_class: Vec<ClassArg>,
+    /// Serve the REST API from side a's daemon (`[api]`, on 127.0.0.1:7780 inside namespace
+    /// `<name>-a`): a token is written to `api.token` in the state directory (0600), the
+    /// audit log goes to `a.audit.jsonl` and the persisted policies to `a.policies.toml`
+    /// there. See docs/api.md.
+    #[arg(long)]
+    api: bool,
     /// The braid binary to run in the namespaces (default: this one).
     #[arg(long, value_name = "PATH")]
     braid: Option<PathBuf>,
@@ -837,10 +843,33 @@ fn write_state(tb: &Testbed, args: &UpArgs) -> Result<()> {
             latency_classes: &args.latency_class,
             bulk_classes: &args.bulk_class,
         });
+        let mut text = text;
+        if args.api && side == Side::A {
+            let token = tb.dir.join("api.token");
+            braid_control::auth::generate_token_file(&token)
+                .with_context(|| format!("write the API token {}", token.display()))?;
+            text += &api_config(
+                &token,
+                &tb.file(side, "audit.jsonl"),
+                &tb.file(side, "policies.toml"),
+            );
+        }
         let path = tb.file(side, "toml");
         fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The `[api]` section of side a's config with `--api` (the daemon's schema, config.rs):
+/// the default address (127.0.0.1:7780 in the namespace) and the files in the state
+/// directory.
+fn api_config(token_file: &Path, audit_log: &Path, policies_file: &Path) -> String {
+    format!(
+        "\n[api]\ntoken_file = {}\naudit_log = {}\npolicies_file = {}\n",
+        toml_str(&token_file.to_string_lossy()),
+        toml_str(&audit_log.to_string_lossy()),
+        toml_str(&policies_file.to_string_lossy()),
+    )
 }
 
 /// The MACs of `nic0..nic<links>` in namespace `ns` (`ip -j link show`).
@@ -1137,6 +1166,16 @@ fn print_usage(tb: &Testbed, args: &UpArgs, braid: &Path) {
             vnic_addr(Side::B)
         );
     }
+    if args.api && !args.no_start {
+        let token = tb.dir.join("api.token");
+        println!("the REST API (docs/api.md), in {a}:");
+        println!(
+            "  ip netns exec {a} curl -s -H \"Authorization: Bearer $(cat {})\" \
+             http://127.0.0.1:{}/v1/nics",
+            token.display(),
+            braid_control::DEFAULT_PORT
+        );
+    }
     println!("look and clean up:");
     println!("  {braid} testbed status{flag}");
     println!("  {braid} testbed down{flag}");
@@ -1379,6 +1418,29 @@ mod tests {
         });
         text.parse::<toml::Table>()
             .unwrap_or_else(|e| panic!("generated config is not TOML: {e}\n{text}"))
+    }
+
+    /// `--api`'s section passes the daemon's checks, with the files where `up` puts them.
+    #[test]
+    fn the_api_section_passes_the_daemons_checks() {
+        let tb = Testbed::new("braid-x");
+        let mut text = toml::to_string(&config(Side::A, None, false)).expect("TOML");
+        text += &api_config(
+            &tb.dir.join("api.token"),
+            &tb.file(Side::A, "audit.jsonl"),
+            &tb.file(Side::A, "policies.toml"),
+        );
+        let plan = crate::config::Config::parse(&text).expect("the daemon accepts it");
+        let api = plan.file.api.expect("an [api] section");
+        assert_eq!(api.listen, "127.0.0.1:7780");
+        assert_eq!(
+            api.policies_file(),
+            Path::new("/run/braid-testbed/braid-x/a.policies.toml")
+        );
+        assert_eq!(
+            api.audit_log(),
+            Path::new("/run/braid-testbed/braid-x/a.audit.jsonl")
+        );
     }
 
     #[test]
