@@ -57,6 +57,19 @@ pub enum AuditError {
         /// Its permission bits.
         mode: u32,
     },
+    /// It belongs to another user than the one running braid (who could rewrite it).
+    #[error(
+        "audit log {} is owned by uid {owner}, not by the user running braid (uid {uid}) or \
+         root: run `chown {uid} {}`", path.display(), path.display()
+    )]
+    Owner {
+        /// The log.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        uid: u32,
+    },
 }
 
 /// One line of the audit log.
@@ -106,12 +119,15 @@ impl AuditLog {
     /// Open (or create, mode 0600) the log at `path` for appending.
     ///
     /// # Errors
-    /// [`AuditError`]: cannot open, not a regular file, writable by group or others.
+    /// [`AuditError`]: cannot open (a symbolic link is refused: `O_NOFOLLOW`), not a
+    /// regular file, owned by another user than braid's or root, writable by group or
+    /// others.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
             .map_err(|source| AuditError::Open {
                 path: path.to_owned(),
@@ -124,6 +140,14 @@ impl AuditLog {
         if !meta.file_type().is_file() {
             return Err(AuditError::NotRegular {
                 path: path.to_owned(),
+            });
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        if meta.uid() != uid && meta.uid() != 0 {
+            return Err(AuditError::Owner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                uid,
             });
         }
         let mode = meta.mode() & 0o777;
@@ -284,6 +308,31 @@ mod tests {
         let mode = fs::metadata(&fresh).expect("exists").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         remove(&fresh);
+    }
+
+    #[test]
+    fn a_symbolic_link_or_another_users_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("braid-audit-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let target = dir.join("elsewhere.log");
+        fs::write(&target, b"").expect("target");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let link = dir.join("audit.log");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let e = AuditLog::open(&link).map(|_| ()).unwrap_err();
+        assert!(matches!(e, AuditError::Open { .. }), "{e}");
+        if rustix::process::geteuid().is_root() {
+            // Root may hand the file to another user; braid (root) must then refuse it.
+            let theirs = dir.join("theirs.log");
+            fs::write(&theirs, b"").expect("file");
+            fs::set_permissions(&theirs, fs::Permissions::from_mode(0o600)).expect("chmod");
+            std::os::unix::fs::chown(&theirs, Some(65_534), None).expect("chown");
+            let e = AuditLog::open(&theirs).map(|_| ()).unwrap_err();
+            assert!(matches!(e, AuditError::Owner { owner: 65_534, .. }), "{e}");
+            assert!(e.to_string().contains("chown 0"), "{e}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

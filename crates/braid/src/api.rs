@@ -66,6 +66,17 @@ use crate::config::{
 
 mod persist;
 
+/// The context of a policy change that the workers took but whose file could not be
+/// written, and that could not be undone: the new policies are in force, not persisted.
+#[derive(Debug)]
+struct InForceNotPersisted;
+
+impl std::fmt::Display for InForceNotPersisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the new policies are in force but not persisted")
+    }
+}
+
 /// One NIC as the API shows it, what never changes while braid runs.
 #[derive(Clone, Debug)]
 struct NicInfo {
@@ -323,7 +334,7 @@ impl Control {
                     tracing::error!(error = %format!("{back:#}"),
                         "cannot put the previous policies back: the new ones stay in force, \
                          not persisted");
-                    Err(e.context("the new policies are in force but not persisted"))
+                    Err(e.context(InForceNotPersisted))
                 }
             };
         }
@@ -333,8 +344,11 @@ impl Control {
         Ok(())
     }
 
-    /// Send `command(k)` to every worker k, all or none: if worker k refuses (or does not
-    /// answer), `undo(j)` goes back to every worker j before it.
+    /// Send `command(k)` to every worker k, all or none: if worker k refuses, `undo(j)` goes
+    /// back to every worker j before it; if worker k does not answer, to it as well (the
+    /// command may still be in its queue and run later: the undo, queued after it, runs
+    /// after it, and both commands set a value, so an undo of a command never run changes
+    /// nothing).
     fn on_every_worker(
         &self,
         what: &str,
@@ -351,7 +365,12 @@ impl Control {
                     detail: format!("{what}: worker {k} did not answer within a second"),
                 },
             };
-            for (j, done) in self.workers[..k].iter().enumerate() {
+            let undo_upto = if matches!(failure, DaemonError::Unavailable { .. }) {
+                k + 1
+            } else {
+                k
+            };
+            for (j, done) in self.workers[..undo_upto].iter().enumerate() {
                 if !matches!(done.apply(undo(j)), Some(Ok(()))) {
                     tracing::error!(worker = j, what, "cannot undo a NIC change");
                 }
@@ -926,10 +945,19 @@ impl Daemon for Control {
             }
         }
         let changed = document_of(current)?.changed_sections(&document);
-        self.put_in_force(&mut in_force, plan)
-            .map_err(|e| DaemonError::Refused {
-                reason: format!("{e:#}"),
-            })?;
+        self.put_in_force(&mut in_force, plan).map_err(|e| {
+            // Applied but not persisted is not a refusal: the client must not read "the
+            // old state is in force" (a 500, the details in the log).
+            if e.downcast_ref::<InForceNotPersisted>().is_some() {
+                DaemonError::Internal {
+                    detail: format!("{e:#}"),
+                }
+            } else {
+                DaemonError::Refused {
+                    reason: format!("{e:#}"),
+                }
+            }
+        })?;
         tracing::info!(
             changed = ?changed.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "policies replaced through the REST API"

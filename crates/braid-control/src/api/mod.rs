@@ -115,7 +115,8 @@ impl ApiState {
     }
 
     /// Run `f` against the daemon on the blocking pool (the trait's methods may block).
-    /// A panic in the daemon's code is a 500, not a crash.
+    /// A panic in the daemon's code is a 500 where panics unwind (debug builds, tests); the
+    /// release profile aborts on panic, so there it ends the daemon.
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Daemon) -> Result<T, DaemonError> + Send + 'static,
@@ -171,6 +172,10 @@ async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Respo
     let key = ClientKey::of(peer.map(|p| p.ip()));
     let client = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let s = &state.inner;
+    // The limit first, before the token is looked at: a limited client learns nothing from
+    // its guesses (a right one is refused as a wrong one is), so guessing stays capped at
+    // the refill rate. The price: clients that fill the limiter's table and its shared
+    // overflow bucket also hold off a new client with the right token (module `auth`).
     let blocked = s
         .limiter
         .lock()
@@ -181,9 +186,39 @@ async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Respo
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         return ApiError::rate_limited(secs.max(1)).into_response();
     }
+    let authenticated = bearer(&req).is_some_and(|t| s.token.verify(t));
+    let method = req.method().clone();
+    if is_change(&method) {
+        // A change runs in a task of its own: a client that hangs up mid-request drops this
+        // future, but not the change already under way, nor its audit line.
+        let task = tokio::spawn(run_and_audit(
+            state.clone(),
+            req,
+            next,
+            key,
+            client,
+            authenticated,
+        ));
+        return task.await.unwrap_or_else(|e| {
+            ApiError::internal(format!("change request task failed: {e}")).into_response()
+        });
+    }
+    run_and_audit(state.clone(), req, next, key, client, authenticated).await
+}
+
+/// Serve an authenticated request, or refuse an unauthenticated one (counting the failure),
+/// and write the audit line of a change.
+async fn run_and_audit(
+    state: ApiState,
+    req: Request,
+    next: Next,
+    key: ClientKey,
+    client: String,
+    authenticated: bool,
+) -> Response {
+    let s = &state.inner;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let authenticated = bearer(&req).is_some_and(|t| s.token.verify(t));
     let response = if authenticated {
         next.run(req).await
     } else {
