@@ -170,6 +170,15 @@ struct NicRt {
     pacing_bps: u64,
 }
 
+impl NicRt {
+    /// `wire_bytes` left the NIC at `now`: move its next free time on by their wire time at
+    /// the pacing rate, from no earlier than `now - credit` (the credit an idle NIC keeps).
+    fn pace(&mut self, now: Instant, credit: Duration, wire_bytes: u64) {
+        let ns = (wire_bytes * 8).saturating_mul(1_000_000_000) / self.pacing_bps.max(1);
+        self.next_free = self.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
+    }
+}
+
 /// The QoS classes as the TX path uses them, derived from [`EngineConfig::qos`].
 #[derive(Clone, Copy, Debug)]
 struct QosClasses {
@@ -1277,9 +1286,8 @@ impl Engine {
         c.tx_packets_count += 1;
         c.tx_bytes_count += len as u64;
         if let Some(n) = self.nics[nic.index()].as_mut() {
-            let wire_bits = (len as u64 + u64::from(n.spec.wire_overhead_bytes)) * 8;
-            let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
-            n.next_free = n.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
+            let wire_bytes = len as u64 + u64::from(n.spec.wire_overhead_bytes);
+            n.pace(now, credit, wire_bytes);
             c.tx_queued_bytes = n.queue.bytes();
         }
     }
@@ -1300,9 +1308,7 @@ impl Engine {
         const ETHERNET_HEADER_BYTES: u64 = 14;
         let credit = self.config.pacing_credit;
         if let Some(n) = self.nics.get_mut(nic.index()).and_then(Option::as_mut) {
-            let wire_bits = (len as u64 + ETHERNET_HEADER_BYTES) * 8;
-            let ns = wire_bits.saturating_mul(1_000_000_000) / n.pacing_bps.max(1);
-            n.next_free = n.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
+            n.pace(now, credit, len as u64 + ETHERNET_HEADER_BYTES);
         }
     }
 
