@@ -541,11 +541,8 @@ impl Engine {
         loop {
             // The NIC's pacer first (see the module doc): a busy NIC holds the queue. Not
             // between the fragments of a datagram: they are charged to it all the same.
-            let front = self.tunnels.tx.front()?;
-            let tunnel = usize::from(front.tunnel);
-            if !front.follows
-                && let Some(rt) = self.tunnels.rt.get(tunnel)
-                && self.nic_next_send(rt.spec.nic).is_some_and(|t| t > now)
+            if !self.tunnels.tx.front()?.follows
+                && self.tunnel_pacing_timeout().is_some_and(|t| t > now)
             {
                 return None;
             }
