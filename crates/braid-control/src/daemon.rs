@@ -17,6 +17,7 @@
 //! all or nothing: on any error, the state in force is the state before the call.
 
 use crate::flows::FlowQuery;
+use crate::metrics::LatencyHistograms;
 use crate::schema::{Flow, FlowMove, FlowPage, Nic, NicUpdate, PolicyDocument, Stats, Vnic};
 
 /// What the REST API needs from the daemon. Every type is a plain serde type from
@@ -55,6 +56,16 @@ pub trait Daemon: Send + Sync + 'static {
     /// # Errors
     /// [`DaemonError::Unavailable`].
     fn stats(&self) -> Result<Stats, DaemonError>;
+
+    /// The latency histograms `/metrics` shows (probe RTT and one-way delay variation per
+    /// NIC, reorder hold), cumulative since start, summed over the data path's workers. The
+    /// default keeps none: `/metrics` then has no histogram series.
+    ///
+    /// # Errors
+    /// [`DaemonError::Unavailable`].
+    fn latency_histograms(&self) -> Result<LatencyHistograms, DaemonError> {
+        Ok(LatencyHistograms::default())
+    }
 
     /// One page of the live flow table: the flows `query` matches whose id is above its
     /// cursor, by id, at most `query.limit` ([`FlowQuery::page`] does the selection over any

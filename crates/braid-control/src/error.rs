@@ -26,8 +26,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::daemon::DaemonError;
@@ -267,19 +268,51 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = JsonBytes::from_request(req, state).await?;
-        decode(&bytes.0, "").map(Self)
+        let value = bytes.decode("")?;
+        bytes.check("")?;
+        Ok(Self(value))
     }
 }
 
 /// A JSON body's bytes, content type and size checked but not parsed: for handlers that
-/// parse it with a field prefix ([`decode`]), like the policy sections.
+/// parse it with a field prefix, like the policy sections, or that note what a request asked
+/// for before its bounds are checked (the audit log). The second field is the body's schema
+/// in the OpenAPI document. A handler calls [`JsonBytes::decode`], then
+/// [`JsonBytes::check`]; [`ApiJson`] does both.
 #[derive(Clone, Debug)]
-pub struct JsonBytes(pub Bytes);
+pub struct JsonBytes(pub Bytes, pub Option<&'static Value>);
+
+impl JsonBytes {
+    /// Parse the body into `T`, its shape and types (as [`decode`]), not yet its bounds.
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn decode<T: DeserializeOwned>(&self, root: &str) -> Result<T, ApiError> {
+        decode(&self.0, root)
+    }
+
+    /// Check the body against the bounds its schema in the OpenAPI document declares
+    /// (`maximum`, `minLength`, no `null` where the schema has none, ...), naming the field as
+    /// in the whole document (`root` as in [`decode`]).
+    ///
+    /// # Errors
+    /// As [`decode`]; 422 `invalid_field` for a value out of its schema's bounds.
+    pub fn check(&self, root: &str) -> Result<(), ApiError> {
+        match self.1 {
+            Some(schema) => crate::api::contract::check_body(&parse(&self.0, root)?, schema, root),
+            None => Ok(()),
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let schema = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .and_then(|p| crate::api::contract::body_schema(req.method(), p.as_str()));
         if !is_json(req.headers()) {
             return Err(ApiError::unsupported_media_type());
         }
@@ -294,7 +327,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
         }
         let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES);
         match http_body_util::BodyExt::collect(limited).await {
-            Ok(collected) => Ok(Self(collected.to_bytes())),
+            Ok(collected) => Ok(Self(collected.to_bytes(), schema)),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::body_too_large()),
             // The connection failed while the body was read: the client's, not worth a 5xx.
             Err(e) => Err(ApiError::malformed_json(format!(
@@ -337,17 +370,121 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Parse `bytes` as JSON into `T`; a field's path in errors starts with `root` (a policy
 /// section's name), so it reads as in the whole document: `rules[0].priority`.
 ///
+/// JSON has one kind of number: a number with a fraction of zero (`4789.0`) is the integer
+/// it equals, as JSON Schema's `integer` says, up to 2^53 (beyond, a float is not exact).
+/// A key given twice in one object is an error, not "the last one wins".
+///
 /// # Errors
 /// 400 `malformed_json` when the text is not JSON, 422 `invalid_field` naming the field.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, ApiError> {
+    typed(&parse(bytes, root)?, root)
+}
+
+/// The text as a JSON value (see [`decode`]: integral floats, repeated keys).
+fn parse(bytes: &[u8], root: &str) -> Result<Value, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let StrictValue(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         classify(e.into_inner(), root, &path)
     })?;
     // Trailing text after the value is malformed too.
     de.end().map_err(|e| classify(e, root, "."))?;
     Ok(value)
+}
+
+/// `value` as a `T`, naming the field at fault.
+fn typed<T: DeserializeOwned>(value: &Value, root: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        classify(e.into_inner(), root, &path)
+    })
+}
+
+/// A JSON value read with [`decode`]'s rules.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Self)
+    }
+}
+
+struct StrictVisitor;
+
+/// Integers a float holds exactly: up to 2^53.
+const EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
+
+impl<'de> de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "an integral float of at most 2^53 in magnitude converts exactly"
+    )]
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(if v.fract() == 0.0 && v.abs() <= EXACT_FLOAT_INT {
+            if v >= 0.0 {
+                Value::from(v as u64)
+            } else {
+                Value::from(v as i64)
+            }
+        } else {
+            Value::from(v)
+        })
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            let StrictValue(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 fn classify(e: serde_json::Error, root: &str, path: &str) -> ApiError {
@@ -409,6 +546,37 @@ mod tests {
         let e = decode::<NicUpdate>(b"\"x\"", "").expect_err("wrong type");
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.field.as_deref(), Some("body"));
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_keys_are_given_once() {
+        // JSON Schema's `integer` includes 5000.0; so does the API.
+        let u: NicUpdate = decode(br#"{"capacity_bps": 5000.0}"#, "").expect("5000.0");
+        assert_eq!(u.capacity_bps, Some(5000));
+        let u: NicUpdate = decode(br#"{"capacity_bps": 5e3}"#, "").expect("5e3");
+        assert_eq!(u.capacity_bps, Some(5000));
+        for text in [
+            &br#"{"capacity_bps": 5000.5}"#[..],
+            br#"{"capacity_bps": 1e300}"#,
+        ] {
+            let e = decode::<NicUpdate>(text, "").expect_err("not an integer");
+            assert_eq!(e.field.as_deref(), Some("capacity_bps"), "{e:?}");
+            assert!(e.message().contains("floating point"), "{e:?}");
+        }
+        // A float field still takes an integer.
+        let w: crate::schema::WhenSection =
+            decode(br#"{"loss_above_percent": 2}"#, "").expect("2 as f64");
+        assert_eq!(w.loss_above_percent, Some(2.0));
+        let e = decode::<NicUpdate>(br#"{"admin": "up", "admin": "down"}"#, "")
+            .expect_err("given twice");
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message().contains("duplicate field `admin`"), "{e:?}");
+        let e = decode::<Vec<crate::schema::RuleSection>>(
+            br#"[{"name": "a", "drop": true, "drop": false}]"#,
+            "rules",
+        )
+        .expect_err("given twice");
+        assert_eq!(e.field.as_deref(), Some("rules[0]"), "{e:?}");
     }
 
     #[test]

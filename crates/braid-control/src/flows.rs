@@ -38,12 +38,16 @@ pub struct FlowFilterParams {
     /// `tx` or `rx`: one table only.
     pub direction: Option<FlowDirection>,
     /// Flows that use this NIC (by name).
+    #[param(min_length = 1)]
     pub nic: Option<String>,
     /// Flows of this flow class (by name).
+    #[param(min_length = 1)]
     pub class: Option<String>,
-    /// `udp`, `tcp` or a protocol number 0..=255.
+    /// `udp`, `tcp` or a protocol number 0..=255 (at most three digits).
+    #[param(pattern = r"^(udp|tcp|[01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])$")]
     pub protocol: Option<String>,
     /// Flows with this source or destination address (IPv4 or IPv6).
+    #[param(schema_with = address_schema)]
     pub address: Option<String>,
     /// Flows with this source or destination port.
     #[param(maximum = 65535)]
@@ -52,7 +56,22 @@ pub struct FlowFilterParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^f[0-9a-fA-F]{1,16}$")]
     pub cursor: Option<String>,
+}
+
+/// `address`: an IPv4 or an IPv6 address (no prefix, no zone).
+fn address_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let ip = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    AnyOfBuilder::new()
+        .item(ip(KnownFormat::Ipv4))
+        .item(ip(KnownFormat::Ipv6))
+        .into()
 }
 
 /// A checked flow query: what [`crate::Daemon::flows`] gets.
@@ -147,14 +166,13 @@ impl FlowQuery {
                     })?);
                 }
                 "port" => {
-                    q.port = Some(value.parse().map_err(|_| {
+                    q.port = Some(digits(value).and_then(|d| d.parse().ok()).ok_or_else(|| {
                         ApiError::invalid_field(key, format!("{value:?} is not a port 0..=65535"))
                     })?);
                 }
                 "limit" => {
-                    q.limit = value
-                        .parse::<usize>()
-                        .ok()
+                    q.limit = digits(value)
+                        .and_then(|d| d.parse::<usize>().ok())
                         .filter(|n| (1..=MAX_FLOW_PAGE).contains(n))
                         .ok_or_else(|| {
                             ApiError::invalid_field(
@@ -248,14 +266,24 @@ fn non_empty(key: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
-/// `udp`, `tcp` or 0..=255, as the config file's `protocol`.
+/// `value` if it is a decimal number: ASCII digits only (no sign, no spaces), as the
+/// document's `integer` and patterns say.
+fn digits(value: &str) -> Option<&str> {
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then_some(value)
+}
+
+/// `udp`, `tcp` or 0..=255 in at most three digits, as the config file's `protocol` (and the
+/// document's pattern).
 fn parse_protocol(value: &str) -> Result<u8, ApiError> {
     match value {
         "udp" => Ok(17),
         "tcp" => Ok(6),
-        v => v.parse().map_err(|_| {
-            ApiError::invalid_field("protocol", format!("{v:?} must be udp, tcp or 0..=255"))
-        }),
+        v => digits(v)
+            .filter(|d| d.len() <= 3)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| {
+                ApiError::invalid_field("protocol", format!("{v:?} must be udp, tcp or 0..=255"))
+            }),
     }
 }
 
@@ -267,7 +295,7 @@ fn encode_cursor(id: u64) -> String {
 
 fn decode_cursor(s: &str) -> Option<u64> {
     let hex = s.strip_prefix('f')?;
-    if hex.is_empty() || hex.len() > 16 {
+    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -316,6 +344,11 @@ mod tests {
             ("direction=up", "direction"),
             ("cursor=12", "cursor"),
             ("cursor=f", "cursor"),
+            ("cursor=f%2B1", "cursor"),
+            ("port=%2B80", "port"),
+            ("limit=+5", "limit"),
+            ("protocol=0017", "protocol"),
+            ("protocol=%2B6", "protocol"),
             ("nic=", "nic"),
             ("nic=a&nic=b", "nic"),
             ("sort=id", "sort"),

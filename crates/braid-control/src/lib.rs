@@ -31,8 +31,8 @@
 //! What each module owns: [`schema`] the bodies and the policy document, [`daemon`] the
 //! trait, [`error`] the error shape and extractors, [`flows`] the flow table's query and
 //! paging, [`auth`] the token and the rate limit, [`audit`] the audit log, [`metrics`]
-//! `/metrics`, and the `api` module the router and its layers. docs/api.md describes the
-//! endpoints.
+//! `/metrics`, [`dashboard`] the web page served at `/dashboard`, and the `api` module the
+//! router and its layers. docs/api.md describes the endpoints and the dashboard.
 
 #![warn(missing_docs)]
 
@@ -48,10 +48,23 @@ mod api;
 pub mod audit;
 pub mod auth;
 pub mod daemon;
+pub mod dashboard;
 pub mod error;
 pub mod flows;
 pub mod metrics;
 pub mod schema;
+
+// The fake daemon's file names this crate by its name, as the tests that share it do.
+#[cfg(feature = "fake-daemon")]
+extern crate self as braid_control;
+
+/// A fake daemon (two NICs, a vNIC, a flow table, a policy document, in memory) for tests
+/// and examples only: the double of this crate's own API tests, shared with other crates'
+/// tests (feature `fake-daemon`; `braid ctl`'s tests serve the API over it).
+#[cfg(feature = "fake-daemon")]
+#[allow(missing_docs)]
+#[path = "../tests/support/fake.rs"]
+pub mod fake;
 
 pub use api::{ApiState, MAX_DAEMON_CALLS, openapi, router};
 pub use daemon::{Daemon, DaemonError};

@@ -2,8 +2,9 @@
 //! 1.0 when the scraper asks for it (`Accept: application/openmetrics-text`).
 //!
 //! What this file owns: the metric names, types, labels and help texts, encoded at scrape time
-//! from one snapshot ([`crate::schema::Stats`] and the NIC list) plus the API's own counters.
-//! What it does not own: the numbers (the daemon's snapshot).
+//! from one snapshot ([`crate::schema::Stats`], the NIC list and the latency histograms,
+//! [`LatencyHistograms`]) plus the API's own counters. What it does not own: the numbers
+//! (the daemon's snapshot).
 //!
 //! # Why prometheus-client, with a collector
 //!
@@ -20,17 +21,29 @@
 //! `_ratio`. Counters end in `_total`. Per-NIC series have a `nic` label (the NIC's name),
 //! drops a `reason` label (braid-core's `DropReason` labels), link states are a state set
 //! (`braid_nic_link_state{state="up"} 1`, the other states 0).
+//!
+//! # Latency: histograms
+//!
+//! Probe RTT (`braid_nic_rtt_seconds`), one-way delay variation
+//! (`braid_nic_delay_variation_seconds`) and reorder hold (`braid_reorder_hold_seconds`) are
+//! Prometheus histograms: `_bucket{le=...}` cumulative counts since the daemon started, `_sum`
+//! and `_count`, so a query takes any quantile over any window,
+//! `histogram_quantile(0.99, sum by (nic, le) (rate(braid_nic_rtt_seconds_bucket[1m])))`.
+//! The `le` edges are two per power of two (×1 and ×1.5, 1.024 µs to 12.9 s) of braid-core's
+//! histogram, exact edges of its buckets; `histogram_quantile` interpolates between them.
+//! No quantile gauges: the API's percentiles over its own last interval are in
+//! `GET /v1/stats`, and a gauge with a `quantile` label is a summary's (promtool's lint).
 
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::schema::{AdminState, LatencyPercentiles, LinkState, Nic, Stats};
+use crate::schema::{AdminState, LinkState, Nic, Stats};
 
 /// `Content-Type` of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -49,11 +62,38 @@ pub struct ApiCounters {
     pub audit_errors: u64,
 }
 
+/// A cumulative histogram as `/metrics` shows it, in seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Samples (the `+Inf` bucket).
+    pub count: u64,
+    /// Their sum, seconds.
+    pub sum_seconds: f64,
+    /// `(le, samples ≤ le)`: upper bounds in seconds, increasing, with cumulative counts
+    /// (each at most `count`), without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// The latency histograms `/metrics` shows, cumulative since the daemon started (summed over
+/// its workers). [`crate::Daemon::latency_histograms`] gives them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyHistograms {
+    /// Per NIC (its name), probe round-trip times.
+    pub nic_rtt: Vec<(String, Histogram)>,
+    /// Per NIC (its name), delay variation: how much each received packet's one-way delay
+    /// differs from the previous one's.
+    pub nic_delay_variation: Vec<(String, Histogram)>,
+    /// How long datagrams released from a reorder buffer after waiting waited (`None`: not
+    /// kept).
+    pub reorder_hold: Option<Histogram>,
+}
+
 /// Everything one scrape shows.
 #[derive(Debug)]
 struct Scrape {
     stats: Stats,
     nics: Vec<Nic>,
+    latency: LatencyHistograms,
     api: ApiCounters,
 }
 
@@ -62,11 +102,17 @@ struct Scrape {
 pub fn render(
     stats: Stats,
     nics: Vec<Nic>,
+    latency: LatencyHistograms,
     api: ApiCounters,
     openmetrics: bool,
 ) -> (String, &'static str) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { stats, nics, api }));
+    registry.register_collector(Box::new(Scrape {
+        stats,
+        nics,
+        latency,
+        api,
+    }));
     let mut out = String::new();
     // Writing to a String cannot fail, and the collector's own encoding only fails if the
     // writer does.
@@ -144,31 +190,55 @@ fn gauges<L: EncodeLabelSet, N: prometheus_client::encoding::EncodeGaugeValue + 
     Ok(())
 }
 
+/// One histogram family: a series per label set. prometheus-client takes the count of each
+/// bucket and sums them itself; the last is `+Inf`.
+fn histograms<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    items: &[(L, &Histogram)],
+) -> fmt::Result {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in items {
+        let mut below = 0u64;
+        let mut buckets: Vec<(f64, u64)> = h
+            .buckets
+            .iter()
+            .map(|&(le, cumulative)| {
+                let cumulative = cumulative.clamp(below, h.count);
+                let n = cumulative - below;
+                below = cumulative;
+                (le, n)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, h.count - below));
+        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_seconds,
+            h.count,
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The label set of a series without labels.
+const NO_LABELS: [(&str, &str); 0] = [];
+
+/// Per-NIC histograms as `nic`-labelled series.
+fn per_nic(v: &[(String, Histogram)]) -> Vec<([(&'static str, &str); 1], &Histogram)> {
+    v.iter()
+        .map(|(nic, h)| ([("nic", nic.as_str())], h))
+        .collect()
+}
+
 /// µs → seconds.
 #[allow(clippy::cast_precision_loss)]
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
-}
-
-/// Quantile series of a set of percentiles, labelled `extra` + `quantile`.
-fn quantiles<'a>(
-    extra: Option<(&'static str, &'a str)>,
-    p: &LatencyPercentiles,
-) -> Vec<(Vec<(&'static str, &'a str)>, f64)> {
-    [
-        ("0.5", p.p50_us),
-        ("0.9", p.p90_us),
-        ("0.99", p.p99_us),
-        ("0.999", p.p999_us),
-        ("1", p.max_us),
-    ]
-    .into_iter()
-    .map(|(q, us)| {
-        let mut labels: Vec<(&'static str, &'a str)> = extra.into_iter().collect();
-        labels.push(("quantile", q));
-        (labels, secs(us))
-    })
-    .collect()
 }
 
 impl Collector for Scrape {
@@ -222,6 +292,12 @@ impl Collector for Scrape {
             "Datagrams waiting in reorder buffers.",
             r.held_now,
         )?;
+        gauge(
+            e,
+            "braid_reorder_held_bytes",
+            "Bytes of the datagrams waiting in reorder buffers.",
+            r.held_bytes,
+        )?;
         counter(
             e,
             "braid_reorder_released",
@@ -241,14 +317,18 @@ impl Collector for Scrape {
             "Longest reorder hold seen.",
             secs(r.max_hold_us),
         )?;
-        if let Some(p) = &r.hold_percentiles {
-            gauges(
-                e,
-                "braid_reorder_hold_quantile_seconds",
-                "Reorder hold, by quantile.",
-                &quantiles(None, p),
-            )?;
-        }
+        let hold: Vec<_> = self
+            .latency
+            .reorder_hold
+            .iter()
+            .map(|h| (NO_LABELS, h))
+            .collect();
+        histograms(
+            e,
+            "braid_reorder_hold_seconds",
+            "How long datagrams released from a reorder buffer after waiting waited.",
+            &hold,
+        )?;
         let ra = &s.reassembly;
         counter(
             e,
@@ -388,7 +468,7 @@ impl Collector for Scrape {
             };
         gauges(
             e,
-            "braid_nic_rtt_seconds",
+            "braid_nic_srtt_seconds",
             "Smoothed probe round-trip time.",
             &measured(&|n| n.srtt_us.map(secs)),
         )?;
@@ -404,17 +484,18 @@ impl Collector for Scrape {
             "Probe loss, 0 to 1.",
             &measured(&|n| n.loss_ratio),
         )?;
-        let rtt_q: Vec<_> = s
-            .nics
-            .iter()
-            .filter_map(|n| n.rtt_percentiles.as_ref().map(|p| (n.name.as_str(), p)))
-            .flat_map(|(name, p)| quantiles(Some(("nic", name)), p))
-            .collect();
-        gauges(
+        histograms(
             e,
-            "braid_nic_rtt_quantile_seconds",
-            "Probe round-trip time, by quantile.",
-            &rtt_q,
+            "braid_nic_rtt_seconds",
+            "Probe round-trip time.",
+            &per_nic(&self.latency.nic_rtt),
+        )?;
+        histograms(
+            e,
+            "braid_nic_delay_variation_seconds",
+            "How much the one-way delay of each packet received on the NIC differs from the \
+             previous one's (inter-packet delay variation, RFC 5481).",
+            &per_nic(&self.latency.nic_delay_variation),
         )?;
 
         let a = &self.api;
@@ -442,8 +523,10 @@ impl Collector for Scrape {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::schema::{NicStats, Transport};
+    use crate::schema::{LatencyPercentiles, NicStats, Transport};
 
     fn nic(name: &str, link: LinkState) -> Nic {
         Nic {
@@ -491,11 +574,135 @@ mod tests {
         s
     }
 
+    /// RTT on NIC `a"b`: 3 samples (1 ms, 1.2 ms, 20 s); hold: 1 sample of 50 µs.
+    fn latency() -> LatencyHistograms {
+        let edges = [0.001, 0.0015, 0.002];
+        LatencyHistograms {
+            nic_rtt: vec![(
+                "a\"b".into(),
+                Histogram {
+                    count: 3,
+                    sum_seconds: 20.0022,
+                    buckets: edges
+                        .iter()
+                        .map(|&le| (le, if le < 0.0015 { 1 } else { 2 }))
+                        .collect(),
+                },
+            )],
+            nic_delay_variation: vec![],
+            reorder_hold: Some(Histogram {
+                count: 1,
+                sum_seconds: 0.00005,
+                buckets: vec![(0.000_048, 0), (0.000_064, 1)],
+            }),
+        }
+    }
+
+    /// A histogram family of a text exposition, parsed: per label set (without `le`), the
+    /// `(le, cumulative count)` of its `_bucket` lines in order, its `_sum` and `_count`.
+    type Parsed = BTreeMap<String, (Vec<(f64, u64)>, Option<f64>, Option<u64>)>;
+
+    /// Parse the samples of histogram `name` in `text` and check the exposition rules: a
+    /// `# TYPE name histogram` line; `le` strictly increasing, counts not decreasing, the
+    /// last `le` `+Inf` and equal to `_count`; a `_sum`.
+    fn parse_histogram(text: &str, name: &str) -> Parsed {
+        assert!(
+            text.lines()
+                .any(|l| l == format!("# TYPE {name} histogram")),
+            "no TYPE line for {name}"
+        );
+        let mut out = Parsed::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            let (metric, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let Some(suffix) = metric.strip_prefix(name) else {
+                continue;
+            };
+            let mut le = None;
+            let mut others = Vec::new();
+            for pair in labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
+                let (k, v) = pair.split_once('=').expect("label=value");
+                let v = v.trim_matches('"');
+                if k == "le" {
+                    le = Some(if v == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        v.parse::<f64>().expect("le is a number")
+                    });
+                } else {
+                    others.push(format!("{k}={v}"));
+                }
+            }
+            let entry = out.entry(others.join(",")).or_default();
+            match suffix {
+                "_bucket" => entry.0.push((
+                    le.expect("a bucket has le"),
+                    value.parse().expect("a count"),
+                )),
+                "_sum" => entry.1 = Some(value.parse().expect("a number")),
+                "_count" => entry.2 = Some(value.parse().expect("a count")),
+                other => panic!("unexpected sample {name}{other}"),
+            }
+        }
+        for (labels, (buckets, sum, count)) in &out {
+            let count = count.expect("a _count");
+            assert!(sum.is_some(), "{name}{{{labels}}} has no _sum");
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            );
+            assert_eq!(buckets.last(), Some(&(f64::INFINITY, count)));
+        }
+        out
+    }
+
+    #[test]
+    fn latency_histograms_are_prometheus_histograms() {
+        for openmetrics in [false, true] {
+            let (text, _) = render(
+                stats(),
+                vec![],
+                latency(),
+                ApiCounters::default(),
+                openmetrics,
+            );
+            let rtt = parse_histogram(&text, "braid_nic_rtt_seconds");
+            let (buckets, sum, count) = &rtt["nic=a\\\"b"];
+            assert_eq!(
+                buckets,
+                &[(0.001, 1), (0.0015, 2), (0.002, 2), (f64::INFINITY, 3)]
+            );
+            assert_eq!((*sum, *count), (Some(20.0022), Some(3)));
+            let hold = parse_histogram(&text, "braid_reorder_hold_seconds");
+            assert_eq!(
+                hold[""].0,
+                [(0.000_048, 0), (0.000_064, 1), (f64::INFINITY, 1)]
+            );
+            assert!(
+                !text.contains("braid_nic_delay_variation_seconds"),
+                "no family without series"
+            );
+        }
+        // Prometheus' own spelling of `le` in the text format (Go's %g).
+        let (text, _) = render(stats(), vec![], latency(), ApiCounters::default(), false);
+        assert!(
+            text.lines()
+                .any(|l| l == "braid_reorder_hold_seconds_bucket{le=\"4.8e-05\"} 0"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn prometheus_text() {
         let (text, ct) = render(
             stats(),
             vec![nic("a", LinkState::Degraded)],
+            LatencyHistograms::default(),
             ApiCounters {
                 auth_failures: 3,
                 ..ApiCounters::default()
@@ -514,8 +721,7 @@ mod tests {
             "braid_nic_loss_ratio{nic=\"a\\\"b\"} 0.25",
             // Label values are escaped.
             "braid_nic_tx_rate_bits_per_second{nic=\"a\\\"b\"} 8000",
-            "braid_nic_rtt_seconds{nic=\"a\\\"b\"} 0.00025",
-            "braid_nic_rtt_quantile_seconds{nic=\"a\\\"b\",quantile=\"0.99\"} 0.0003",
+            "braid_nic_srtt_seconds{nic=\"a\\\"b\"} 0.00025",
             "braid_api_auth_failures_total 3",
         ] {
             assert!(
@@ -528,6 +734,10 @@ mod tests {
             !text.contains("braid_nic_owd_seconds"),
             "no series until measured"
         );
+        assert!(
+            !text.contains("quantile="),
+            "percentiles are the API's, not gauges"
+        );
     }
 
     #[test]
@@ -537,7 +747,13 @@ mod tests {
         )));
         assert!(!wants_openmetrics(Some("text/plain")));
         assert!(!wants_openmetrics(None));
-        let (text, ct) = render(stats(), vec![], ApiCounters::default(), true);
+        let (text, ct) = render(
+            stats(),
+            vec![],
+            LatencyHistograms::default(),
+            ApiCounters::default(),
+            true,
+        );
         assert_eq!(ct, OPENMETRICS_TEXT);
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(text.contains("# TYPE braid_tx_packets counter\nbraid_tx_packets_total 11"));

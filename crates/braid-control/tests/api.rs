@@ -52,6 +52,20 @@ mod tests {
             Some(r#"{"max_hold_ms": 30}"#),
         ),
         ("DELETE", "/v1/policies/reorder", None),
+        ("GET", "/v1/policies/fragmentation", None),
+        (
+            "PUT",
+            "/v1/policies/fragmentation",
+            Some(r#"{"max_split_links": 2}"#),
+        ),
+        ("DELETE", "/v1/policies/fragmentation", None),
+        ("GET", "/v1/policies/reassembly", None),
+        (
+            "PUT",
+            "/v1/policies/reassembly",
+            Some(r#"{"mem_cap_bytes": 1048576, "timeout_ms": 100}"#),
+        ),
+        ("DELETE", "/v1/policies/reassembly", None),
     ];
 
     #[tokio::test]
@@ -321,9 +335,116 @@ mod tests {
         assert_eq!(s["drops"]["reassembly_timeout"], 2);
         assert_eq!(s["drops"]["auth_failed"], 0, "zeros included");
         assert_eq!(s["nics"][0]["rtt_percentiles"]["p99_us"], 260);
-        assert_eq!(s["top_flows"][0], json!({"id": 40, "rate_bps": 40000}));
+        assert_eq!(
+            s["nics"][1]["rtt_percentiles"],
+            json!({"samples": 100, "p50_us": 170, "p90_us": 210, "p99_us": 260,
+                   "p999_us": 320, "max_us": 320})
+        );
+        assert_eq!(
+            s["nics"][0]["delay_variation_percentiles"],
+            json!({"samples": 100, "p50_us": 5, "p90_us": 20, "p99_us": 80,
+                   "p999_us": 400, "max_us": 400})
+        );
+        assert_eq!(
+            s["top_flows"][0],
+            json!({"id": 40, "direction": "tx", "rate_bps": 40000})
+        );
+        assert_eq!(s["top_flows"][1]["direction"], "rx");
         assert_eq!(s["top_flows"].as_array().expect("top").len(), 20);
         assert_eq!(s["reorder"]["max_hold_us"], 4200);
+        assert_eq!(
+            (&s["reorder"]["held_now"], &s["reorder"]["held_bytes"]),
+            (&json!(3), &json!(4200))
+        );
+        assert_eq!(
+            s["reorder"]["hold_percentiles"],
+            json!({"samples": 12, "p50_us": 300, "p90_us": 1200, "p99_us": 4200,
+                   "p999_us": 4200, "max_us": 4200})
+        );
+        // The body round-trips through the schema's types.
+        let typed: braid_control::schema::Stats =
+            serde_json::from_value(s.clone()).expect("a Stats");
+        assert_eq!(typed.reorder.hold_percentiles.map(|p| p.samples), Some(12));
+    }
+
+    /// `/metrics` has the latency histograms in the exposition format: every `_bucket` line
+    /// of a series with a number `le`, increasing, cumulative counts, `+Inf` = `_count`.
+    #[tokio::test]
+    async fn metrics_have_latency_histograms() {
+        let api = Api::new(10);
+        let r = api.call("GET", "/metrics", None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        for (name, series, count, sum) in [
+            ("braid_nic_rtt_seconds", "{nic=\"a\",", 100, 0.01956),
+            ("braid_nic_rtt_seconds", "{nic=\"b\",", 100, 0.01956),
+            (
+                "braid_nic_delay_variation_seconds",
+                "{nic=\"a\",",
+                100,
+                0.00202,
+            ),
+            ("braid_reorder_hold_seconds", "{", 12, 0.0102),
+        ] {
+            assert!(
+                r.text
+                    .lines()
+                    .any(|l| l == format!("# TYPE {name} histogram")),
+                "{name}:\n{}",
+                r.text
+            );
+            let prefix = format!("{name}_bucket{series}le=\"");
+            let buckets: Vec<(f64, u64)> = r
+                .text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|rest| {
+                    let (le, n) = rest.split_once("\"} ").expect("le\"} count");
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().expect("le")
+                    };
+                    (le, n.parse().expect("count"))
+                })
+                .collect();
+            assert_eq!(buckets.len(), 49, "{name}{series}: 48 edges and +Inf");
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            );
+            assert_eq!(buckets[48], (f64::INFINITY, count));
+            assert_eq!(buckets[0].0, 1.024e-6);
+            let tail = series.trim_end_matches(',');
+            let tail = if tail == "{" {
+                String::new()
+            } else {
+                format!("{tail}}}")
+            };
+            let value = |suffix: &str| -> f64 {
+                let head = format!("{name}_{suffix}{tail} ");
+                r.text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&head))
+                    .unwrap_or_else(|| panic!("no {head}"))
+                    .parse()
+                    .expect("a number")
+            };
+            assert_eq!(value("count"), count as f64);
+            assert!((value("sum") - sum).abs() < 1e-9, "{name} sum");
+        }
+        // The edges around the fake's RTTs (170, 210, 260, 320 µs): 196.6 µs has the 50
+        // samples at 170 µs, 262.1 µs 99 of the 100.
+        assert!(
+            r.text
+                .lines()
+                .any(|l| l == "braid_nic_rtt_seconds_bucket{nic=\"a\",le=\"0.000196608\"} 50")
+        );
+        assert!(
+            r.text
+                .lines()
+                .any(|l| l == "braid_nic_rtt_seconds_bucket{nic=\"a\",le=\"0.000262144\"} 99")
+        );
     }
 
     #[tokio::test]
@@ -340,7 +461,7 @@ mod tests {
             "braid_nic_capacity_bits_per_second{nic=\"b\"} 100000000",
             "braid_drops_total{reason=\"queue_full\"} 5",
             "braid_nic_link_state{nic=\"a\",state=\"up\"} 1",
-            "braid_nic_rtt_quantile_seconds{nic=\"a\",quantile=\"0.99\"} 0.00026",
+            "braid_nic_rtt_seconds_bucket{nic=\"a\",le=\"0.000262144\"} 99",
             "braid_flows{direction=\"tx\"} 5",
         ] {
             assert!(
@@ -533,7 +654,9 @@ mod tests {
             "tunnels": [{"name": "t0", "kind": "vxlan", "nic": "a", "local": "10.0.0.1",
                          "remote": "10.0.0.2", "vni": 42, "inner_dst_mac": "02:00:00:00:00:02"}],
             "policy": {"default": "pin"},
-            "reorder": {"min_hold_ms": 2, "max_hold_ms": 40}
+            "reorder": {"min_hold_ms": 2, "max_hold_ms": 40},
+            "fragmentation": {"min_split_bytes": 3000, "max_split_links": 2},
+            "reassembly": {"mem_cap_bytes": 1048576, "timeout_ms": 100}
         })
     }
 
@@ -566,6 +689,26 @@ mod tests {
         assert_eq!(api.get("/v1/policies/tunnels").await, applied["tunnels"]);
         assert_eq!(api.get("/v1/policies/policy").await, applied["policy"]);
         assert_eq!(api.get("/v1/policies/reorder").await, applied["reorder"]);
+        assert_eq!(
+            applied["fragmentation"],
+            json!({"min_split_bytes": 3000, "min_split_gain_us": 2, "max_split_links": 2,
+                   "split_within_mtu": false, "per_packet_overhead_bytes": 60,
+                   "loss_penalty_ms": 10}),
+            "defaults filled in"
+        );
+        assert_eq!(
+            api.get("/v1/policies/fragmentation").await,
+            applied["fragmentation"]
+        );
+        assert_eq!(
+            applied["reassembly"],
+            json!({"mem_cap_bytes": 1048576, "timeout_ms": 100, "max_fragments": 64,
+                   "max_datagram_bytes": 65535})
+        );
+        assert_eq!(
+            api.get("/v1/policies/reassembly").await,
+            applied["reassembly"]
+        );
     }
 
     #[tokio::test]
@@ -612,6 +755,26 @@ mod tests {
             (
                 json!({"rules": [{"name": "x", "when": {"loss_above_percent": "1%"}}]}).to_string(),
                 "rules[0].when.loss_above_percent",
+            ),
+            (
+                json!({"reassembly": {"timeout_ms": 0}}).to_string(),
+                "reassembly.timeout_ms",
+            ),
+            (
+                json!({"reassembly": {"mem_cap_bytes": -1}}).to_string(),
+                "reassembly.mem_cap_bytes",
+            ),
+            (
+                json!({"reassembly": {"max_fragments": 70000}}).to_string(),
+                "reassembly.max_fragments",
+            ),
+            (
+                json!({"fragmentation": {"max_split_links": 0}}).to_string(),
+                "fragmentation.max_split_links",
+            ),
+            (
+                json!({"fragmentation": {"min_split": 1}}).to_string(),
+                "fragmentation.min_split",
             ),
         ];
         for (body, field) in cases {
@@ -742,6 +905,28 @@ mod tests {
         assert_eq!(r.code(422), "invalid_field");
         assert_eq!(r.error()["field"], "reorder.min_hold_ms", "from the daemon");
         let r = api
+            .call(
+                "PUT",
+                "/v1/policies/reassembly",
+                Some(r#"{"timeout_ms": 0}"#),
+            )
+            .await;
+        assert_eq!(r.code(422), "invalid_field");
+        assert_eq!(
+            r.error()["field"],
+            "reassembly.timeout_ms",
+            "from the daemon"
+        );
+        let r = api
+            .call(
+                "PUT",
+                "/v1/policies/fragmentation",
+                Some(r#"{"min_split_bytes": "big"}"#),
+            )
+            .await;
+        assert_eq!(r.code(422), "invalid_field");
+        assert_eq!(r.error()["field"], "fragmentation.min_split_bytes");
+        let r = api
             .call("PUT", "/v1/policies/qos", Some(r#"{"classes": 3}"#))
             .await;
         assert_eq!(r.error()["field"], "qos.classes");
@@ -810,7 +995,7 @@ mod tests {
         assert_eq!(
             lines[3]["change"],
             "policies: replace; changed: rules (0 → 2 entries), qos (default → 2 classes), tunnels \
-             (0 → 1 entries), policy, reorder"
+             (0 → 1 entries), policy, reorder, fragmentation, reassembly"
         );
         assert_eq!(
             lines[4]["change"],
@@ -950,7 +1135,10 @@ mod tests {
         .await;
         assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
         assert!(
-            health.ends_with(r#"{"status":"ok","api_version":1}"#),
+            health.ends_with(&format!(
+                r#"{{"status":"ok","api_version":{}}}"#,
+                braid_control::API_VERSION
+            )),
             "{health}"
         );
 
@@ -1101,6 +1289,8 @@ mod tests {
             ("PUT", "/v1/policies/tunnels"),
             ("PUT", "/v1/policies/policy"),
             ("PUT", "/v1/policies/reorder"),
+            ("PUT", "/v1/policies/fragmentation"),
+            ("PUT", "/v1/policies/reassembly"),
             ("PATCH", "/v1/nics/a"),
             ("POST", "/v1/flows/2"),
         ]);

@@ -23,6 +23,7 @@
 //!   ├─ qos         RFC 2697/2698 meters, strict priority + DRR class queues, per-NIC shaper
 //!   └─ buffer      the packet store: a bounded slab arena with handles
 //! time, types     Instant, NicId, NicSet, FlowId, DropReason, counters
+//! histogram       fixed-size log-bucketed latency histogram (RTT, delay variation, holds)
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod flow;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod histogram;
 pub mod ipfrag;
 pub mod qos;
 pub mod reassembly;

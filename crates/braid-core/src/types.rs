@@ -303,6 +303,11 @@ drop_reasons! {
     /// inner Ethernet header to carry it. Not expected: the rule tables are checked against
     /// the flow classes and tunnels they are built for.
     RuleVlanNoTunnel = "rule_vlan_no_tunnel",
+    /// RX: a datagram being reassembled was dropped whole because a policy replacement
+    /// (`Command::ReplacePolicies`) lowered the reassembler's memory cap below what it held
+    /// (the oldest go first), its largest datagram below the datagram's length, or its
+    /// fragment cap below the fragments it had.
+    ReassemblyEvicted = "reassembly_evicted",
 }
 
 impl fmt::Display for DropReason {

@@ -6,28 +6,32 @@
 //! across workers, commands sent to every worker all or nothing), the policies in force and
 //! their replacement, whether by the API or by SIGHUP (one lock, so the two never interleave),
 //! with their persistence (`api/persist.rs`), and the rates computed from consecutive
-//! snapshots. What it does not own: HTTP, tokens, the audit log and the rate limit
+//! snapshots (and the latency percentiles over the same interval, "Stats" below). What it
+//! does not own: HTTP, tokens, the audit log and the rate limit
 //! (braid-control), the engine commands' semantics (braid-core), the file's checks
 //! (config.rs) and applying a policy set to the workers (`run::apply_policies`).
 //!
 //! # One schema
 //!
-//! The API's policy document (`braid_control::PolicyDocument`) and the config file's
-//! `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]` and `[reorder]` sections have the same
-//! fields, names and defaults. A document is turned into the config's types through serde
-//! (a field the config does not know is an error naming it), then checked by config.rs
-//! exactly as a file is, so a bad document gets the same error a bad file does, naming the
-//! field (`rules[0].qos`, `qos.classes[1].weight`). The file the policies persist in is the
-//! document as TOML: those sections of a config file.
+//! The API's policy document (`braid_control::PolicyDocument`) is made of the config file's
+//! policy sections, `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]`, `[reorder]`,
+//! `[fragmentation]` and `[reassembly]`: the file's types are the document's
+//! (`crate::config` takes them from braid-control). A document is put in place of the
+//! config's sections and checked by config.rs exactly as a file is, so a bad document gets
+//! the same error a bad file does, naming the field (`rules[0].qos`,
+//! `reassembly.timeout_ms`). The file the policies persist in is the document as TOML:
+//! those sections of a config file.
 //!
 //! # What changes live
 //!
-//! `[[rules]]`, `[qos]` and `[[tunnels]]` are replaced on every worker as one set, between two
-//! batches ([`crate::run::apply_policies`], as SIGHUP does). `[policy]` and `[reorder]` are
-//! read by the engines when they start: a document that changes them is refused (409) and
-//! says that it needs a restart. At start, a policies file replaces the config file's
-//! `[[rules]]`, `[qos]` and `[[tunnels]]`; `[policy]` and `[reorder]` stay the config file's
-//! (the API cannot change them, so the file's copy is only ever the config's of its time).
+//! Every section is replaced on every worker as one set, between two batches
+//! ([`crate::run::apply_policies`], as SIGHUP does): one `ReplacePolicies` command per
+//! engine, all or nothing. The one limit is what sized a table when braid started:
+//! `reassembly.max_fragments` may go up to the larger of 64 and its value at start (a
+//! larger one is refused, 422, naming the field and saying it needs a restart). At start,
+//! a policies file's sections replace the config file's, every one of them (the policies
+//! file is what the API or SIGHUP last put in force; the config file's sections apply
+//! again only when there is no policies file, or after a SIGHUP).
 //!
 //! # Several workers
 //!
@@ -35,6 +39,18 @@
 //! measurements the worst worker's (the largest RTT and loss, the worst state). A capacity
 //! set through the API is split equally among the workers, then moved by demand
 //! (`braid_io::dataplane::CapacityShares`), which this type holds for the main loop.
+//!
+//! # Stats
+//!
+//! Counters are the sum of the workers' latest snapshots; rates are the difference of two
+//! samples the main loop takes once a second, over the time between them. The engines'
+//! latency histograms (probe RTT and delay variation per NIC, reorder hold) are cumulative:
+//! each sample keeps their sum over the workers, `GET /v1/stats` reports the percentiles of
+//! the difference of the two samples (so over the same interval as the rates), and
+//! `/metrics` the cumulative sums of the latest snapshots as Prometheus histograms. The
+//! busiest flows come from each engine's rate scan (every flow, ranked about once a second,
+//! `braid_core::engine::TopFlows`), merged across the workers from their snapshots: no
+//! request walks a flow table.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,7 +60,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use braid_control::schema::{
-    AdminState, Flow, FlowCounts, FlowDirection, FlowMove, FlowPage, FlowRate,
+    AdminState, Flow, FlowCounts, FlowDirection, FlowMove, FlowPage, FlowRate, LatencyPercentiles,
     LinkState as ApiLinkState, Nic, NicStats, NicUpdate, PolicyName, QosClassStatus,
     ReassemblyStats, ReorderStats, RssInfo, Stats, Transport, Vnic, VnicKind, VnicQueue,
 };
@@ -55,14 +71,11 @@ use braid_core::engine::{
     FlowQuery as EngineFlowQuery, FlowRow,
 };
 use braid_core::health::{LinkState, LinkStats};
+use braid_core::histogram::LatencyHistogram;
 use braid_core::qos::ClassKind;
 use braid_io::dataplane::{CapacityShares, DataplaneHandle, Snapshot};
-use serde::Deserialize;
 
-use crate::config::{
-    ApiSection, Capacity, Config, Endpoint, Plan, PolicySection, QosSection, ReorderSection,
-    RuleSection, TunnelSection,
-};
+use crate::config::{ApiSection, Capacity, Config, Endpoint, Plan};
 
 mod persist;
 
@@ -104,6 +117,62 @@ struct Sample {
     at_ns: u64,
     /// Per NIC (in id order): tx bytes, tx packets, rx bytes, rx packets, summed.
     nics: Vec<[u64; 4]>,
+    /// The latency histograms, summed.
+    latency: Latency,
+}
+
+/// The engines' latency histograms summed over the workers (cumulative, ns).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Latency {
+    /// Per NIC (in `Control::nics` order): probe RTT and delay variation.
+    nics: Vec<(LatencyHistogram, LatencyHistogram)>,
+    /// Reorder hold.
+    reorder_hold: LatencyHistogram,
+}
+
+impl Latency {
+    /// The sum of the workers' histograms, for `nics`.
+    fn of(snaps: &[Snapshot], nics: &[NicInfo]) -> Self {
+        let mut l = Self {
+            nics: vec![Default::default(); nics.len()],
+            ..Self::default()
+        };
+        for s in snaps {
+            let e = &s.engine.latency;
+            l.reorder_hold.merge(&e.reorder_hold);
+            for (sum, n) in l.nics.iter_mut().zip(nics) {
+                if let Some(h) = e.nic(n.id) {
+                    sum.0.merge(&h.rtt);
+                    sum.1.merge(&h.delay_variation);
+                }
+            }
+        }
+        l
+    }
+}
+
+/// The percentiles of a histogram of ns, in µs (`None` if it is empty).
+fn percentiles(h: &LatencyHistogram) -> Option<LatencyPercentiles> {
+    let us = |ppm| h.quantile_ns(ppm).map(|ns| ns / 1_000);
+    Some(LatencyPercentiles {
+        samples: h.count(),
+        p50_us: us(500_000)?,
+        p90_us: us(900_000)?,
+        p99_us: us(990_000)?,
+        p999_us: us(999_000)?,
+        max_us: us(1_000_000)?,
+    })
+}
+
+/// A histogram of ns as `/metrics` shows it, in seconds.
+#[allow(clippy::cast_precision_loss)]
+fn prometheus_histogram(h: &LatencyHistogram) -> braid_control::metrics::Histogram {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    braid_control::metrics::Histogram {
+        count: h.count(),
+        sum_seconds: secs(h.sum_ns()),
+        buckets: h.export_buckets().map(|(le, n)| (secs(le), n)).collect(),
+    }
 }
 
 /// The vNIC as the API shows it.
@@ -146,6 +215,9 @@ pub(crate) struct Control {
     settings: Mutex<Vec<NicSetting>>,
     /// The last two samples, older first.
     samples: Mutex<(Option<Sample>, Option<Sample>)>,
+    /// The largest `reassembly.max_fragments` the engines have room for (the larger of 64
+    /// and the value they started with).
+    fragments_room: u16,
 }
 
 /// A lock that a panic elsewhere does not make unusable (every holder leaves the data
@@ -165,6 +237,11 @@ impl Control {
             vnic,
             persist,
         } = parts;
+        let fragments_room = plan
+            .file
+            .reassembly
+            .max_fragments
+            .max(braid_core::reassembly::DEFAULT_MAX_FRAGMENTS);
         let nics: Vec<NicInfo> = plan
             .nics
             .iter()
@@ -207,6 +284,7 @@ impl Control {
             shares: Mutex::new(shares),
             settings: Mutex::new(settings),
             samples: Mutex::new((None, None)),
+            fragments_room,
         }
     }
 
@@ -256,6 +334,7 @@ impl Control {
         };
         let sample = Sample {
             at_ns: snaps.iter().map(|s| s.at.as_nanos()).max().unwrap_or(0),
+            latency: Latency::of(&snaps, &self.nics),
             nics: self
                 .nics
                 .iter()
@@ -306,8 +385,7 @@ impl Control {
     fn put_in_force(&self, in_force: &mut Plan, new: Plan) -> Result<()> {
         let pending = match &self.persist {
             Some(path) => {
-                let document = document_of(&new.file).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let text = persist::to_toml(&document)?;
+                let text = persist::to_toml(&document_of(&new.file))?;
                 Some(persist::Pending::write(path, &text).context("cannot persist the policies")?)
             }
             None => None,
@@ -544,6 +622,92 @@ fn per_second(count: u64, ns: u64) -> u64 {
     u64::try_from(u128::from(count) * 1_000_000_000 / u128::from(ns)).unwrap_or(u64::MAX)
 }
 
+impl Control {
+    /// `GET /v1/stats` from the workers' snapshots `snaps` (in worker order) and the last
+    /// two samples, older first (module doc, "Stats").
+    fn stats_of(&self, snaps: &[Snapshot], samples: (Option<Sample>, Option<Sample>)) -> Stats {
+        let (prev, last) = samples;
+        let interval_ns = match (&prev, &last) {
+            (Some(p), Some(l)) => l.at_ns.saturating_sub(p.at_ns),
+            _ => 0,
+        };
+        let mut stats = Stats {
+            interval_ms: interval_ns / 1_000_000,
+            ..Stats::default()
+        };
+        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+        let mut reorder = ReorderStats::default();
+        let mut reassembly = ReassemblyStats::default();
+        let mut flows = FlowCounts::default();
+        for s in snaps {
+            let e = &s.engine;
+            stats.tx_packets += e.tx_packets_count;
+            stats.tx_bytes += e.tx_bytes_count;
+            stats.rx_delivered_packets += e.rx_delivered_count;
+            stats.rx_delivered_bytes += e.rx_delivered_bytes;
+            reorder.held_now += e.rx_reorder_held_count;
+            reorder.held_bytes += e.rx_reorder_held_bytes;
+            reorder.reordered += e.rx_reordered_count;
+            reorder.gaps += e.rx_gap_count;
+            reorder.gap_seqs += e.rx_gap_seqs_count;
+            reorder.max_hold_us = reorder.max_hold_us.max(e.rx_max_hold_ns / 1_000);
+            reassembly.completed += s.reassembly.datagrams_completed;
+            reassembly.dropped += s.reassembly.datagrams_dropped;
+            reassembly.held_bytes += s.reassembly.bytes_held as u64;
+            flows.tx += s.flows.0 as u64;
+            flows.rx += s.flows.1 as u64;
+            for (label, count) in &s.drops {
+                *drops.entry((*label).to_owned()).or_default() += count;
+            }
+        }
+        // Percentiles over the interval of the rates: the difference of the two samples.
+        let latency = match (&prev, &last) {
+            (Some(p), Some(l)) => Some((&p.latency, &l.latency)),
+            _ => None,
+        };
+        let nic_percentiles =
+            |i: usize, pick: fn(&(LatencyHistogram, LatencyHistogram)) -> &LatencyHistogram| {
+                let (p, l) = latency?;
+                percentiles(&pick(l.nics.get(i)?).since(pick(p.nics.get(i)?)))
+            };
+        for (i, n) in self.nics.iter().enumerate() {
+            let mut link: Option<LinkView> = None;
+            for l in snaps.iter().filter_map(|s| nic_of(s, n.id)?.link.as_ref()) {
+                let v = LinkView::of(l);
+                link = Some(link.map_or(v, |w| w.worst(v)));
+            }
+            let link = link.unwrap_or_default();
+            let delta = |c: usize| match (&prev, &last) {
+                (Some(p), Some(l)) => {
+                    let at = |s: &Sample| s.nics.get(i).map_or(0, |v| v[c]);
+                    at(l).saturating_sub(at(p))
+                }
+                _ => 0,
+            };
+            stats.nics.push(NicStats {
+                name: n.name.clone(),
+                tx_bps: per_second(delta(0).saturating_mul(8), interval_ns),
+                rx_bps: per_second(delta(2).saturating_mul(8), interval_ns),
+                tx_pps: per_second(delta(1), interval_ns),
+                rx_pps: per_second(delta(3), interval_ns),
+                srtt_us: link.srtt_us,
+                owd_us: link.owd_us,
+                loss_ratio: link.loss,
+                rtt_percentiles: nic_percentiles(i, |h| &h.0),
+                delay_variation_percentiles: nic_percentiles(i, |h| &h.1),
+            });
+        }
+        stats.flows = flows;
+        stats.top_flows = top_flows(snaps);
+        reorder.hold_percentiles =
+            latency.and_then(|(p, l)| percentiles(&l.reorder_hold.since(&p.reorder_hold)));
+        stats.reorder = reorder;
+        stats.reassembly = reassembly;
+        stats.drops = drops;
+        stats
+    }
+}
+
 impl Daemon for Control {
     fn nics(&self) -> Result<Vec<Nic>, DaemonError> {
         let snaps = self.snapshots_or_unavailable()?;
@@ -729,72 +893,25 @@ impl Daemon for Control {
 
     fn stats(&self) -> Result<Stats, DaemonError> {
         let snaps = self.snapshots_or_unavailable()?;
-        let (prev, last) = lock(&self.samples).clone();
-        let interval_ns = match (&prev, &last) {
-            (Some(p), Some(l)) => l.at_ns.saturating_sub(p.at_ns),
-            _ => 0,
+        let samples = lock(&self.samples).clone();
+        Ok(self.stats_of(&snaps, samples))
+    }
+
+    fn latency_histograms(&self) -> Result<braid_control::metrics::LatencyHistograms, DaemonError> {
+        let snaps = self.snapshots_or_unavailable()?;
+        let latency = Latency::of(&snaps, &self.nics);
+        let per_nic = |pick: fn(&(LatencyHistogram, LatencyHistogram)) -> &LatencyHistogram| {
+            self.nics
+                .iter()
+                .zip(&latency.nics)
+                .map(|(n, h)| (n.name.clone(), prometheus_histogram(pick(h))))
+                .collect()
         };
-        let mut stats = Stats {
-            interval_ms: interval_ns / 1_000_000,
-            ..Stats::default()
-        };
-        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
-        let mut reorder = ReorderStats::default();
-        let mut reassembly = ReassemblyStats::default();
-        let mut flows = FlowCounts::default();
-        for s in &snaps {
-            let e = &s.engine;
-            stats.tx_packets += e.tx_packets_count;
-            stats.tx_bytes += e.tx_bytes_count;
-            stats.rx_delivered_packets += e.rx_delivered_count;
-            stats.rx_delivered_bytes += e.rx_delivered_bytes;
-            reorder.reordered += e.rx_reordered_count;
-            reorder.gaps += e.rx_gap_count;
-            reorder.gap_seqs += e.rx_gap_seqs_count;
-            reorder.max_hold_us = reorder.max_hold_us.max(e.rx_max_hold_ns / 1_000);
-            reassembly.completed += s.reassembly.datagrams_completed;
-            reassembly.dropped += s.reassembly.datagrams_dropped;
-            reassembly.held_bytes += s.reassembly.bytes_held as u64;
-            flows.tx += s.flows.0 as u64;
-            flows.rx += s.flows.1 as u64;
-            for (label, count) in &s.drops {
-                *drops.entry((*label).to_owned()).or_default() += count;
-            }
-        }
-        for (i, n) in self.nics.iter().enumerate() {
-            let mut link: Option<LinkView> = None;
-            for l in snaps.iter().filter_map(|s| nic_of(s, n.id)?.link.as_ref()) {
-                let v = LinkView::of(l);
-                link = Some(link.map_or(v, |w| w.worst(v)));
-            }
-            let link = link.unwrap_or_default();
-            let delta = |c: usize| match (&prev, &last) {
-                (Some(p), Some(l)) => {
-                    let at = |s: &Sample| s.nics.get(i).map_or(0, |v| v[c]);
-                    at(l).saturating_sub(at(p))
-                }
-                _ => 0,
-            };
-            stats.nics.push(NicStats {
-                name: n.name.clone(),
-                tx_bps: per_second(delta(0).saturating_mul(8), interval_ns),
-                rx_bps: per_second(delta(2).saturating_mul(8), interval_ns),
-                tx_pps: per_second(delta(1), interval_ns),
-                rx_pps: per_second(delta(3), interval_ns),
-                srtt_us: link.srtt_us,
-                owd_us: link.owd_us,
-                loss_ratio: link.loss,
-                rtt_percentiles: None,
-            });
-        }
-        stats.flows = flows;
-        stats.top_flows = self.top_flows()?;
-        // XXX(#5): `held_now` stays 0: the engines do not count the datagrams their reorder
-        // buffers hold (only per buffer), and the snapshot carries no total.
-        stats.reorder = reorder;
-        stats.reassembly = reassembly;
-        stats.drops = drops;
-        Ok(stats)
+        Ok(braid_control::metrics::LatencyHistograms {
+            nic_rtt: per_nic(|h| &h.0),
+            nic_delay_variation: per_nic(|h| &h.1),
+            reorder_hold: Some(prometheus_histogram(&latency.reorder_hold)),
+        })
     }
 
     fn flows(&self, query: &FlowQuery) -> Result<FlowPage, DaemonError> {
@@ -922,29 +1039,28 @@ impl Daemon for Control {
     }
 
     fn policies(&self) -> Result<PolicyDocument, DaemonError> {
-        document_of(&lock(&self.in_force).file)
+        Ok(document_of(&lock(&self.in_force).file))
     }
 
     fn replace_policies(&self, document: PolicyDocument) -> Result<PolicyDocument, DaemonError> {
         let mut in_force = lock(&self.in_force);
-        let file = with_document(&in_force.file, &document)?;
+        let file = with_document(&in_force.file, &document);
         let plan = file.check().map_err(|e| invalid(&e))?;
-        let current = &in_force.file;
-        for (section, same) in [
-            ("policy", plan.file.policy == current.policy),
-            ("reorder", plan.file.reorder == current.reorder),
-        ] {
-            if !same {
-                return Err(DaemonError::Refused {
-                    reason: format!(
-                        "[{section}] cannot change while braid runs: it needs a restart (edit \
-                         the config file's [{section}] and restart braid); [[rules]], [qos] \
-                         and [[tunnels]] are replaced live"
-                    ),
-                });
-            }
+        let room = self.fragments_room;
+        if document.reassembly.max_fragments > room {
+            // The engines would refuse it (their room for fragment ranges is allocated at
+            // start): say so here, naming the field, before any worker is asked.
+            return Err(DaemonError::Invalid {
+                field: "reassembly.max_fragments".into(),
+                reason: format!(
+                    "{} is above {room}, the most the reassemblers have room for since braid \
+                     started (the larger of 64 and the value at start): a larger value needs \
+                     a restart with it in the config file (or the policies file)",
+                    document.reassembly.max_fragments
+                ),
+            });
         }
-        let changed = document_of(current)?.changed_sections(&document);
+        let changed = document_of(&in_force.file).changed_sections(&document);
         self.put_in_force(&mut in_force, plan).map_err(|e| {
             // Applied but not persisted is not a refusal: the client must not read "the
             // old state is in force" (a 500, the details in the log).
@@ -962,47 +1078,36 @@ impl Daemon for Control {
             changed = ?changed.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "policies replaced through the REST API"
         );
-        document_of(&in_force.file)
+        Ok(document_of(&in_force.file))
     }
 }
 
-/// The busiest flows shown in `GET /v1/stats`.
-const TOP_FLOWS: usize = 20;
-
-impl Control {
-    /// The busiest TX flows by the rate the flow controllers measure, at most
-    /// [`TOP_FLOWS`]: one page of each worker's table, its first `MAX_FLOW_ROWS` TX flows
-    /// by id (each page is a walk of the worker's table between two batches, so one per
-    /// call, not the whole table).
-    // XXX(#5): with more TX flows than a page on a worker, a busy flow of a high id is missed.
-    fn top_flows(&self) -> Result<Vec<FlowRate>, DaemonError> {
-        let query = EngineFlowQuery {
-            direction: Some(EngineFlowDirection::Tx),
-            limit: braid_core::engine::MAX_FLOW_ROWS,
-            ..EngineFlowQuery::default()
-        };
-        let mut top = Vec::new();
-        for (k, w) in self.workers.iter().enumerate() {
-            let rows = w.flows(query).ok_or_else(|| DaemonError::Unavailable {
-                detail: format!("worker {k} did not give its flow table within a second"),
-            })?;
-            top.extend(rows.iter().filter_map(|r| {
-                let rate_bps = r.rate_bps.filter(|b| *b > 0)?;
-                Some(FlowRate {
-                    id: FlowRef {
-                        worker: k,
-                        direction: r.direction,
-                        id: r.id,
-                    }
-                    .global(),
-                    rate_bps,
-                })
-            }));
-        }
-        top.sort_unstable_by(|a, b| b.rate_bps.cmp(&a.rate_bps).then(a.id.cmp(&b.id)));
-        top.truncate(TOP_FLOWS);
-        Ok(top)
-    }
+/// The busiest flows of every worker (each engine's rate scan ranks all of its flows,
+/// `braid_core::engine::TopFlows`), merged: at most `braid_core::engine::TOP_FLOWS`,
+/// busiest first, ties by global id. `snaps` are in worker order.
+fn top_flows(snaps: &[Snapshot]) -> Vec<FlowRate> {
+    let mut top: Vec<FlowRate> = snaps
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| {
+            s.engine.top_flows.as_slice().iter().map(move |r| FlowRate {
+                id: FlowRef {
+                    worker: k,
+                    direction: r.direction,
+                    id: r.id,
+                }
+                .global(),
+                direction: match r.direction {
+                    EngineFlowDirection::Tx => FlowDirection::Tx,
+                    EngineFlowDirection::Rx => FlowDirection::Rx,
+                },
+                rate_bps: r.rate_bps,
+            })
+        })
+        .collect();
+    top.sort_unstable_by(|a, b| b.rate_bps.cmp(&a.rate_bps).then(a.id.cmp(&b.id)));
+    top.truncate(braid_core::engine::TOP_FLOWS);
+    top
 }
 
 /// A flow's id across the workers: `worker << 33 | direction << 32 | id` (engine/flows.rs's
@@ -1050,7 +1155,7 @@ impl Control {
         FlowNames {
             classes: plan.file.classes.iter().map(|c| c.name.clone()).collect(),
             qos: plan.qos_names.clone(),
-            default_policy: policy_name(plan.file.policy.default.into()),
+            default_policy: plan.file.policy.default,
         }
     }
 }
@@ -1107,54 +1212,40 @@ fn flow_of(worker: usize, r: &FlowRow, names: &FlowNames, nics: &[NicInfo]) -> F
     }
 }
 
-/// The config's policy sections, as the API's types: the same fields under the same names.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sections {
-    rules: Vec<RuleSection>,
-    qos: Option<QosSection>,
-    tunnels: Vec<TunnelSection>,
-    policy: PolicySection,
-    reorder: ReorderSection,
-}
-
-/// The policy sections of `file` as the API's document.
-///
-/// # Errors
-/// `Internal` if the two schemas differ (a bug: a test keeps them in step).
-pub(crate) fn document_of(file: &Config) -> Result<PolicyDocument, DaemonError> {
-    let value = serde_json::json!({
-        "rules": file.rules,
-        "qos": file.qos,
-        "tunnels": file.tunnels,
-        "policy": file.policy,
-        "reorder": file.reorder,
-    });
-    serde_json::from_value(value).map_err(|e| DaemonError::Internal {
-        detail: format!("the config's policy sections do not fit the API's document: {e}"),
-    })
+/// The policy sections of `file` as the API's document (the same types: one schema).
+pub(crate) fn document_of(file: &Config) -> PolicyDocument {
+    PolicyDocument {
+        rules: file.rules.clone(),
+        qos: file.qos.clone(),
+        tunnels: file.tunnels.clone(),
+        policy: file.policy.clone(),
+        reorder: file.reorder.clone(),
+        fragmentation: file.fragmentation.clone(),
+        reassembly: file.reassembly.clone(),
+    }
 }
 
 /// `file` with `document`'s policy sections in place of its own (not checked yet).
-///
-/// # Errors
-/// `Invalid` naming the field the config does not take (`rules[0].foo`).
-fn with_document(file: &Config, document: &PolicyDocument) -> Result<Config, DaemonError> {
-    let value = serde_json::to_value(document).map_err(|e| DaemonError::Internal {
-        detail: format!("the policy document as JSON: {e}"),
-    })?;
-    let sections: Sections =
-        serde_path_to_error::deserialize(value).map_err(|e| DaemonError::Invalid {
-            field: e.path().to_string(),
-            reason: e.into_inner().to_string(),
-        })?;
-    let mut file = file.clone();
-    file.rules = sections.rules;
-    file.qos = sections.qos;
-    file.tunnels = sections.tunnels;
-    file.policy = sections.policy;
-    file.reorder = sections.reorder;
-    Ok(file)
+fn with_document(file: &Config, document: &PolicyDocument) -> Config {
+    let PolicyDocument {
+        rules,
+        qos,
+        tunnels,
+        policy,
+        reorder,
+        fragmentation,
+        reassembly,
+    } = document.clone();
+    Config {
+        rules,
+        qos,
+        tunnels,
+        policy,
+        reorder,
+        fragmentation,
+        reassembly,
+        ..file.clone()
+    }
 }
 
 /// A config error (`rules[0] ("feed").qos: no QoS class is named "gold"`) as the API's
@@ -1162,9 +1253,20 @@ fn with_document(file: &Config, document: &PolicyDocument) -> Result<Config, Dae
 /// parentheses is left out) and the reason. An error that is not `path: reason` (two rules
 /// in conflict) names its first path and keeps its whole text.
 fn invalid(e: &anyhow::Error) -> DaemonError {
-    const SECTIONS: [&str; 11] = [
-        "rules", "qos", "tunnels", "policy", "reorder", "classes", "nics", "vnic", "peer",
-        "daemon", "api",
+    const SECTIONS: [&str; 13] = [
+        "rules",
+        "qos",
+        "tunnels",
+        "policy",
+        "reorder",
+        "fragmentation",
+        "reassembly",
+        "classes",
+        "nics",
+        "vnic",
+        "peer",
+        "daemon",
+        "api",
     ];
     let text = format!("{e:#}");
     let is_path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
@@ -1210,9 +1312,9 @@ fn invalid(e: &anyhow::Error) -> DaemonError {
     }
 }
 
-/// At start: the policies file's `[[rules]]`, `[qos]` and `[[tunnels]]`, if there is one,
-/// in place of the config file's, checked as the config is (`[policy]` and `[reorder]` stay
-/// the config file's, logged if the file's differ).
+/// At start: the policies file's sections, if there is one, in place of the config file's,
+/// every section (the policies file is what the REST API or a SIGHUP last put in force),
+/// checked as the config is.
 ///
 /// # Errors
 /// A policies file that cannot be read or is not a valid document, or whose policies do not
@@ -1223,28 +1325,13 @@ pub(crate) fn with_persisted(plan: Plan, path: &Path) -> Result<Plan> {
             "no policies file yet: the config file's policies are in force");
         return Ok(plan);
     };
-    let current = document_of(&plan.file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (section, differs) in [
-        ("policy", current.policy != document.policy),
-        ("reorder", current.reorder != document.reorder),
-    ] {
-        if differs {
-            tracing::info!(file = %path.display(), section,
-                "the policies file's [{section}] differs from the config file's; the config \
-                 file's is used (it changes only with a restart)");
-        }
-    }
-    let mut doc = document;
-    doc.policy = current.policy.clone();
-    doc.reorder = current.reorder.clone();
-    let changed = current.changed_sections(&doc);
-    let file = with_document(&plan.file, &doc)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .and_then(Config::check)
+    let changed = document_of(&plan.file).changed_sections(&document);
+    let file = with_document(&plan.file, &document)
+        .check()
         .with_context(|| format!("in policies file {}", path.display()))?;
     tracing::info!(file = %path.display(),
         replaced = ?changed.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "the policies file's [[rules]], [qos] and [[tunnels]] replace the config file's");
+        "the policies file's sections replace the config file's (those listed differ)");
     Ok(file)
 }
 

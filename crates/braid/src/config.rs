@@ -6,27 +6,34 @@
 //! engine's [`EngineConfig`]. What it does not: opening devices (the `run` module, with
 //! braid-io) or reading the key file (braid-io's `keyfile`, which checks its permissions).
 //!
-//! The REST API's policy document (braid-control's `PolicyDocument`) has the same fields as
-//! the policy sections here; `crate::api` turns one into the other through serde and checks
-//! it with [`Config::check`], so both get the same errors.
+//! One schema: the policy sections (`[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]`,
+//! `[reorder]`, `[fragmentation]`, `[reassembly]`) are braid-control's types, those of the
+//! REST API's policy document (`braid_control::schema::policy`), taken here as they are;
+//! this module checks them and translates them into the engine's types, for a file and for
+//! a document alike ([`Config::check`]), so both get the same errors, naming the field.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+pub(crate) use braid_control::schema::{
+    FragmentationSection, MeterKindName, PolicyName, PolicySection, QosSection, ReassemblySection,
+    ReorderSection, RuleSection, TunnelSection,
+};
 use braid_core::engine::{ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec};
 use braid_core::qos::{
     ClassConfig as QosClassConfig, ClassId, ClassKind, MeterConfig, MeterMode, QosConfig,
     RateConfig, SrTcmConfig, TrTcmConfig,
 };
+use braid_core::scheduler::SchedulerConfig;
 use braid_core::{NicId, NicSet};
 use serde::{Deserialize, Serialize};
 
 mod rules;
 mod tunnels;
-pub(crate) use rules::{RuleSection, build_tables as build_rule_tables};
-pub(crate) use tunnels::TunnelSection;
+pub(crate) use rules::build_tables as build_rule_tables;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -59,6 +66,12 @@ pub(crate) struct Config {
     /// Reorder bounds.
     #[serde(default)]
     pub reorder: ReorderSection,
+    /// When a packet is split across NICs: thresholds and cost-model weights.
+    #[serde(default)]
+    pub fragmentation: FragmentationSection,
+    /// Reassembly of split packets on receipt: memory cap, timeout, caps per datagram.
+    #[serde(default)]
+    pub reassembly: ReassemblySection,
     /// Daemon settings.
     #[serde(default)]
     pub daemon: DaemonSection,
@@ -122,36 +135,6 @@ fn default_auth_failure_burst() -> u32 {
 }
 fn default_auth_failure_refill_ms() -> u64 {
     6000
-}
-
-/// `[reorder]`: how long a flow's packets wait behind a missing one.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReorderSection {
-    /// Floor of the hold, ms. The hold follows the measured delay spread between the links;
-    /// this floor covers what probes do not see, above all the scheduling delays of a busy
-    /// host (a worker preempted between flushing two links).
-    #[serde(default = "default_min_hold_ms")]
-    pub min_hold_ms: u32,
-    /// Ceiling of the hold, ms: the longest a packet waits for a missing predecessor.
-    #[serde(default = "default_max_hold_ms")]
-    pub max_hold_ms: u32,
-}
-
-impl Default for ReorderSection {
-    fn default() -> Self {
-        Self {
-            min_hold_ms: default_min_hold_ms(),
-            max_hold_ms: default_max_hold_ms(),
-        }
-    }
-}
-
-fn default_min_hold_ms() -> u32 {
-    5
-}
-fn default_max_hold_ms() -> u32 {
-    25
 }
 
 /// `[vnic]`.
@@ -319,133 +302,6 @@ pub(crate) struct ClassSection {
     pub tunnel: Option<String>,
 }
 
-/// `[qos]`: the scheduler of every NIC's TX queue (one per NIC, same classes) and the
-/// meters applied per packet at the vNIC.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct QosSection {
-    /// DRR bytes per turn for weight 1 (default and minimum: the largest packet).
-    #[serde(default)]
-    pub quantum_bytes: Option<u32>,
-    /// The classes, 1 to 8; at most one strict, at least one weighted.
-    pub classes: Vec<QosClassSection>,
-}
-
-/// `[[qos.classes]]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct QosClassSection {
-    /// Name, what `[[classes]] qos` refers to (unique).
-    pub name: String,
-    /// Strict priority: sent before every other class (at most one class).
-    #[serde(default)]
-    pub strict: bool,
-    /// A weighted class's share (DRR), 1..=65536 (default 1). Not with `strict`.
-    #[serde(default)]
-    pub weight: Option<u32>,
-    /// Strict class only: its starvation guard's rate (`50mbit`); beyond it (and
-    /// `guard_burst_bytes`) the strict class yields to weighted classes with packets.
-    #[serde(default)]
-    pub guard_rate: Option<String>,
-    /// The guard's burst, bytes (needed with `guard_rate`).
-    #[serde(default)]
-    pub guard_burst_bytes: Option<u32>,
-    /// Queue limit per NIC, packets (default 8192).
-    #[serde(default = "default_qos_queue_packets")]
-    pub queue_packets: u32,
-    /// Queue limit per NIC, bytes (default 4 MiB).
-    #[serde(default = "default_qos_queue_bytes")]
-    pub queue_bytes: u32,
-    /// A meter applied to every packet of the class at the vNIC.
-    #[serde(default)]
-    pub meter: Option<MeterSection>,
-    /// Drop the packets the meter colours Red (police) instead of sending them.
-    #[serde(default)]
-    pub drop_red: bool,
-}
-
-fn default_qos_queue_packets() -> u32 {
-    8192
-}
-fn default_qos_queue_bytes() -> u32 {
-    4 << 20
-}
-
-/// `[qos.classes.meter]`: RFC 2697 (`srtcm`) or RFC 2698 (`trtcm`).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MeterSection {
-    /// `srtcm` (single rate, RFC 2697) or `trtcm` (two rates, RFC 2698).
-    #[serde(rename = "type")]
-    pub kind: MeterKindName,
-    /// Committed information rate, `10mbit`.
-    pub cir: String,
-    /// Committed burst size, bytes.
-    pub cbs_bytes: u32,
-    /// srTCM: excess burst size, bytes (default 0: no Yellow).
-    #[serde(default)]
-    pub ebs_bytes: Option<u32>,
-    /// trTCM: peak information rate (at least `cir`).
-    #[serde(default)]
-    pub pir: Option<String>,
-    /// trTCM: peak burst size, bytes.
-    #[serde(default)]
-    pub pbs_bytes: Option<u32>,
-    /// Colour-aware (RFC 2697/2698 §3) instead of colour-blind. braid colours nothing
-    /// upstream yet, so both behave alike for now.
-    #[serde(default)]
-    pub color_aware: bool,
-}
-
-/// `srtcm` or `trtcm`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum MeterKindName {
-    /// RFC 2697.
-    Srtcm,
-    /// RFC 2698.
-    Trtcm,
-}
-
-/// A striping policy.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum PolicyName {
-    /// One NIC per flow.
-    Pin,
-    /// Per packet over several NICs.
-    Stripe,
-    /// A copy on every NIC.
-    Duplicate,
-}
-
-impl From<PolicyName> for ClassPolicy {
-    fn from(p: PolicyName) -> Self {
-        match p {
-            PolicyName::Pin => Self::Pin,
-            PolicyName::Stripe => Self::Stripe,
-            PolicyName::Duplicate => Self::Duplicate,
-        }
-    }
-}
-
-/// `[policy]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PolicySection {
-    /// Policy for traffic no class matches.
-    #[serde(default = "default_policy")]
-    pub default: PolicyName,
-}
-
-impl Default for PolicySection {
-    fn default() -> Self {
-        Self {
-            default: default_policy(),
-        }
-    }
-}
-
 /// `[daemon]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -526,8 +382,14 @@ fn one() -> u16 {
 fn yes() -> bool {
     true
 }
-fn default_policy() -> PolicyName {
-    PolicyName::Stripe
+
+/// The engine's policy for a policy name of the file or the API.
+pub(crate) fn class_policy(p: PolicyName) -> ClassPolicy {
+    match p {
+        PolicyName::Pin => ClassPolicy::Pin,
+        PolicyName::Stripe => ClassPolicy::Stripe,
+        PolicyName::Duplicate => ClassPolicy::Duplicate,
+    }
 }
 
 /// A NIC's capacity.
@@ -738,6 +600,8 @@ impl Config {
                 r.max_hold_ms
             );
         }
+        check_fragmentation(&self.fragmentation)?;
+        check_reassembly(&self.reassembly, self.vnic.mtu)?;
         if let Some(api) = &self.api {
             check_api(api)?;
         }
@@ -880,7 +744,7 @@ impl Config {
                     src_ports: ports(&c.src_ports, "src_ports")?,
                     dscp: c.dscp,
                 },
-                c.policy.into(),
+                class_policy(c.policy),
             );
             class.latency_critical = c.latency_critical;
             if let Some(name) = &c.tunnel {
@@ -988,15 +852,96 @@ impl Plan {
         for t in &mut cfg.tunnels {
             t.mtu_bytes = link_mtu[usize::from(t.nic.0)];
         }
-        cfg.default_policy = self.file.policy.default.into();
+        cfg.default_policy = class_policy(self.file.policy.default);
         cfg.tx_rules.clone_from(&self.rules.tx);
         cfg.rx_rules.clone_from(&self.rules.rx);
-        cfg.reorder.min_hold =
-            std::time::Duration::from_millis(u64::from(self.file.reorder.min_hold_ms));
-        cfg.reorder.max_hold =
-            std::time::Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
+        cfg.reorder.min_hold = Duration::from_millis(u64::from(self.file.reorder.min_hold_ms));
+        cfg.reorder.max_hold = Duration::from_millis(u64::from(self.file.reorder.max_hold_ms));
+        let f = &self.file.fragmentation;
+        cfg.scheduler = SchedulerConfig {
+            per_packet_overhead_bytes: f.per_packet_overhead_bytes,
+            min_split_bytes: f.min_split_bytes,
+            min_split_gain: Duration::from_micros(u64::from(f.min_split_gain_us)),
+            // Checked: 1..=32.
+            max_split_links: f.max_split_links as usize,
+            split_within_mtu: f.split_within_mtu,
+            loss_penalty: Duration::from_millis(u64::from(f.loss_penalty_ms)),
+        };
+        let r = &self.file.reassembly;
+        // Checked: at most MAX_REASSEMBLY_MEM_CAP_BYTES, which a usize holds.
+        cfg.reassembly.mem_cap_bytes = usize::try_from(r.mem_cap_bytes).unwrap_or(usize::MAX);
+        cfg.reassembly.timeout = Duration::from_millis(u64::from(r.timeout_ms));
+        cfg.reassembly.max_fragments = r.max_fragments;
+        cfg.reassembly.max_datagram_bytes = r.max_datagram_bytes;
         cfg
     }
+}
+
+/// The largest `reassembly.max_fragments`: room for this many ranges per context is
+/// reserved at start (32 768 contexts × 8 bytes each), and 256 covers a 65 535-byte
+/// datagram in pieces of 256 bytes, far below any NIC's MTU.
+pub(crate) const MAX_REASSEMBLY_FRAGMENTS: u16 = 256;
+
+/// The largest `reassembly.mem_cap_bytes`, 1 TiB (a bound, not a suggestion: the packet
+/// store that holds the pieces is far smaller).
+pub(crate) const MAX_REASSEMBLY_MEM_CAP_BYTES: u64 = 1 << 40;
+
+/// `[fragmentation]`: every value in its range.
+fn check_fragmentation(f: &FragmentationSection) -> Result<()> {
+    for (field, v, min, max, unit) in [
+        ("min_split_bytes", f.min_split_bytes, 0, 65_535, ""),
+        ("min_split_gain_us", f.min_split_gain_us, 0, 1_000_000, ""),
+        (
+            "max_split_links",
+            f.max_split_links,
+            1,
+            32,
+            " (1: never split; braid has at most 32 NICs)",
+        ),
+        (
+            "per_packet_overhead_bytes",
+            f.per_packet_overhead_bytes,
+            0,
+            65_535,
+            "",
+        ),
+        ("loss_penalty_ms", f.loss_penalty_ms, 0, 60_000, ""),
+    ] {
+        if !(min..=max).contains(&v) {
+            bail!("fragmentation.{field}: {v} must be between {min} and {max}{unit}");
+        }
+    }
+    Ok(())
+}
+
+/// `[reassembly]`: every value in its range, datagrams at least a vNIC packet.
+fn check_reassembly(r: &ReassemblySection, vnic_mtu: u32) -> Result<()> {
+    if !(1..=MAX_REASSEMBLY_MEM_CAP_BYTES).contains(&r.mem_cap_bytes) {
+        bail!(
+            "reassembly.mem_cap_bytes: {} must be between 1 and {MAX_REASSEMBLY_MEM_CAP_BYTES}",
+            r.mem_cap_bytes
+        );
+    }
+    if !(1..=60_000).contains(&r.timeout_ms) {
+        bail!(
+            "reassembly.timeout_ms: {} must be between 1 and 60000",
+            r.timeout_ms
+        );
+    }
+    if !(1..=MAX_REASSEMBLY_FRAGMENTS).contains(&r.max_fragments) {
+        bail!(
+            "reassembly.max_fragments: {} must be between 1 and {MAX_REASSEMBLY_FRAGMENTS}",
+            r.max_fragments
+        );
+    }
+    if !(vnic_mtu..=65_535).contains(&r.max_datagram_bytes) {
+        bail!(
+            "reassembly.max_datagram_bytes: {} must be between vnic.mtu ({vnic_mtu}) and 65535 \
+             (a vNIC packet is one datagram)",
+            r.max_datagram_bytes
+        );
+    }
+    Ok(())
 }
 
 /// `[api]`: the address parses, the paths are not empty, the rate limit allows something.
@@ -1338,6 +1283,53 @@ stats_file = "/tmp/a.json"
         cfg.validate().unwrap();
     }
 
+    /// `[fragmentation]` and `[reassembly]` reach the engine's scheduler and reassembler,
+    /// in its units; left out, they are the engine's own defaults.
+    #[test]
+    fn fragmentation_and_reassembly_translate() {
+        let text = GOOD.replacen(
+            "[daemon]",
+            "[fragmentation]\nmin_split_bytes = 3000\nmin_split_gain_us = 7\n\
+             max_split_links = 2\nsplit_within_mtu = true\nper_packet_overhead_bytes = 80\n\
+             loss_penalty_ms = 15\n\n[reassembly]\nmem_cap_bytes = 1048576\n\
+             timeout_ms = 90\nmax_fragments = 128\nmax_datagram_bytes = 9000\n\n[daemon]",
+            1,
+        );
+        let cfg = Config::parse(&text)
+            .unwrap()
+            .engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
+        assert_eq!(
+            cfg.scheduler,
+            SchedulerConfig {
+                per_packet_overhead_bytes: 80,
+                min_split_bytes: 3000,
+                min_split_gain: Duration::from_micros(7),
+                max_split_links: 2,
+                split_within_mtu: true,
+                loss_penalty: Duration::from_millis(15),
+            }
+        );
+        let r = &cfg.reassembly;
+        assert_eq!(
+            (
+                r.mem_cap_bytes,
+                r.timeout,
+                r.max_fragments,
+                r.max_datagram_bytes
+            ),
+            (1 << 20, Duration::from_millis(90), 128, 9000)
+        );
+        cfg.validate().unwrap();
+        let defaults = Config::parse(GOOD)
+            .unwrap()
+            .engine_config(&[1500, 1500], &[100_000_000, 1_000_000_000]);
+        assert_eq!(defaults.scheduler, SchedulerConfig::default());
+        assert_eq!(
+            defaults.reassembly,
+            braid_core::reassembly::ReassemblyConfig::default()
+        );
+    }
+
     /// The error `braid run` prints for `text` (it must be refused).
     pub(super) fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text).unwrap_err())
@@ -1396,6 +1388,41 @@ stats_file = "/tmp/a.json"
                 "[daemon]",
                 "[reorder]\nmin_hold_ms = 30\n[daemon]",
                 "reorder.min_hold_ms",
+            ),
+            (
+                "[daemon]",
+                "[fragmentation]\nmax_split_links = 33\n[daemon]",
+                "fragmentation.max_split_links: 33 must be between 1 and 32",
+            ),
+            (
+                "[daemon]",
+                "[fragmentation]\nmin_split_gain_us = 1000001\n[daemon]",
+                "fragmentation.min_split_gain_us",
+            ),
+            (
+                "[daemon]",
+                "[fragmentation]\nsplit = true\n[daemon]",
+                "unknown field `split`",
+            ),
+            (
+                "[daemon]",
+                "[reassembly]\nmem_cap_bytes = 0\n[daemon]",
+                "reassembly.mem_cap_bytes",
+            ),
+            (
+                "[daemon]",
+                "[reassembly]\ntimeout_ms = 60001\n[daemon]",
+                "reassembly.timeout_ms",
+            ),
+            (
+                "[daemon]",
+                "[reassembly]\nmax_fragments = 257\n[daemon]",
+                "reassembly.max_fragments: 257 must be between 1 and 256",
+            ),
+            (
+                "[daemon]",
+                "[reassembly]\nmax_datagram_bytes = 8999\n[daemon]",
+                "reassembly.max_datagram_bytes: 8999 must be between vnic.mtu (9000)",
             ),
         ];
         assert_errors_name(GOOD, &cases);

@@ -1,8 +1,8 @@
 //! The braid binary: command-line entry points.
 //!
 //! `braid demo` runs two braid engines against each other over simulated links (braid-sim)
-//! and prints a report. The daemon (`braid run`), the testbed and the control CLI come with
-//! the Linux data path and the control plane.
+//! and prints a report. The daemon (`braid run`), the testbed and the control CLI (`braid
+//! ctl`, the `ctl` module) come with the Linux data path and the control plane.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::Instant as WallClock;
 
 mod api;
 mod config;
+mod ctl;
 mod run;
 mod testbed;
 mod traffic;
@@ -85,6 +86,15 @@ enum Command {
     Testbed(testbed::TestbedArgs),
     /// Generate and check test traffic: byte-exact TCP streams, sequenced UDP datagrams.
     Traffic(traffic::TrafficArgs),
+    /// Control a running daemon through its REST API: NICs, flows, policies, statistics.
+    ///
+    /// Tables for people, or the API's JSON with --json. The daemon must serve the API (an
+    /// [api] section in its config; docs/api.md, "CLI"). The API's URL and token file come
+    /// from --api and --token-file (or BRAID_API and BRAID_TOKEN_FILE), else from the [api]
+    /// section of the daemon's config file given with --config, else http://127.0.0.1:7780
+    /// and the first of /etc/braid/api.token and /var/lib/braid/api.token that exists.
+    #[command(after_help = ctl::EXAMPLES)]
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +127,7 @@ fn run_command(command: Command) -> Result<()> {
         }
         Command::Testbed(args) => testbed::run(args),
         Command::Traffic(args) => traffic::run(args),
+        Command::Ctl(args) => ctl::run(args),
     }
 }
 

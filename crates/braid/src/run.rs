@@ -18,9 +18,11 @@
 //! through worker 0's queue. Unlike a NIC's, a tunnel port that cannot be opened stops the
 //! daemon (it needs `CAP_NET_RAW` and the local address on the NIC's device).
 //!
-//! **SIGHUP** reloads the policies: the main thread reads the file again and, if only
-//! `[[tunnels]]`, `[qos]` and `[[rules]]` changed, replaces them on every worker as one set
-//! ([`apply_policies`]): the tunnel ports a new tunnel needs are opened first, by the main
+//! **SIGHUP** reloads the policies: the main thread reads the file again and, if only its
+//! policy sections (`[[tunnels]]`, `[qos]`, `[[rules]]`, `[policy]`, `[reorder]`,
+//! `[fragmentation]`, `[reassembly]`) and the flow classes' `policy` changed, replaces them
+//! on every worker as one set ([`apply_policies`]): the tunnel ports a new tunnel needs are
+//! opened first, by the main
 //! thread, and handed to the workers with the engines' command; each worker switches
 //! between two batches and closes the ports it no longer uses; a worker that refuses puts
 //! the others back. An invalid file, a change elsewhere (which needs a restart) or a port
@@ -294,26 +296,34 @@ pub(crate) fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The engine command that replaces a worker's policies with `plan`'s `[[tunnels]]`,
-/// `[qos]` and `[[rules]]` as one set ([`Command::ReplacePolicies`], all or nothing in each
-/// engine). The rule tables are built and validated here, off the data path, against the
-/// plan's own tunnels and QoS classes (errors name the `[[rules]]` entries); each tunnel's
-/// MTU is its NIC's link MTU (`link_mtu`).
+/// The engine command that replaces a worker's policies with `plan`'s as one set
+/// ([`Command::ReplacePolicies`], all or nothing in each engine): `[[tunnels]]`, `[qos]`,
+/// `[[rules]]`, the striping policies (`[policy]` and each flow class's), `[fragmentation]`
+/// (the scheduler's cost model), `[reassembly]` and `[reorder]`. The rule tables are built
+/// and validated here, off the data path, against the plan's own tunnels and QoS classes
+/// (errors name the `[[rules]]` entries); each tunnel's MTU is its NIC's link MTU
+/// (`link_mtu`).
 fn policies_command(plan: &Plan, link_mtu: &[u32]) -> Result<Command> {
     let (tx_rules, rx_rules) = crate::config::build_rule_tables(plan)?;
-    // The capacities do not matter here: only the tunnels and QoS are taken.
+    // The capacities do not matter here: only the policies are taken.
     let cfg = plan.engine_config(link_mtu, &vec![1; plan.nics.len()]);
     Ok(Command::ReplacePolicies(Box::new(Policies {
         tunnels: cfg.tunnels,
         qos: cfg.qos,
         tx_rules,
         rx_rules,
+        default_policy: cfg.default_policy,
+        class_policies: cfg.classes.iter().map(|c| c.policy).collect(),
+        scheduler: cfg.scheduler,
+        reassembly: cfg.reassembly,
+        reorder: cfg.reorder,
     })))
 }
 
-/// `true` if the flow classes are the same, each naming its tunnel by name: the engine
-/// follows a class's tunnel by name across a tunnel table replacement, so a class whose
-/// tunnel only moved in `[[tunnels]]` did not change.
+/// `true` if the flow classes are the same but for their striping policy (which the
+/// engines replace with the rest), each naming its tunnel by name: the engine follows a
+/// class's tunnel by name across a tunnel table replacement, so a class whose tunnel only
+/// moved in `[[tunnels]]` did not change.
 fn same_classes(new: &Plan, previous: &Plan) -> bool {
     let tunnel_name = |plan: &Plan, t: Option<u8>| {
         t.and_then(|t| plan.tunnels.get(usize::from(t)))
@@ -323,6 +333,7 @@ fn same_classes(new: &Plan, previous: &Plan) -> bool {
         && new.classes.iter().zip(&previous.classes).all(|(n, p)| {
             let untunnelled = |c: &FlowClass| FlowClass {
                 tunnel: None,
+                policy: braid_core::engine::ClassPolicy::Stripe,
                 ..c.clone()
             };
             untunnelled(n) == untunnelled(p)
@@ -330,13 +341,14 @@ fn same_classes(new: &Plan, previous: &Plan) -> bool {
         })
 }
 
-/// Apply a new configuration's policies (`[[tunnels]]`, `[qos]`, `[[rules]]`) to the running
-/// workers as a whole: what `braid run` does on SIGHUP and on the REST API's
+/// Apply a new configuration's policies (`[[tunnels]]`, `[qos]`, `[[rules]]`, `[policy]`,
+/// `[reorder]`, `[fragmentation]`, `[reassembly]`, and the flow classes' `policy`) to the
+/// running workers as a whole: what `braid run` does on SIGHUP and on the REST API's
 /// `PUT /v1/policies` ([`replace_policies`]).
 ///
-/// The rest of the file (NICs, vNIC, peer, classes, reorder, policy, daemon, api) is not replaced
-/// at run time: a change there is refused, naming the section, before anything is applied
-/// (a restart applies it). Then the engines' command is built ([`policies_command`]: the
+/// The rest of the file (NICs, vNIC, peer, the classes but for their policy, daemon, api)
+/// is not replaced at run time: a change there is refused, naming the section, before
+/// anything is applied (a restart applies it). Then the engines' command is built ([`policies_command`]: the
 /// rule tables validated against the new tunnels and QoS classes), and `ports(k, new,
 /// previous)` opens the tunnel ports each worker `k` needs for the new tunnels and does not
 /// have (the daemon's [`tunnel_port_plans`]), for every worker, before any worker switches:
@@ -371,18 +383,19 @@ pub(crate) fn apply_policies<W>(
         ("peer", n.peer == p.peer),
         ("nics", n.nics == p.nics),
         ("classes", same_classes(new, previous)),
-        ("policy", n.policy == p.policy),
-        ("reorder", n.reorder == p.reorder),
         ("daemon", n.daemon == p.daemon),
         ("api", n.api == p.api),
     ];
     if let Some((section, _)) = fixed.iter().find(|(_, same)| !same) {
         bail!(
-            "{section}: changed, and only [[tunnels]], [qos] and [[rules]] are replaced at \
-             run time (restart braid to apply the rest)"
+            "{section}: changed, and only the policy sections ([[tunnels]], [qos], [[rules]], \
+             [policy], [reorder], [fragmentation], [reassembly]) and the classes' policy are \
+             replaced at run time (restart braid to apply the rest)"
         );
     }
-    if n.tunnels == p.tunnels && n.qos == p.qos && n.rules == p.rules {
+    let class_policies = |plan: &Plan| plan.classes.iter().map(|c| c.policy).collect::<Vec<_>>();
+    let changed = crate::api::document_of(p).changed_sections(&crate::api::document_of(n));
+    if changed.is_empty() && class_policies(new) == class_policies(previous) {
         tracing::info!("no policy changed");
         return Ok(());
     }
@@ -431,6 +444,7 @@ pub(crate) fn apply_policies<W>(
         qos_classes = new.qos.classes.len(),
         tx_rules = new.rules.tx.len(),
         rx_rules = new.rules.rx.len(),
+        changed = ?changed.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "policies replaced"
     );
     Ok(())
@@ -1413,6 +1427,80 @@ set_dscp = 10
             );
         }
         assert!(w.on(&previous));
+    }
+
+    /// SIGHUP's path takes the other policy sections too: `[policy]`, a class's `policy`,
+    /// `[reorder]`, `[fragmentation]` and `[reassembly]` reach both engines' configuration
+    /// (nothing else changed, so only they could have); a worker that refuses puts them
+    /// back on the other; a `reassembly.max_fragments` above the engines' room is refused by
+    /// them, naming the field, and nothing changes.
+    #[test]
+    fn the_tuning_sections_and_class_policies_change_at_run_time() {
+        use braid_core::engine::ClassPolicy;
+        let previous = Config::parse(BASE).unwrap();
+        let tuned = |max_fragments: u16| {
+            let text = BASE.replacen("policy = \"pin\"", "policy = \"duplicate\"", 1)
+                + &format!(
+                    "\n[policy]\ndefault = \"pin\"\n[reorder]\nmin_hold_ms = 3\nmax_hold_ms = 9\n\
+                     [fragmentation]\nmax_split_links = 2\nloss_penalty_ms = 30\n\
+                     [reassembly]\nmem_cap_bytes = 65536\ntimeout_ms = 40\n\
+                     max_fragments = {max_fragments}\n"
+                );
+            Config::parse(&text).unwrap()
+        };
+        let new = tuned(32);
+        let w = Workers::new(&previous);
+        let ports = |k: usize, to: &Plan, from: &Plan| w.ports(k, to, from);
+        let apply = |e: &Worker, cmd, _: Vec<TunnelPortPlan>| real(e, cmd);
+        let tuned_on = |e: &Worker| {
+            let e = e.borrow();
+            let c = e.config();
+            (
+                c.default_policy,
+                c.classes[0].policy,
+                c.reorder.max_hold,
+                c.scheduler.max_split_links,
+                c.scheduler.loss_penalty,
+                c.reassembly.mem_cap_bytes,
+                c.reassembly.timeout,
+                c.reassembly.max_fragments,
+            )
+        };
+        let before = tuned_on(&w.engines[0]);
+        let want = (
+            ClassPolicy::Pin,
+            ClassPolicy::Duplicate,
+            Duration::from_millis(9),
+            2,
+            Duration::from_millis(30),
+            65_536,
+            Duration::from_millis(40),
+            32,
+        );
+        assert_ne!(before, want);
+        // Worker 1 refuses: worker 0 goes back.
+        let refusing = |e: &Worker, cmd, p| {
+            if std::ptr::eq(e, &w.engines[1]) {
+                return Some(Err(CommandError::InvalidValue("tx")));
+            }
+            apply(e, cmd, p)
+        };
+        apply_policies(&w.engines, refusing, ports, &new, &previous, &[1500]).unwrap_err();
+        assert!(w.engines.iter().all(|e| tuned_on(e) == before), "put back");
+        apply_policies(&w.engines, apply, ports, &new, &previous, &[1500]).unwrap();
+        assert!(w.engines.iter().all(|e| tuned_on(e) == want));
+        // Above the room the reassemblers were built with (64): refused by the engines.
+        let err = apply_policies(&w.engines, apply, ports, &tuned(65), &new, &[1500])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reassembly.max_fragments") && err.contains("restart"),
+            "{err}"
+        );
+        assert!(
+            w.engines.iter().all(|e| tuned_on(e) == want),
+            "nothing changed"
+        );
     }
 
     /// The rollback command is built before any worker switches: if the policies in force

@@ -1522,7 +1522,9 @@ mod tests {
             c["reorder"]["min_hold_ms"].as_integer(),
             Some(i64::from(TESTBED_MIN_HOLD_MS))
         );
-        let sections: Vec<&str> = c.keys().map(String::as_str).collect();
+        // Exactly these sections (in any order: toml keeps the order written).
+        let mut sections: Vec<&str> = c.keys().map(String::as_str).collect();
+        sections.sort_unstable();
         assert_eq!(
             sections,
             [

@@ -12,8 +12,12 @@
 //! 4. PUTs a policy document (a QoS class set and a rule that uses it): GET gives it back,
 //!    the engine runs the rule (the stats file's rule table), the daemon's log says so, and
 //!    the policies file holds it; a document that names a class that does not exist is a
-//!    422 naming the field, a change of `[reorder]` a 409 saying it needs a restart, and
-//!    neither changes anything;
+//!    422 naming the field and changes nothing; `[reorder]`, `[fragmentation]` and
+//!    `[reassembly]` change live: a's split cost model splits packets that fit in one
+//!    (b reassembles them: its stats file), and with b splitting too (its config reloaded
+//!    by SIGHUP with a `[fragmentation]` section) a's 1-byte reassembly cap refuses b's
+//!    datagrams (`reassembly_memory_cap` in `/v1/stats`) until a DELETE puts the default
+//!    back (`reassembly.completed` rises);
 //! 5. restarts the daemon (SIGTERM, then `braid run` again on the same config): the
 //!    policies are in force again, from the policies file (GET, stats file, log);
 //! 6. checks the audit log: one line per change request, with its outcome.
@@ -188,7 +192,7 @@ mod tests {
 
     /// The policy document this test puts in force: a strict and a weighted QoS class, and
     /// a rule that sends UDP to 5000-5010 in the strict class, duplicated; `[reorder]` as the
-    /// testbed configures it (20 and 25 ms: it changes only with a restart).
+    /// testbed configures it (20 and 25 ms).
     fn document() -> Value {
         json!({
             "rules": [{"name": "feed", "protocol": "udp", "dst_ports": "5000-5010",
@@ -219,7 +223,10 @@ mod tests {
         let health = request(&ns, "GET", "/healthz", None, "");
         assert_eq!(
             (health.status, health.json()),
-            (200, json!({"status": "ok", "api_version": 1}))
+            (
+                200,
+                json!({"status": "ok", "api_version": braid_control::API_VERSION})
+            )
         );
         for path in ["/v1/nics", "/v1/stats", "/metrics"] {
             assert_eq!(request(&ns, "GET", path, None, "").status, 401, "{path}");
@@ -395,6 +402,13 @@ mod tests {
         let r = request(&ns, "PUT", "/v1/policies", t, &bad.to_string());
         assert_eq!(r.status, 422, "{}", r.body);
         assert_eq!(r.json()["error"]["field"], "rules[0].qos");
+        assert_eq!(request(&ns, "GET", "/v1/policies", t, "").json(), in_force);
+        assert_eq!(
+            std::fs::read_to_string(tb.file('a', "policies.toml")).expect("persisted"),
+            persisted
+        );
+
+        // 3b. The other sections change live too. `[reorder]`:
         let r = request(
             &ns,
             "PUT",
@@ -402,13 +416,109 @@ mod tests {
             t,
             r#"{"min_hold_ms": 20, "max_hold_ms": 40}"#,
         );
-        assert_eq!(r.status, 409, "{}", r.body);
-        assert!(r.body.contains("needs a restart"), "{}", r.body);
-        assert_eq!(request(&ns, "GET", "/v1/policies", t, "").json(), in_force);
+        assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
-            std::fs::read_to_string(tb.file('a', "policies.toml")).expect("persisted"),
-            persisted
+            request(&ns, "GET", "/v1/policies", t, "").json()["reorder"],
+            json!({"min_hold_ms": 20, "max_hold_ms": 40})
         );
+        // `[fragmentation]`: a splits packets that fit whole on one link, so b reassembles
+        // them (its stats file; it had nothing to reassemble before).
+        let stats_b = || -> Value {
+            std::fs::read_to_string(tb.file('b', "stats.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null)
+        };
+        let reassembled_b = stats_b()["reassembled"].as_u64().expect("b's stats file");
+        let split = r#"{"split_within_mtu": true, "min_split_bytes": 200, "min_split_gain_us": 0}"#;
+        let r = request(&ns, "PUT", "/v1/policies/fragmentation", t, split);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["split_within_mtu"], true);
+        // Sends 1000-byte datagrams from `from` (in namespace `side`) to `to` until `done`
+        // (at most 5 s).
+        let send_until = |side: char, from: &str, to: &str, what: &str, done: &dyn Fn() -> bool| {
+            let socket = udp_in(&tb.ns(side), from);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}:\n{}", tb.log(side));
+                for _ in 0..5 {
+                    let _ = socket.send_to(&[9u8; 1000], to);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        send_until(
+            'a',
+            "10.99.0.1:0",
+            "10.99.0.2:6100",
+            "b reassembled nothing",
+            &|| stats_b()["reassembled"].as_u64() > Some(reassembled_b),
+        );
+        // `[reassembly]`: b splits too (its config file reloaded by SIGHUP, which takes
+        // `[fragmentation]` now); a's reassembler, capped at 1 byte, refuses every datagram
+        // b splits, counted; the default cap back, a reassembles them.
+        let r = request(
+            &ns,
+            "PUT",
+            "/v1/policies/reassembly",
+            t,
+            r#"{"mem_cap_bytes": 1}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            request(&ns, "GET", "/v1/policies", t, "").json()["reassembly"]["mem_cap_bytes"],
+            1
+        );
+        let config_b = std::fs::read_to_string(tb.file('b', "toml")).expect("b's config");
+        std::fs::write(
+            tb.file('b', "toml"),
+            format!(
+                "{config_b}\n[fragmentation]\nsplit_within_mtu = true\nmin_split_bytes = 200\n\
+                 min_split_gain_us = 0\n"
+            ),
+        )
+        .expect("b's config");
+        let pid: i32 = std::fs::read_to_string(tb.file('b', "pid"))
+            .expect("b's pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let reloads = tb.log('b').matches("reload done").count();
+        let pid = rustix::process::Pid::from_raw(pid).expect("a pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tb.log('b').matches("reload done").count() == reloads {
+            assert!(
+                Instant::now() < deadline,
+                "b did not reload:
+{}",
+                tb.log('b')
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stats_a_api = || request(&ns, "GET", "/v1/stats", t, "").json();
+        send_until(
+            'b',
+            "10.99.0.2:0",
+            "10.99.0.1:6200",
+            "a refused nothing",
+            &|| stats_a_api()["drops"]["reassembly_memory_cap"].as_u64() > Some(0),
+        );
+        let completed = stats_a_api()["reassembly"]["completed"]
+            .as_u64()
+            .expect("completed");
+        let r = request(&ns, "DELETE", "/v1/policies/reassembly", t, "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["mem_cap_bytes"], 64 << 20);
+        send_until(
+            'b',
+            "10.99.0.2:0",
+            "10.99.0.1:6200",
+            "a reassembled nothing",
+            &|| stats_a_api()["reassembly"]["completed"].as_u64() > Some(completed),
+        );
+        let in_force = request(&ns, "GET", "/v1/policies", t, "").json();
+        assert_eq!(in_force["fragmentation"]["split_within_mtu"], true);
 
         // 4. A restart: the policies come back from the policies file.
         let mut restarted = tb.restart_a();
@@ -449,7 +559,10 @@ mod tests {
             ("POST", path.as_str(), "invalid"),
             ("PUT", "/v1/policies", "applied"),
             ("PUT", "/v1/policies", "invalid"),
-            ("PUT", "/v1/policies/reorder", "refused"),
+            ("PUT", "/v1/policies/reorder", "applied"),
+            ("PUT", "/v1/policies/fragmentation", "applied"),
+            ("PUT", "/v1/policies/reassembly", "applied"),
+            ("DELETE", "/v1/policies/reassembly", "applied"),
         ];
         assert_eq!(
             seen,

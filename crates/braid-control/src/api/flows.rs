@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 
 use super::{ApiState, StdErrors, noted};
-use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::error::{ApiError, ApiPath, ErrorBody, JsonBytes};
 use crate::flows::{FlowFilterParams, FlowQuery};
 use crate::schema::{Flow, FlowMove, FlowPage};
 
@@ -87,20 +87,21 @@ pub(super) async fn get_flow(
 pub(super) async fn move_flow(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
-    body: Result<ApiJson<FlowMove>, ApiError>,
+    body: Result<JsonBytes, ApiError>,
 ) -> Response {
     let mut note = format!("flow {id}: move");
     let result = async {
         let id = flow_id(&id)?;
-        let ApiJson(request) = body?;
+        // Decoded first, its bounds (a `nic` of one character at least) checked after the
+        // note: the audit log says what was asked for.
+        let body = body?;
+        let request: FlowMove = body.decode("")?;
         note = format!(
             "flow {id}: {} to nic {:?}",
             if request.pin { "pin" } else { "move" },
             request.nic
         );
-        if request.nic.is_empty() {
-            return Err(ApiError::invalid_field("nic", "empty; name a NIC"));
-        }
+        body.check("")?;
         state
             .call(move |d| d.move_flow(id, &request))
             .await

@@ -13,12 +13,13 @@
 //! 1. `log_errors`: logs a 5xx's [`ErrorDetail`] with method and path (the client saw only
 //!    "internal error").
 //! 2. `guard`: `/healthz` passes (liveness probes carry no token, and it reveals nothing but
-//!    that the API answers). Everything else, unknown paths included: a client over its
-//!    failed-authentication limit gets 429 without its token being looked at; a missing or
-//!    wrong `Authorization: Bearer` token is 401 and counts against the limit. Change
-//!    requests (`PUT`, `PATCH`, `POST`, `DELETE`), authenticated or not, are written to the
-//!    audit log with their outcome and the handler's summary ([`AuditNote`]); 429s are not
-//!    (they cost the attacker nothing and would fill the log).
+//!    that the API answers), and so do `GET`s of the dashboard's static files, which carry
+//!    no data (`crate::dashboard` says why). Everything else, unknown paths included: a
+//!    client over its failed-authentication limit gets 429 without its token being looked
+//!    at; a missing or wrong `Authorization: Bearer` token is 401 and counts against the
+//!    limit. Change requests (`PUT`, `PATCH`, `POST`, `DELETE`), authenticated or not, are
+//!    written to the audit log with their outcome and the handler's summary
+//!    ([`AuditNote`]); 429s are not (they cost the attacker nothing and would fill the log).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +40,12 @@ use utoipa_axum::routes;
 use crate::audit::{AuditEntry, AuditLog, outcome, rfc3339_utc};
 use crate::auth::{AuthLimiter, ClientKey, RateLimit, Token};
 use crate::daemon::{Daemon, DaemonError};
+use crate::dashboard;
 use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorObject};
 use crate::metrics::ApiCounters;
 use crate::schema::API_VERSION;
 
+pub(crate) mod contract;
 mod flows;
 mod monitor;
 mod nics;
@@ -162,7 +165,8 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
+    // `/healthz` and the dashboard's static files (which carry no data: `crate::dashboard`).
+    if req.uri().path() == "/healthz" || dashboard::is_public(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let peer = req
@@ -308,6 +312,16 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             policies::put_reorder,
             policies::delete_reorder
         ))
+        .routes(routes!(
+            policies::get_fragmentation,
+            policies::put_fragmentation,
+            policies::delete_fragmentation
+        ))
+        .routes(routes!(
+            policies::get_reassembly,
+            policies::put_reassembly,
+            policies::delete_reassembly
+        ))
 }
 
 /// The API as an axum router: every endpoint, the guard (token, rate limit, audit), JSON
@@ -316,7 +330,9 @@ fn api_routes() -> OpenApiRouter<ApiState> {
 /// rate limit and the audit log know the client.
 pub fn router(state: ApiState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
+    // The dashboard's page and files: beside the API, not in its OpenAPI document.
     routes
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -330,6 +346,8 @@ pub fn router(state: ApiState) -> Router {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_routes().into_openapi();
     doc.info.version = API_VERSION.to_string();
+    // Integer widths as bounds, bodies required: what the derive leaves out (`contract`).
+    contract::finish(&mut doc);
     doc
 }
 

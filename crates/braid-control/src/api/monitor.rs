@@ -48,10 +48,13 @@ pub(super) async fn healthz() -> Json<Health> {
 pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let openmetrics =
         metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let snapshot = state.call(|d| Ok((d.stats()?, d.nics()?))).await;
+    let snapshot = state
+        .call(|d| Ok((d.stats()?, d.nics()?, d.latency_histograms()?)))
+        .await;
     match snapshot {
-        Ok((stats, nics)) => {
-            let (body, content_type) = metrics::render(stats, nics, state.counters(), openmetrics);
+        Ok((stats, nics, latency)) => {
+            let (body, content_type) =
+                metrics::render(stats, nics, latency, state.counters(), openmetrics);
             (
                 [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
                 body,

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::{ApiState, StdErrors, noted};
-use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::error::{ApiError, ApiPath, ErrorBody, JsonBytes};
 use crate::schema::{MAX_CAPACITY_BPS, MIN_CAPACITY_BPS, Nic, NicUpdate};
 
 /// Every NIC, in id order, with counters and link measurements.
@@ -71,11 +71,14 @@ pub(super) async fn get_nic(
 pub(super) async fn patch_nic(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
-    body: Result<ApiJson<NicUpdate>, ApiError>,
+    body: Result<JsonBytes, ApiError>,
 ) -> Response {
     let mut note = format!("nic {name}: update");
     let result = async {
-        let ApiJson(update) = body?;
+        // Decoded first, its bounds checked after the note: the audit log says what was
+        // asked for, also when it was out of bounds.
+        let body = body?;
+        let update: NicUpdate = body.decode("")?;
         note = format!("nic {name}:");
         if let Some(c) = update.capacity_bps {
             let _ = write!(note, " capacity_bps {c}");
@@ -91,6 +94,7 @@ pub(super) async fn patch_nic(
                 }
             );
         }
+        body.check("")?;
         check_update(&update)?;
         state
             .call(move |d| d.update_nic(&name, &update))

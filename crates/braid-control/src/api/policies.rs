@@ -1,12 +1,14 @@
 //! `/v1/policies`: the policy document as a whole (GET, PUT) and section by section
-//! (`/v1/policies/{rules,qos,tunnels,policy,reorder}`: GET, PUT, DELETE).
+//! (`/v1/policies/{rules,qos,tunnels,policy,reorder,fragmentation,reassembly}`: GET, PUT,
+//! DELETE).
 //!
 //! Owns the handlers and their OpenAPI operations. A section's PUT or DELETE is a
 //! read-modify-write of the whole document, under one lock so two section changes cannot
 //! lose each other; the daemon validates and applies the whole document atomically
 //! ([`crate::Daemon::replace_policies`]): a refusal leaves every section in force. DELETE puts
 //! a section back to its default (no rules, no tunnels, the default QoS classes,
-//! `policy.default = "stripe"`, holds of 5–25 ms).
+//! `policy.default = "stripe"`, holds of 5–25 ms, the default split cost model and
+//! reassembly caps).
 //!
 //! Body errors name the field as in the whole document (`rules[0].priority`, also for
 //! `PUT /v1/policies/rules`), as do the daemon's.
@@ -18,10 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{ApiState, StdErrors, noted};
-use crate::error::{ApiError, ApiJson, ErrorBody, JsonBytes, decode};
+use crate::error::{ApiError, ErrorBody, JsonBytes};
 use crate::schema::{
-    PolicyDocument, PolicySection, PolicySectionName, QosSection, ReorderSection, RuleSection,
-    TunnelSection,
+    FragmentationSection, PolicyDocument, PolicySection, PolicySectionName, QosSection,
+    ReassemblySection, ReorderSection, RuleSection, TunnelSection,
 };
 
 /// The policies in force.
@@ -59,14 +61,17 @@ pub(super) async fn get_policies(
 )]
 pub(super) async fn put_policies(
     State(state): State<ApiState>,
-    body: Result<ApiJson<PolicyDocument>, ApiError>,
+    body: Result<JsonBytes, ApiError>,
 ) -> Response {
     let mut note = "policies: replace".to_owned();
     let result = async {
-        let ApiJson(document) = body?;
+        let body = body?;
+        let document: PolicyDocument = body.decode("")?;
         let _lock = state.inner.policy_lock.lock().await;
         let old = state.call(|d| d.policies()).await?;
         note = format!("policies: replace; {}", changes(&old, &document));
+        // The bounds after the note: the audit log says what was asked for.
+        body.check("")?;
         state
             .call(move |d| d.replace_policies(document))
             .await
@@ -121,9 +126,12 @@ async fn change_section<T: DeserializeOwned + Serialize + Default + Send + 'stat
     let verb = if body.is_some() { "replace" } else { "reset" };
     let mut note = format!("policies: {verb} {}", section.as_str());
     let result = async {
-        let value = match body {
-            Some(bytes) => decode::<T>(&bytes?.0, section.as_str())?,
-            None => T::default(),
+        let (value, bytes) = match body {
+            Some(bytes) => {
+                let bytes = bytes?;
+                (bytes.decode::<T>(section.as_str())?, Some(bytes))
+            }
+            None => (T::default(), None),
         };
         let _lock = state.inner.policy_lock.lock().await;
         let old = state.call(|d| d.policies()).await?;
@@ -134,6 +142,10 @@ async fn change_section<T: DeserializeOwned + Serialize + Default + Send + 'stat
             section.as_str(),
             changes(&old, &document)
         );
+        // The bounds after the note: the audit log says what was asked for.
+        if let Some(bytes) = &bytes {
+            bytes.check(section.as_str())?;
+        }
         state
             .call(move |d| d.replace_policies(document))
             .await
@@ -271,4 +283,28 @@ section!(
     "The reorder bounds in force",
     "Replace the reorder bounds",
     "Put the default reorder bounds (5-25 ms) back"
+);
+section!(
+    PolicySectionName::Fragmentation,
+    "/v1/policies/fragmentation",
+    FragmentationSection,
+    fragmentation,
+    get_fragmentation,
+    put_fragmentation,
+    delete_fragmentation,
+    "When packets are split across NICs (thresholds, cost-model weights)",
+    "Replace the split thresholds and cost-model weights",
+    "Put the default split thresholds and cost-model weights back"
+);
+section!(
+    PolicySectionName::Reassembly,
+    "/v1/policies/reassembly",
+    ReassemblySection,
+    reassembly,
+    get_reassembly,
+    put_reassembly,
+    delete_reassembly,
+    "The reassembly caps and timeout in force",
+    "Replace the reassembly caps and timeout",
+    "Put the default reassembly caps and timeout back"
 );

@@ -20,16 +20,16 @@ use utoipa::ToSchema;
 pub mod policy;
 
 pub use policy::{
-    DirectionName, MeterKindName, MeterSection, PolicyDocument, PolicyName, PolicySection,
-    PolicySectionName, QosClassSection, QosSection, ReorderSection, RuleSection, TunnelKindName,
-    TunnelSection, WhenSection,
+    DirectionName, FragmentationSection, MeterKindName, MeterSection, PolicyDocument, PolicyName,
+    PolicySection, PolicySectionName, QosClassSection, QosSection, ReassemblySection,
+    ReorderSection, RuleSection, TunnelKindName, TunnelSection, WhenSection,
 };
 
 /// The API's version: bumped on every change of this module's types (STYLE §9), served in
 /// `/healthz` and as the OpenAPI document's `info.version`. `docs/openapi.json` is checked
 /// against the code by a test; the generator refuses to rewrite it under an unchanged
 /// version.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 /// Largest NIC capacity the API accepts, bit/s (10 Tbit/s), as the config file.
 pub const MAX_CAPACITY_BPS: u64 = 10_000_000_000_000;
@@ -119,9 +119,9 @@ pub struct Nic {
     pub flows: u64,
 }
 
-/// `PATCH /v1/nics/{name}`: the fields to change; a field left out keeps its value. At least
-/// one is needed. Both are applied as one change: if the second cannot be, the first is
-/// undone.
+/// `PATCH /v1/nics/{name}`: the fields to change; a field left out keeps its value (`null`
+/// is not a value: leave the field out). At least one is needed. Both are applied as one
+/// change: if the second cannot be, the first is undone.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
@@ -129,11 +129,12 @@ pub struct NicUpdate {
     /// New configured capacity, bit/s, 1000 (1 kbit/s) to 10^13 (10 Tbit/s). A NIC whose
     /// capacity was `auto` keeps this value from then on.
     #[serde(default)]
-    #[schema(minimum = 1000, maximum = 10_000_000_000_000_u64)]
+    #[schema(nullable = false, minimum = 1000, maximum = 10_000_000_000_000_u64)]
     pub capacity_bps: Option<u64>,
     /// `down` drains the NIC's flows to the others and takes it out of use; `up` brings
     /// it back.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub admin: Option<AdminState>,
 }
 
@@ -220,11 +221,12 @@ pub struct QosClassStatus {
     pub dropped_red: u64,
 }
 
-/// `GET /v1/stats`: rates over the daemon's last measurement interval, counters since start.
+/// `GET /v1/stats`: rates and latency percentiles over the daemon's last measurement
+/// interval (about a second), counters since start, gauges now.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, ToSchema)]
 pub struct Stats {
-    /// The interval the rates were measured over, ms (0 before the second snapshot: rates
-    /// are then 0).
+    /// The interval the rates and percentiles were measured over, ms (0 before the second
+    /// snapshot: rates are then 0 and percentiles `null`).
     pub interval_ms: u64,
     /// Packets taken from the vNIC and queued.
     pub tx_packets: u64,
@@ -238,7 +240,8 @@ pub struct Stats {
     pub nics: Vec<NicStats>,
     /// Flows in the tables.
     pub flows: FlowCounts,
-    /// The busiest flows by rate, at most 20, busiest first.
+    /// The busiest flows by rate, TX and RX, at most 20, busiest first (ties by id): ranked
+    /// over every flow of every worker by the engines' rate scan (about once a second).
     pub top_flows: Vec<FlowRate>,
     /// Reorder buffers.
     pub reorder: ReorderStats,
@@ -267,14 +270,23 @@ pub struct NicStats {
     pub owd_us: Option<u64>,
     /// Probe loss, 0.0 to 1.0 (`null` until measured).
     pub loss_ratio: Option<f64>,
-    /// Percentiles of the probes' RTT, where the daemon keeps a histogram (`null` if not).
+    /// Percentiles of the probes' round-trip times over the last interval (`null` before
+    /// two snapshots, or when no probe was answered in it).
     pub rtt_percentiles: Option<LatencyPercentiles>,
+    /// Percentiles over the last interval of the delay variation of the braid packets
+    /// received on this NIC: how much each one's one-way delay differs from the previous
+    /// one's (inter-packet delay variation, RFC 5481, as an absolute value), the path's
+    /// jitter. Needs no clock synchronisation between the hosts (`null` before two
+    /// snapshots, or when nothing was received in the interval).
+    pub delay_variation_percentiles: Option<LatencyPercentiles>,
 }
 
-/// Latency percentiles, µs.
+/// Latency percentiles over an interval, µs, from a log-bucketed histogram: each value is
+/// within 6.25 % of the exact percentile (64 ns below 1.024 µs); the extremes of an
+/// interval within the same bound.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 pub struct LatencyPercentiles {
-    /// Samples behind the percentiles.
+    /// Samples in the interval.
     pub samples: u64,
     /// Median.
     pub p50_us: u64,
@@ -298,28 +310,35 @@ pub struct FlowCounts {
 }
 
 /// One flow's rate.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 pub struct FlowRate {
     /// The flow's id (`GET /v1/flows/{id}`).
     pub id: u64,
-    /// Its measured rate, bit/s.
+    /// Its table.
+    pub direction: FlowDirection,
+    /// Its rate, bit/s: the bytes counted for it (TX: taken from the vNIC; RX: delivered to
+    /// it) between two visits of the engine's rate scan, over the time between them (about
+    /// a second).
     pub rate_bps: u64,
 }
 
 /// Reorder buffers (per flow, bounded by count and time).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ReorderStats {
-    /// Datagrams waiting in reorder buffers now.
+    /// Datagrams waiting in reorder buffers now, summed over flows and workers.
     pub held_now: u64,
-    /// Datagrams released after waiting.
+    /// Their bytes.
+    pub held_bytes: u64,
+    /// Datagrams released after waiting, since start.
     pub reordered: u64,
     /// Gap events (a run of missing sequences counts once).
     pub gaps: u64,
     /// Sequence numbers given up as gaps.
     pub gap_seqs: u64,
-    /// Longest hold seen, µs.
+    /// Longest hold seen since start, µs.
     pub max_hold_us: u64,
-    /// Percentiles of the holds, where the daemon keeps a histogram (`null` if not).
+    /// Percentiles over the last interval of how long the datagrams released after
+    /// waiting waited (`null` before two snapshots, or when none waited in it).
     pub hold_percentiles: Option<LatencyPercentiles>,
 }
 
@@ -404,6 +423,7 @@ pub struct FlowPage {
 #[serde(deny_unknown_fields)]
 pub struct FlowMove {
     /// The NIC (by name) the flow goes to.
+    #[schema(min_length = 1)]
     pub nic: String,
     /// `true`: hold it there (no rebalancing moves it; a NIC failure still does). `false`
     /// (default): move it once; the flow controller may rebalance it later.

@@ -1,13 +1,14 @@
-//! The policy document: `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]` and `[reorder]`, the
-//! part of braid's configuration that the REST API reads and replaces (`/v1/policies`).
+//! The policy document: `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]`, `[reorder]`,
+//! `[fragmentation]` and `[reassembly]`, the part of braid's configuration that the REST API
+//! reads and replaces (`/v1/policies`).
 //!
-//! What this file owns: the document's shape, field for field the sections of the daemon's
-//! config file (`crates/braid/src/config.rs`, `config/rules.rs`, `config/tunnels.rs`), with the
-//! same names, defaults and `deny_unknown_fields`, so a TOML file and a JSON body are one
-//! schema (STYLE §9) and the daemon can take these types for its file. What it does not own:
-//! the checks between fields and against the NICs (names that must exist, ranges, rule
-//! conflicts) and the translation into the engine's types: the daemon does both behind
-//! [`crate::Daemon::replace_policies`], and its errors name the field (`rules[2].qos`).
+//! What this file owns: the sections' types, which are also the daemon's config file's types
+//! for these sections (`crates/braid/src/config.rs` takes them as they are), with their names,
+//! defaults and `deny_unknown_fields`: a TOML file and a JSON body are one schema (STYLE §9).
+//! What it does not own: the checks between fields and against the NICs (names that must
+//! exist, ranges, rule conflicts) and the translation into the engine's types: the daemon
+//! does both, for its file and behind [`crate::Daemon::replace_policies`], and its errors
+//! name the field (`rules[2].qos`, `reassembly.mem_cap_bytes`).
 //!
 //! Types only bound what JSON itself can say (integer widths, enums); a value outside a
 //! field's documented range is the daemon's to refuse, naming the field.
@@ -19,7 +20,8 @@ use utoipa::ToSchema;
 /// replaces as a whole, atomically (a refusal leaves every section in force).
 ///
 /// Every section may be left out; a missing section is its default (no rules, no tunnels,
-/// the default QoS classes, `policy.default = "stripe"`, reorder holds of 5–25 ms).
+/// the default QoS classes, `policy.default = "stripe"`, reorder holds of 5–25 ms, the
+/// default split cost model and reassembly caps).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
@@ -39,6 +41,12 @@ pub struct PolicyDocument {
     /// Reorder bounds.
     #[serde(default)]
     pub reorder: ReorderSection,
+    /// When a packet is split across NICs: thresholds and the cost model's weights.
+    #[serde(default)]
+    pub fragmentation: FragmentationSection,
+    /// Reassembly of split packets on receipt: memory cap, timeout, caps per datagram.
+    #[serde(default)]
+    pub reassembly: ReassemblySection,
 }
 
 /// The sections of a [`PolicyDocument`], by their names in the file and the API
@@ -55,16 +63,22 @@ pub enum PolicySectionName {
     Policy,
     /// `[reorder]`.
     Reorder,
+    /// `[fragmentation]`.
+    Fragmentation,
+    /// `[reassembly]`.
+    Reassembly,
 }
 
 impl PolicySectionName {
     /// Every section, in document order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Rules,
         Self::Qos,
         Self::Tunnels,
         Self::Policy,
         Self::Reorder,
+        Self::Fragmentation,
+        Self::Reassembly,
     ];
 
     /// The section's name (`rules`, `qos`, ...).
@@ -76,6 +90,8 @@ impl PolicySectionName {
             Self::Tunnels => "tunnels",
             Self::Policy => "policy",
             Self::Reorder => "reorder",
+            Self::Fragmentation => "fragmentation",
+            Self::Reassembly => "reassembly",
         }
     }
 }
@@ -92,6 +108,8 @@ impl PolicyDocument {
                 PolicySectionName::Tunnels => self.tunnels != other.tunnels,
                 PolicySectionName::Policy => self.policy != other.policy,
                 PolicySectionName::Reorder => self.reorder != other.reorder,
+                PolicySectionName::Fragmentation => self.fragmentation != other.fragmentation,
+                PolicySectionName::Reassembly => self.reassembly != other.reassembly,
             })
             .collect()
     }
@@ -161,6 +179,131 @@ fn default_min_hold_ms() -> u32 {
 }
 fn default_max_hold_ms() -> u32 {
     25
+}
+
+/// `[fragmentation]`: when braid splits one packet across several NICs, and the weights of
+/// the cost model that decides (braid-core's scheduler). Per packet, the scheduler compares
+/// the packet's expected arrival whole on the best NIC with its arrival split over several,
+/// each NIC's share sized to its rate so the pieces land together; a NIC's expected arrival
+/// counts its queue, the packet's bytes plus `per_packet_overhead_bytes` per piece, its
+/// delay, and its loss rate × `loss_penalty_ms`. Applied from the next packet on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentationSection {
+    /// Packets shorter than this are never split, bytes (default 1200, at most 65535).
+    #[serde(default = "default_min_split_bytes")]
+    #[schema(maximum = 65535)]
+    pub min_split_bytes: u32,
+    /// Split only if the split lands at least this much sooner than the packet whole on
+    /// the best NIC, µs (default 2, at most 1000000).
+    #[serde(default = "default_min_split_gain_us")]
+    #[schema(maximum = 1_000_000)]
+    pub min_split_gain_us: u32,
+    /// The most NICs one packet is split over, 1 (never split) to 32 (default 4).
+    #[serde(default = "default_max_split_links")]
+    #[schema(minimum = 1, maximum = 32)]
+    pub max_split_links: u32,
+    /// Also split packets that fit whole in one piece on the best NIC (default false: such
+    /// a split lands a little sooner but pays a header per extra piece, several percent of
+    /// bulk goodput). Packets larger than the NICs' MTU are split either way.
+    #[serde(default)]
+    pub split_within_mtu: bool,
+    /// Cost-model weight: bytes each piece costs on the wire besides its payload (braid
+    /// header + UDP/IP), bytes (default 60, at most 65535).
+    #[serde(default = "default_per_packet_overhead_bytes")]
+    #[schema(maximum = 65535)]
+    pub per_packet_overhead_bytes: u32,
+    /// Cost-model weight: the expected cost of a lost piece, charged as the NIC's loss rate
+    /// × this, ms (default 10, at most 60000).
+    #[serde(default = "default_loss_penalty_ms")]
+    #[schema(maximum = 60_000)]
+    pub loss_penalty_ms: u32,
+}
+
+impl Default for FragmentationSection {
+    fn default() -> Self {
+        Self {
+            min_split_bytes: default_min_split_bytes(),
+            min_split_gain_us: default_min_split_gain_us(),
+            max_split_links: default_max_split_links(),
+            split_within_mtu: false,
+            per_packet_overhead_bytes: default_per_packet_overhead_bytes(),
+            loss_penalty_ms: default_loss_penalty_ms(),
+        }
+    }
+}
+
+fn default_min_split_bytes() -> u32 {
+    1200
+}
+fn default_min_split_gain_us() -> u32 {
+    2
+}
+fn default_max_split_links() -> u32 {
+    4
+}
+fn default_per_packet_overhead_bytes() -> u32 {
+    60
+}
+fn default_loss_penalty_ms() -> u32 {
+    10
+}
+
+/// `[reassembly]`: how the receiving side puts split packets back together (braid-core's
+/// reassembler, one per data-path worker). Applied at once, to the datagrams being
+/// reassembled too: a lower memory cap drops the oldest until the rest fits, a lower
+/// `max_datagram_bytes` or `max_fragments` drops those that no longer fit (each counted as
+/// `reassembly_evicted`), a shorter timeout expires them sooner.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReassemblySection {
+    /// Cap on the memory that datagrams being reassembled hold, per worker, bytes (default
+    /// 67108864, 64 MiB; at least 1). At the cap new datagrams are refused
+    /// (`reassembly_memory_cap`); memory is counted in the store's slots (a 3000-byte
+    /// datagram holds 4096 bytes).
+    #[serde(default = "default_mem_cap_bytes")]
+    #[schema(minimum = 1)]
+    pub mem_cap_bytes: u64,
+    /// How long a datagram may take to arrive whole, from its first piece (never extended),
+    /// ms (default 250, 1 to 60000).
+    #[serde(default = "default_reassembly_timeout_ms")]
+    #[schema(minimum = 1, maximum = 60_000)]
+    pub timeout_ms: u32,
+    /// The most pieces one datagram may come in (default 64; 1 to 64, or to the value braid
+    /// started with if that is higher: the room for them is allocated at start, so a higher
+    /// value needs a restart).
+    #[serde(default = "default_max_fragments")]
+    #[schema(minimum = 1)]
+    pub max_fragments: u16,
+    /// The largest datagram reassembled, bytes (default 65535; at least `vnic.mtu`, at most
+    /// 65535).
+    #[serde(default = "default_max_datagram_bytes")]
+    #[schema(maximum = 65535)]
+    pub max_datagram_bytes: u32,
+}
+
+impl Default for ReassemblySection {
+    fn default() -> Self {
+        Self {
+            mem_cap_bytes: default_mem_cap_bytes(),
+            timeout_ms: default_reassembly_timeout_ms(),
+            max_fragments: default_max_fragments(),
+            max_datagram_bytes: default_max_datagram_bytes(),
+        }
+    }
+}
+
+fn default_mem_cap_bytes() -> u64 {
+    64 << 20
+}
+fn default_reassembly_timeout_ms() -> u32 {
+    250
+}
+fn default_max_fragments() -> u16 {
+    64
+}
+fn default_max_datagram_bytes() -> u32 {
+    65_535
 }
 
 /// `[qos]`: the scheduler of every NIC's TX queue (one per NIC, same classes) and the
@@ -236,7 +379,8 @@ pub struct MeterSection {
     /// trTCM: peak burst size, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pbs_bytes: Option<u32>,
-    /// Colour-aware (RFC 2697/2698 §3) instead of colour-blind.
+    /// Colour-aware (RFC 2697/2698 §3) instead of colour-blind. braid colours nothing
+    /// upstream yet, so both behave alike for now.
     #[serde(default)]
     pub color_aware: bool,
 }
@@ -275,27 +419,30 @@ pub struct TunnelSection {
     #[schema(maximum = 65535)]
     pub port: Option<u16>,
     /// VXLAN: the UDP source ports, picked by flow hash, `N-M` (default 49152-65535, RFC
-    /// 7348 §5).
+    /// 7348 §5; Linux uses 32768-60999).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ports: Option<String>,
-    /// VXLAN over IPv4: compute the UDP checksum (default false: 0, as RFC 7348 allows;
-    /// over IPv6 it is always computed).
+    /// VXLAN over IPv4: compute the UDP checksum (default false: 0, as RFC 7348 allows and
+    /// Linux sends; over IPv6 it is always computed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_checksum: Option<bool>,
-    /// VXLAN: braid's MAC in the inner Ethernet header (default 02:62:72:61:69:64).
+    /// VXLAN: braid's MAC in the inner Ethernet header (default 02:62:72:61:69:64). The far
+    /// end's neighbour entry for braid's vNIC address must give this MAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner_src_mac: Option<String>,
-    /// VXLAN: the far end's MAC, its VXLAN device's address (needed).
+    /// VXLAN: the far end's MAC, its VXLAN device's address (needed: a Linux VXLAN device
+    /// drops frames to another address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner_dst_mac: Option<String>,
     /// GRE: the key (RFC 2890 §2.1), sent and required on receipt (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u32>,
     /// GRE: send sequence numbers and require in-order ones on receipt (RFC 2890 §2.2;
-    /// default false).
+    /// default false). Needs `vnic.queues = 1`: each worker would number its own packets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<bool>,
-    /// GRE: send a checksum (RFC 2784 §2.5; default false).
+    /// GRE: send a checksum (RFC 2784 §2.5; default false). Received checksums are always
+    /// verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<bool>,
     /// Outer TTL / hop limit, 1..=255 (default 64).
@@ -306,7 +453,7 @@ pub struct TunnelSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 255)]
     pub tos: Option<u8>,
-    /// IPv4: set Don't Fragment on the outer header (default false).
+    /// IPv4: set Don't Fragment on the outer header (default false, as Linux VXLAN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub df: Option<bool>,
 }
@@ -357,7 +504,8 @@ pub struct RuleSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 63)]
     pub dscp: Option<u8>,
-    /// RX: the 802.1Q VLAN id of a VXLAN tunnel's tagged inner frame, 1..=4094.
+    /// RX: the 802.1Q VLAN id of a VXLAN tunnel's tagged inner frame, 1..=4094 (the
+    /// daemon's vNIC is TUN: its own packets have none, so not on TX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 4094)]
     pub vlan: Option<u16>,
@@ -406,7 +554,7 @@ pub struct RuleSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<String>,
     /// TX: push an 802.1Q tag with this VLAN id, 1..=4094, into the inner Ethernet header
-    /// of the VXLAN tunnel the flow goes into.
+    /// of the VXLAN tunnel the flow goes into (this rule's `tunnel`, or its class's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 4094)]
     pub push_vlan: Option<u16>,
@@ -415,7 +563,7 @@ pub struct RuleSection {
     #[schema(maximum = 7)]
     pub vlan_pcp: Option<u8>,
     /// RX: accept a VXLAN tunnel's inner frame tagged 802.1Q, and remove the tag before its
-    /// IP packet goes to the vNIC.
+    /// IP packet goes to the vNIC (a tagged frame no such rule matches is dropped).
     #[serde(default)]
     pub pop_vlan: bool,
     /// Drop the packets (no other action).
@@ -508,6 +656,14 @@ mod tests {
 
             [reorder]
             max_hold_ms = 40
+
+            [fragmentation]
+            min_split_bytes = 3000
+            split_within_mtu = true
+
+            [reassembly]
+            mem_cap_bytes = 1048576
+            timeout_ms = 100
         "#;
         let doc: PolicyDocument = toml::from_str(text).expect("valid policy TOML");
         assert_eq!(doc.rules[0].priority, 100, "default priority");
@@ -522,6 +678,20 @@ mod tests {
         assert_eq!(doc.policy.default, PolicyName::Pin);
         assert_eq!(doc.reorder.min_hold_ms, 5, "default floor");
         assert_eq!(doc.reorder.max_hold_ms, 40);
+        assert_eq!(
+            doc.fragmentation,
+            FragmentationSection {
+                min_split_bytes: 3000,
+                split_within_mtu: true,
+                ..FragmentationSection::default()
+            }
+        );
+        assert_eq!(doc.fragmentation.max_split_links, 4, "default");
+        assert_eq!(
+            (doc.reassembly.mem_cap_bytes, doc.reassembly.timeout_ms),
+            (1_048_576, 100)
+        );
+        assert_eq!(doc.reassembly.max_fragments, 64, "default");
 
         let json = serde_json::to_string(&doc).expect("serialises");
         let back: PolicyDocument = serde_json::from_str(&json).expect("parses back");
@@ -539,6 +709,11 @@ mod tests {
             (r#"{"qos": {"classes": [], "quantum": 1}}"#, "quantum"),
             (r#"{"reorder": {"max_hold": 3}}"#, "max_hold"),
             (r#"{"policy": {"default": "pin", "x": 1}}"#, "x"),
+            (
+                r#"{"fragmentation": {"min_split_gain": 3}}"#,
+                "min_split_gain",
+            ),
+            (r#"{"reassembly": {"timeout": 3}}"#, "timeout"),
             (
                 r#"{"tunnels": [{"name":"t","kind":"gre","nic":"a","local":"1.1.1.1","remote":"2.2.2.2","vni2":1}]}"#,
                 "vni2",
@@ -559,6 +734,52 @@ mod tests {
         assert_eq!(doc, PolicyDocument::default());
         assert_eq!(doc.policy.default, PolicyName::Stripe);
         assert_eq!((doc.reorder.min_hold_ms, doc.reorder.max_hold_ms), (5, 25));
+        // The engine's defaults (braid-core's SchedulerConfig and ReassemblyConfig).
+        let f = &doc.fragmentation;
+        assert_eq!(
+            (
+                f.min_split_bytes,
+                f.min_split_gain_us,
+                f.max_split_links,
+                f.split_within_mtu,
+                f.per_packet_overhead_bytes,
+                f.loss_penalty_ms
+            ),
+            (1200, 2, 4, false, 60, 10)
+        );
+        let r = &doc.reassembly;
+        assert_eq!(
+            (
+                r.mem_cap_bytes,
+                r.timeout_ms,
+                r.max_fragments,
+                r.max_datagram_bytes
+            ),
+            (64 << 20, 250, 64, 65_535)
+        );
+    }
+
+    /// A value JSON cannot hold in the field's type names the field, with its path.
+    #[test]
+    fn type_errors_name_the_new_sections_fields() {
+        for (text, path) in [
+            (
+                r#"{"reassembly": {"max_fragments": 70000}}"#,
+                "reassembly.max_fragments",
+            ),
+            (
+                r#"{"reassembly": {"mem_cap_bytes": -5}}"#,
+                "reassembly.mem_cap_bytes",
+            ),
+            (
+                r#"{"fragmentation": {"split_within_mtu": "yes"}}"#,
+                "fragmentation.split_within_mtu",
+            ),
+        ] {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let err = serde_path_to_error::deserialize::<_, PolicyDocument>(de).expect_err(text);
+            assert_eq!(err.path().to_string(), path, "{text}");
+        }
     }
 
     #[test]
@@ -568,9 +789,16 @@ mod tests {
         assert!(a.changed_sections(&b).is_empty());
         b.reorder.max_hold_ms = 30;
         b.policy.default = PolicyName::Pin;
+        b.reassembly.timeout_ms = 100;
         assert_eq!(
             a.changed_sections(&b),
-            [PolicySectionName::Policy, PolicySectionName::Reorder]
+            [
+                PolicySectionName::Policy,
+                PolicySectionName::Reorder,
+                PolicySectionName::Reassembly
+            ]
         );
+        b.fragmentation.max_split_links = 1;
+        assert_eq!(a.changed_sections(&b).len(), 4);
     }
 }

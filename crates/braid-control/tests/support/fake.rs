@@ -11,6 +11,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use braid_control::metrics::{Histogram, LatencyHistograms};
 use braid_control::schema::{
     AdminState, Flow, FlowDirection, FlowMove, FlowPage, FlowRate, LatencyPercentiles, LinkState,
     Nic, NicStats, NicUpdate, PolicyDocument, PolicyName, QosClassStatus, RssInfo, Stats,
@@ -154,6 +155,24 @@ impl FakeDaemon {
                 ),
             );
         }
+        // The daemon's ranges for the tuning sections (crates/braid/src/config.rs).
+        let f = &doc.fragmentation;
+        if f.max_split_links == 0 || f.max_split_links > 32 {
+            return invalid(
+                "fragmentation.max_split_links".into(),
+                &format!("{} must be between 1 and 32", f.max_split_links),
+            );
+        }
+        let a = &doc.reassembly;
+        if a.timeout_ms == 0 || a.timeout_ms > 60_000 {
+            return invalid(
+                "reassembly.timeout_ms".into(),
+                &format!("{} must be between 1 and 60000", a.timeout_ms),
+            );
+        }
+        if a.mem_cap_bytes == 0 {
+            return invalid("reassembly.mem_cap_bytes".into(), "0 must be at least 1");
+        }
         let qos_names: Vec<String> = match &doc.qos {
             Some(q) => q.classes.iter().map(|c| c.name.clone()).collect(),
             None => vec!["latency-critical".into(), "default".into()],
@@ -181,6 +200,57 @@ impl FakeDaemon {
             }
         }
         Ok(())
+    }
+}
+
+/// The fake's latency samples, (µs, how many): probe RTTs, delay variation, reorder holds.
+/// Its percentiles (`stats`) and histograms (`latency_histograms`) are both of these.
+const RTT_US: &[(u64, u64)] = &[(170, 50), (210, 40), (260, 9), (320, 1)];
+const DELAY_VARIATION_US: &[(u64, u64)] = &[(5, 60), (20, 30), (80, 9), (400, 1)];
+const HOLD_US: &[(u64, u64)] = &[(300, 8), (1200, 3), (4200, 1)];
+
+/// Nearest-rank percentiles of `samples` (µs, how many), sorted by value.
+fn percentiles(samples: &[(u64, u64)]) -> LatencyPercentiles {
+    let n: u64 = samples.iter().map(|s| s.1).sum();
+    let at = |per_mille: u64| {
+        let rank = (n * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0;
+        samples
+            .iter()
+            .find(|(_, c)| {
+                seen += c;
+                seen >= rank
+            })
+            .map_or(0, |s| s.0)
+    };
+    LatencyPercentiles {
+        samples: n,
+        p50_us: at(500),
+        p90_us: at(900),
+        p99_us: at(990),
+        p999_us: at(999),
+        max_us: at(1000),
+    }
+}
+
+/// A cumulative histogram of `samples` (µs, how many) on the daemon's `le` edges: ×1 and
+/// ×1.5 of each power of two from 1.024 µs to 12.9 s.
+#[allow(clippy::cast_precision_loss)]
+fn histogram(samples: &[(u64, u64)]) -> Histogram {
+    Histogram {
+        count: samples.iter().map(|s| s.1).sum(),
+        sum_seconds: samples.iter().map(|(us, n)| (us * n) as f64 / 1e6).sum(),
+        buckets: (0..24)
+            .flat_map(|k| [1024u64 << k, 1536u64 << k])
+            .map(|le_ns| {
+                let below: u64 = samples
+                    .iter()
+                    .filter(|(us, _)| us * 1000 <= le_ns)
+                    .map(|s| s.1)
+                    .sum();
+                (le_ns as f64 / 1e9, below)
+            })
+            .collect(),
     }
 }
 
@@ -304,6 +374,7 @@ impl Daemon for FakeDaemon {
             .iter()
             .map(|f| FlowRate {
                 id: f.id,
+                direction: f.direction,
                 rate_bps: f.rate_bps,
             })
             .collect();
@@ -326,14 +397,8 @@ impl Daemon for FakeDaemon {
                     srtt_us: n.srtt_us,
                     owd_us: n.srtt_us.map(|r| r / 2),
                     loss_ratio: n.loss_ratio,
-                    rtt_percentiles: Some(LatencyPercentiles {
-                        samples: 100,
-                        p50_us: 170,
-                        p90_us: 210,
-                        p99_us: 260,
-                        p999_us: 300,
-                        max_us: 320,
-                    }),
+                    rtt_percentiles: Some(percentiles(RTT_US)),
+                    delay_variation_percentiles: Some(percentiles(DELAY_VARIATION_US)),
                 })
                 .collect(),
             top_flows: top,
@@ -346,6 +411,9 @@ impl Daemon for FakeDaemon {
         s.flows.rx = flows.len() as u64 - s.flows.tx;
         s.reorder.reordered = 12;
         s.reorder.max_hold_us = 4200;
+        s.reorder.held_now = 3;
+        s.reorder.held_bytes = 4200;
+        s.reorder.hold_percentiles = Some(percentiles(HOLD_US));
         for (reason, n) in [
             ("reassembly_timeout", 2),
             ("auth_failed", 0),
@@ -354,6 +422,21 @@ impl Daemon for FakeDaemon {
             s.drops.insert(reason.to_owned(), n);
         }
         Ok(s)
+    }
+
+    fn latency_histograms(&self) -> Result<LatencyHistograms, DaemonError> {
+        self.check()?;
+        let nics = self.nics.lock().expect("lock");
+        let per_nic = |samples| {
+            nics.iter()
+                .map(|n| (n.name.clone(), histogram(samples)))
+                .collect()
+        };
+        Ok(LatencyHistograms {
+            nic_rtt: per_nic(RTT_US),
+            nic_delay_variation: per_nic(DELAY_VARIATION_US),
+            reorder_hold: Some(histogram(HOLD_US)),
+        })
     }
 
     fn flows(&self, query: &FlowQuery) -> Result<FlowPage, DaemonError> {

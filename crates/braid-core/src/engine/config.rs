@@ -369,6 +369,8 @@ impl EngineConfig {
             }
         }
         super::tunnel::validate(self)?;
+        super::state::policies::check_scheduler(&self.scheduler)
+            .map_err(|(field, why)| invalid(field.into(), why))?;
         self.check_qos(&self.qos).map_err(|e| {
             let (field, why) = e.field_and_why();
             invalid(field, why)

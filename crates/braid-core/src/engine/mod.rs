@@ -85,7 +85,9 @@ pub mod tunnel;
 pub use config::{
     ClassMatch, ClassPolicy, EngineConfig, FlowClass, NicSpec, UDP_IPV4_OVERHEAD_BYTES,
 };
-pub use metrics::{EngineStats, NicCounters};
+pub use metrics::{
+    EngineStats, FlowRate, LatencyStats, NicCounters, NicLatency, TOP_FLOWS, TopFlows,
+};
 pub use state::flows::{FlowCursor, FlowDirection, FlowQuery, FlowRow, MAX_FLOW_ROWS};
 pub use state::policies::Policies;
 pub use state::rules::{RuleDirection, RuleHits, RuleRefusal, RuleStats, RuleTable, RulesError};
@@ -160,7 +162,12 @@ pub enum Command {
     /// changed or re-added tunnel of the same name, NIC, endpoints and VNI or key carries on
     /// its GRE sequence number and outer IPv4 id (`engine/tunnel/replace.rs`); every TX flow
     /// is looked up again on its next packet. QoS as [`Command::SetQos`], rules as
-    /// [`Command::ReplaceRules`]. See `engine/policies.rs`.
+    /// [`Command::ReplaceRules`]. With them, the striping policies (default and per flow
+    /// class: installed flows take theirs on their next packet), the scheduler's cost
+    /// model, the reassembler's caps and timeout (held datagrams that no longer fit are
+    /// dropped, [`crate::DropReason::ReassemblyEvicted`]) and the reorder holds (applied to
+    /// the held datagrams at once); what sized a table at start is refused if changed
+    /// ([`CommandError::PolicyRefused`]). See `engine/policies.rs`.
     ReplacePolicies(Box<Policies>),
     /// Move a TX flow to one NIC, through the flow controller's admission
     /// ([`crate::controller::FlowController::move_flow_to`]): admitted, the flow is sent on
@@ -239,6 +246,16 @@ pub enum CommandError {
     /// Taking this NIC down would leave no usable NIC ([`Command::SetNicAdmin`]): it is the
     /// last one administratively up, or the last one up whose link is not down.
     LastUsableNic(NicId),
+    /// A part of [`Command::ReplacePolicies`] the engine cannot put in force: `field` names
+    /// it as in [`EngineConfig`] (`reassembly.max_fragments`, `scheduler.max_split_links`,
+    /// `reorder.capacity`, `class_policies`) and `why` says what it takes (a value that
+    /// sized a table at start needs a restart).
+    PolicyRefused {
+        /// The field, as a path in [`EngineConfig`].
+        field: &'static str,
+        /// What is allowed.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for CommandError {
@@ -282,6 +299,7 @@ impl fmt::Display for CommandError {
                 "nic {} is the last usable nic: taking it down would leave none",
                 n.0
             ),
+            Self::PolicyRefused { field, why } => write!(f, "{field}: {why}"),
         }
     }
 }

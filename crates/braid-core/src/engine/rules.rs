@@ -827,6 +827,13 @@ impl FlowRules {
         classify_gen: 0,
     };
 
+    /// The flow's class (or the default policy, for a flow of no class) has a new striping
+    /// policy ([`super::Command::ReplacePolicies`]): it is what the flow's next lookup
+    /// starts from.
+    pub(super) fn set_class_policy(&mut self, policy: ClassPolicy) {
+        self.class.policy = policy;
+    }
+
     /// The tunnel table was replaced: the class's tunnel by its new index (`new_index`; the
     /// replacement checked that every class's tunnel has one).
     pub(super) fn remap_class_tunnel(&mut self, new_index: impl Fn(u8) -> Option<u8>) {

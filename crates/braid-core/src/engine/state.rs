@@ -13,7 +13,7 @@ use braid_wire::{
 };
 
 use super::config::{ClassPolicy, EngineConfig};
-use super::metrics::{EngineStats, NicCounters};
+use super::metrics::{DelayStep, EngineStats, NicCounters, NicLatency};
 use super::{Command, CommandError, ConfigError, EngineEvent};
 use crate::auth::{Blake3Mac, PacketProtection, TAG_LEN};
 use crate::buffer::{BufHandle, PacketStore};
@@ -45,6 +45,10 @@ pub(super) mod policies;
 // The flow table's snapshot and the operator's moves; a child module for the same reason.
 #[path = "flows.rs"]
 pub(super) mod flows;
+
+// The scan that ranks the busiest flows by rate; a child module for the same reason.
+#[path = "top_flows.rs"]
+mod top_flows;
 
 /// The receive side of one flow, from [`Engine::rx_flow`].
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +172,9 @@ struct NicRt {
     /// The rate the NIC is paced at, bit/s: `spec.capacity_bps`, or for an `auto` NIC the
     /// estimator's pacing rate (the estimate times its probing gain).
     pacing_bps: u64,
+    /// The one-way delay of the last packet heard on it, for the delay-variation histogram
+    /// (`engine/metrics.rs`).
+    delay_step: DelayStep,
 }
 
 impl NicRt {
@@ -310,6 +317,8 @@ struct TxFlow {
     packets: u64,
     /// Their bytes.
     bytes: u64,
+    /// `bytes` at the rate scan's last visit (`engine/top_flows.rs`).
+    rate_mark: top_flows::RateMark,
 }
 
 /// What a reorder buffer holds: a stored, complete datagram.
@@ -339,6 +348,8 @@ struct RxFlow {
     packets: u64,
     /// Their bytes.
     bytes: u64,
+    /// `bytes` at the rate scan's last visit (`engine/top_flows.rs`).
+    rate_mark: top_flows::RateMark,
 }
 
 impl RxFlow {
@@ -421,6 +432,8 @@ pub struct Engine {
     /// The flow classes' names, shared with the flow table's rows (`engine/flows.rs`), so a
     /// snapshot copies a pointer per row, not a string. Classes do not change at run time.
     class_names: Vec<Arc<str>>,
+    /// The scan that ranks the busiest flows (`engine/top_flows.rs`).
+    rate_scan: top_flows::RateScan,
 }
 
 impl Engine {
@@ -513,6 +526,7 @@ impl Engine {
                     )?),
                     next_free: now,
                     pacing_bps: spec.capacity_bps,
+                    delay_step: DelayStep::default(),
                 });
         }
         // Every queued piece may hold its own slot, in any class of any NIC.
@@ -571,6 +585,7 @@ impl Engine {
             tunnels: super::tunnel::Tunnels::new(&config),
             rules,
             class_names: config.classes.iter().map(|c| Arc::from(&*c.name)).collect(),
+            rate_scan: top_flows::RateScan::new(now),
             qos_classes: QosClasses::new(&qos),
             vnic_meters: VnicMeters::new(&qos, now),
             qos,
@@ -579,6 +594,18 @@ impl Engine {
             config,
             capacity,
         };
+        // The latency histograms, one set per NIC id up to the highest (allocated once).
+        let nic_slots = engine
+            .nic_set
+            .iter()
+            .map(|n| n.index() + 1)
+            .max()
+            .unwrap_or(0);
+        engine
+            .stats
+            .latency
+            .nics
+            .resize_with(nic_slots, NicLatency::default);
         // The gauges; an `auto` NIC starts pacing at the estimator's rate.
         for n in engine.nics.iter().flatten() {
             let c = &mut engine.stats.nics[n.spec.id.index()];
@@ -1007,6 +1034,7 @@ impl Engine {
                 moved: false,
                 packets: 0,
                 bytes: 0,
+                rate_mark: top_flows::RateMark::new(now),
             },
             None => TxFlow {
                 id: FlowId(self.next_flow_id),
@@ -1023,6 +1051,7 @@ impl Engine {
                 moved: false,
                 packets: 0,
                 bytes: 0,
+                rate_mark: top_flows::RateMark::new(now),
             },
         };
         // Room first: placing a flow may move others, which must not happen for a flow that
@@ -1409,6 +1438,18 @@ impl Engine {
         c.rx_bytes_count += packet.len() as u64;
         self.health
             .on_rx(now, nic, Instant::from_nanos(repr.timestamp_ns));
+        // Delay variation (engine/metrics.rs): how much this packet's one-way delay differs
+        // from the previous one's on the NIC. The wrapping difference is the signed delay
+        // for any |delay| < 292 years.
+        #[allow(clippy::cast_possible_wrap)]
+        let owd_ns = now.as_nanos().wrapping_sub(repr.timestamp_ns) as i64;
+        if let (Some(rt), Some(h)) = (
+            self.nics[nic.index()].as_mut(),
+            self.stats.latency.nics.get_mut(nic.index()),
+        ) && let Some(step) = rt.delay_step.step(owd_ns)
+        {
+            h.delay_variation.record(step);
+        }
         match repr.packet_type {
             PacketType::Probe => {
                 if self.replies.len() >= REPLY_QUEUE {
@@ -1430,13 +1471,16 @@ impl Engine {
             PacketType::ProbeReply => {
                 let body =
                     ProbeReplyBody::parse(payload).map_err(|_| DropReason::MalformedHeader)?;
-                self.health.on_probe_reply(
+                let rtt = self.health.on_probe_reply(
                     now,
                     nic,
                     repr.seq,
                     Instant::from_nanos(body.echo_timestamp_ns),
                     Instant::from_nanos(body.rx_timestamp_ns),
                 );
+                if let (Some(rtt), Some(h)) = (rtt, self.stats.latency.nics.get_mut(nic.index())) {
+                    h.rtt.record(duration_nanos(rtt));
+                }
                 // A peer without the counters (a 16-byte body) leaves the estimate alone.
                 if self.capacity.contains(nic)
                     && let Some(c) = ProbeReplyCounters::parse(payload)
@@ -1554,6 +1598,8 @@ impl Engine {
             self.store.free(item.buf);
             return Err(reason);
         }
+        self.stats.rx_reorder_held_count += 1;
+        self.stats.rx_reorder_held_bytes += u64::from(len);
         self.stats.nics[nic.index()].rx_first_count += 1;
         self.release_slot(now, slot);
         Ok(())
@@ -1575,6 +1621,7 @@ impl Engine {
             key: None,
             packets: 0,
             bytes: 0,
+            rate_mark: top_flows::RateMark::new(now),
         };
         let inserted = self
             .rx_flows
@@ -1591,6 +1638,7 @@ impl Engine {
     /// still holds, counted.
     fn retire_rx_flow(&mut self, mut rx: RxFlow) {
         for item in rx.reorder.drain() {
+            self.stats.unhold(item.len);
             self.store.free(item.buf);
             self.stats.drops.count(DropReason::RxFlowRetired);
         }
@@ -1610,14 +1658,16 @@ impl Engine {
             return;
         };
         while let Some(r) = rx.reorder.poll_release(now, rx.hold) {
+            self.stats.unhold(r.item.len);
             self.stats.rx_gap_seqs_count += r.gap_before;
             if r.gap_before > 0 {
                 self.stats.rx_gap_count += 1;
             }
             if r.held_for > Duration::ZERO {
+                let held_ns = duration_nanos(r.held_for);
                 self.stats.rx_reordered_count += 1;
-                self.stats.rx_max_hold_ns =
-                    self.stats.rx_max_hold_ns.max(duration_nanos(r.held_for));
+                self.stats.rx_max_hold_ns = self.stats.rx_max_hold_ns.max(held_ns);
+                self.stats.latency.reorder_hold.record(held_ns);
             }
             if self.deliver.len() >= self.config.deliver_queue_packets {
                 self.stats.drops.count(DropReason::DeliverQueueFull);
@@ -1694,7 +1744,8 @@ impl Engine {
     // ------------------------------------------------------------------ timers and events
 
     /// Run the timers that are due: link health (probes, down detection), the flow
-    /// controller, reassembly expiry, reorder holds, flow expiry. Bounded work per call.
+    /// controller, reassembly expiry, reorder holds, flow expiry, and a step of the scan
+    /// that ranks the busiest flows (`engine/top_flows.rs`). Bounded work per call.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.health.handle_timeout(now);
         self.drain_link_events(now);
@@ -1752,13 +1803,16 @@ impl Engine {
         let controller = &mut self.controller;
         self.tx_flows
             .expire(now, TIMEOUT_BUDGET, |_, f| controller.remove_flow(f.id));
-        let (store, drops) = (&mut self.store, &mut self.stats.drops);
+        let (store, stats) = (&mut self.store, &mut self.stats);
         self.rx_flows.expire(now, TIMEOUT_BUDGET, |_, mut rx| {
             for item in rx.reorder.drain() {
+                stats.unhold(item.len);
                 store.free(item.buf);
-                drops.count(DropReason::RxFlowRetired);
+                stats.drops.count(DropReason::RxFlowRetired);
             }
         });
+        // The busiest flows (engine/top_flows.rs): a bounded step of the rate scan.
+        self.scan_flow_rates(now);
     }
 
     /// When `handle_timeout` should next be called, or `None` if nothing is scheduled.

@@ -237,6 +237,13 @@ impl<K: Hash + Eq + Copy, V> FlowTable<K, V> {
         self.config.capacity
     }
 
+    /// One past the highest slot ever used: every entry's slot is below it (at most
+    /// [`Self::capacity`]), so a walk by slot number may stop there.
+    #[must_use]
+    pub fn slot_bound(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The counters.
     #[must_use]
     pub fn stats(&self) -> &FlowTableStats {

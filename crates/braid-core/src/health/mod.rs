@@ -336,6 +336,8 @@ impl HealthMonitor {
     /// one-way delay sample `peer_rx_ts − echo_ts`, a "received" in the loss window, and counts
     /// toward recovery. Anything else is counted in [`HealthCounters::stale_replies`]. Either way
     /// the link is alive: it also counts as a packet heard (calling `on_rx` as well is fine).
+    /// Returns the RTT sample taken, `None` for a reply that gave none (the engine records
+    /// the samples in its RTT histogram).
     ///
     /// [RFC 6298]: https://www.rfc-editor.org/rfc/rfc6298
     pub fn on_probe_reply(
@@ -345,15 +347,15 @@ impl HealthMonitor {
         seq: u64,
         echo_ts: Instant,
         peer_rx_ts: Instant,
-    ) {
-        let Some(link) = self.link_mut(nic) else {
-            return;
-        };
+    ) -> Option<Duration> {
+        let link = self.link_mut(nic)?;
         link.heard(now);
         if link.on_reply(now, seq, echo_ts, peer_rx_ts) {
             self.evaluate(nic.index(), now);
+            Some(now.saturating_duration_since(echo_ts))
         } else {
             self.counters.stale_replies += 1;
+            None
         }
     }
 

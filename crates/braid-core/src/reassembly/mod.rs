@@ -93,8 +93,34 @@
 //!   went. Drops, which are rare, do get exact tombstones.
 //!
 //! Memory bounds: store bytes ≤ `mem_cap_bytes` (counted by store slot size); metadata ≤
-//! `max_contexts × (128 + 8 × max_fragments)` bytes plus the hash index (`max_contexts × 2`
-//! entries of 4 bytes plus control bytes).
+//! `max_contexts × (128 + 8 × max(max_fragments, 64))` bytes plus the hash index
+//! (`max_contexts × 2` entries of 4 bytes plus control bytes).
+//!
+//! # Changing the configuration while datagrams are held
+//!
+//! [`Reassembler::reconfigure`] (the engine's `Command::ReplacePolicies`) replaces the caps
+//! and the timeout between two batches; [`Reassembler::check_reconfigure`] says first
+//! whether it can. What sizes the tables built at construction stays: `max_contexts` and
+//! `hash_seed` may not change, and `max_fragments` may change up to the room each slot has
+//! for ranges (the value at construction, or [`DEFAULT_MAX_FRAGMENTS`] if that was lower, so
+//! a lowered cap can always go back to the default). Datagrams being reassembled when it
+//! changes:
+//!
+//! - **Memory cap lowered below what is held**: the oldest live datagrams are dropped whole
+//!   until the rest fits (`ReassemblyEvicted`, once per datagram, each leaving a tombstone
+//!   like any whole-datagram drop). Refusing only new datagrams would leave the old cap in
+//!   force until the held ones complete or time out, which is not what the operator asked.
+//! - **`max_datagram_bytes` lowered below a held datagram's length, or `max_fragments`
+//!   below the fragments it has**: that datagram is dropped the same way (it could never
+//!   complete under the new caps).
+//! - **Timeout shortened**: every context's deadline moves earlier by the difference (a
+//!   context lives the new timeout from its first fragment; one already past it expires at
+//!   the next `handle_timeout`, counted as a timeout). Shifting every deadline by the same
+//!   amount keeps the deadline list sorted, and a context created later, with the new
+//!   timeout, still lands at its tail. **Lengthened**: held contexts keep their deadline (a
+//!   deadline is never extended); new ones get the new timeout.
+//!
+//! This is O(contexts) once per replacement, never per packet.
 
 mod state;
 #[cfg(test)]
@@ -106,10 +132,15 @@ use core::time::Duration;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
-use crate::buffer::{BufHandle, PacketStore};
+use crate::buffer::{BufHandle, MAX_BUF_BYTES, PacketStore};
 use crate::time::Instant;
 use crate::types::{DropCounters, DropReason, FlowId};
 use state::{Accept, Kind, NIL, Range, Slab};
+
+/// The fragment cap a reassembler always has room for ([`Reassembler::reconfigure`] may
+/// raise `max_fragments` up to this, or up to the value it was built with if larger), and
+/// the default of [`ReassemblyConfig::max_fragments`].
+pub const DEFAULT_MAX_FRAGMENTS: u16 = 64;
 
 /// Reassembler configuration. Defaults are tuned for a host receiving a few Gbit/s of braid
 /// traffic split across a handful of NICs.
@@ -138,7 +169,7 @@ impl Default for ReassemblyConfig {
         Self {
             mem_cap_bytes: 64 << 20,
             max_contexts: 32_768,
-            max_fragments: 64,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
             timeout: Duration::from_millis(250),
             max_datagram_bytes: 65_535,
             hash_seed: 0,
@@ -244,7 +275,11 @@ impl Reassembler {
             max_fragments,
             hasher: FixedState::with_seed(config.hash_seed),
             index: HashTable::with_capacity(max_contexts.saturating_mul(2)),
-            slab: Slab::new(max_contexts, usize::from(max_fragments)),
+            // Room for at least the default cap, so a cap lowered at run time can go back up.
+            slab: Slab::new(
+                max_contexts,
+                usize::from(max_fragments.max(DEFAULT_MAX_FRAGMENTS)),
+            ),
             last: None,
             stats: ReassemblyStats::default(),
             config,
@@ -261,6 +296,98 @@ impl Reassembler {
     #[must_use]
     pub fn stats(&self) -> &ReassemblyStats {
         &self.stats
+    }
+
+    /// The largest `max_fragments` [`Self::reconfigure`] takes: the room each context has
+    /// for its fragments' ranges, fixed at construction.
+    #[must_use]
+    pub fn fragments_room(&self) -> u16 {
+        u16::try_from(self.slab.stride()).unwrap_or(u16::MAX)
+    }
+
+    /// Whether [`Self::reconfigure`] can put `new` in force; `Err((field, why))` names the
+    /// field (as in [`ReassemblyConfig`]) that it cannot change. Nothing is changed.
+    ///
+    /// # Errors
+    /// `max_contexts` or `hash_seed` differ from the ones in force (they size and seed the
+    /// tables built at construction); `max_fragments` is 0 or above [`Self::fragments_room`];
+    /// `mem_cap_bytes`, `timeout` or `max_datagram_bytes` is zero; `max_datagram_bytes` is
+    /// above [`crate::buffer::MAX_BUF_BYTES`].
+    pub fn check_reconfigure(
+        &self,
+        new: &ReassemblyConfig,
+    ) -> Result<(), (&'static str, &'static str)> {
+        if new.max_contexts != self.config.max_contexts {
+            return Err((
+                "max_contexts",
+                "sizes the context table, built at start: a change needs a restart",
+            ));
+        }
+        if new.hash_seed != self.config.hash_seed {
+            return Err(("hash_seed", "seeds the context index, built at start"));
+        }
+        if new.max_fragments == 0 || new.max_fragments > self.fragments_room() {
+            return Err((
+                "max_fragments",
+                "must be at least 1 and at most the room each context was built with (the \
+                 value at start, or 64 if that was lower): a larger one needs a restart",
+            ));
+        }
+        if new.mem_cap_bytes == 0 {
+            return Err(("mem_cap_bytes", "must be > 0"));
+        }
+        if new.timeout.is_zero() {
+            return Err(("timeout", "must be > 0"));
+        }
+        if new.max_datagram_bytes == 0 || new.max_datagram_bytes as usize > MAX_BUF_BYTES {
+            return Err(("max_datagram_bytes", "must be between 1 and 65536"));
+        }
+        Ok(())
+    }
+
+    /// Put `new` in force (see "Changing the configuration while datagrams are held" in
+    /// the module doc): datagrams that no longer fit are dropped and counted
+    /// (`ReassemblyEvicted`), deadlines move earlier if the timeout shrank. Returns how many
+    /// datagrams were dropped. O(live contexts); call [`Self::check_reconfigure`] first.
+    ///
+    /// # Panics
+    /// Never; a configuration [`Self::check_reconfigure`] refuses is taken with its
+    /// `max_contexts` and `hash_seed` ignored and its `max_fragments` clamped to the room.
+    pub fn reconfigure(&mut self, store: &mut PacketStore, new: ReassemblyConfig) -> usize {
+        let max_fragments = new.max_fragments.clamp(1, self.fragments_room());
+        let new = ReassemblyConfig {
+            max_contexts: self.config.max_contexts,
+            hash_seed: self.config.hash_seed,
+            max_fragments,
+            ..new
+        };
+        let new_timeout_ns = crate::time::duration_nanos(new.timeout);
+        let earlier_ns = self.timeout_ns.saturating_sub(new_timeout_ns);
+        // Oldest first: the deadline list is in creation order.
+        let mut evicted = 0;
+        let mut cur = self.slab.head;
+        while cur != NIL {
+            let next = self.slab.ctx[cur as usize].next;
+            let c = &mut self.slab.ctx[cur as usize];
+            c.deadline = Instant::from_nanos(c.deadline.as_nanos().saturating_sub(earlier_ns));
+            let evict = c.kind == Kind::Live
+                && (c.total_len > new.max_datagram_bytes
+                    || c.nfrags > max_fragments
+                    || self.stats.bytes_held > new.mem_cap_bytes);
+            if evict {
+                // The datagram leaves; its tombstone stays until the (new) deadline.
+                self.free_live(store, cur);
+                self.slab.ctx[cur as usize].kind = Kind::Tomb;
+                self.stats.tombstones_live += 1;
+                self.stats.drops.count(DropReason::ReassemblyEvicted);
+                evicted += 1;
+            }
+            cur = next;
+        }
+        self.timeout_ns = new_timeout_ns;
+        self.max_fragments = max_fragments;
+        self.config = new;
+        evicted
     }
 
     /// The earliest deadline of a live context or tombstone, if any.
@@ -634,6 +761,7 @@ impl Reassembler {
             DropReason::ReassemblyTooManyFragments,
             DropReason::ReassemblyTotalMismatch,
             DropReason::ReassemblyTimeout,
+            DropReason::ReassemblyEvicted,
         ]
         .iter()
         .map(|&r| s.drops.get(r))
@@ -641,8 +769,11 @@ impl Reassembler {
         if whole_drops != s.datagrams_dropped {
             return Err("datagram-level drops != datagrams_dropped");
         }
-        if s.fragments_dropped != s.drops.total() - s.drops.get(DropReason::ReassemblyTimeout) {
-            return Err("fragments_dropped != drops other than timeouts");
+        // Timeouts and evictions drop datagrams, not a fragment being inserted.
+        let not_fragments =
+            s.drops.get(DropReason::ReassemblyTimeout) + s.drops.get(DropReason::ReassemblyEvicted);
+        if s.fragments_dropped != s.drops.total() - not_fragments {
+            return Err("fragments_dropped != drops other than timeouts and evictions");
         }
         if s.bytes_held > self.config.mem_cap_bytes || s.bytes_held > s.peak_bytes_held {
             return Err("bytes_held above the cap or the peak");

@@ -127,6 +127,11 @@ impl Slab {
         }
     }
 
+    /// Room for ranges per slot (fixed at construction).
+    pub(super) fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// `true` if every slot is in use.
     #[inline]
     pub(super) fn is_full(&self) -> bool {

@@ -645,6 +645,181 @@ fn config_is_clamped() {
     assert_eq!(r.config().max_fragments, 1);
 }
 
+// --- reconfiguration --------------------------------------------------------------------------
+
+/// A lower memory cap drops the oldest held datagrams until the rest fits (each counted
+/// once, `ReassemblyEvicted`, leaving a tombstone: its later fragments are stale); the
+/// newest one completes; a new datagram is refused at the new cap.
+#[test]
+fn a_lower_memory_cap_evicts_the_oldest_until_the_rest_fits() {
+    let mut h = Harness::small();
+    let ds: Vec<Vec<u8>> = (1..=3).map(|s| payload(s, 3000)).collect();
+    for (i, d) in ds.iter().enumerate() {
+        assert_eq!(h.frag(i as u64 + 1, d, 0, 1000), FragOutcome::Pending);
+        h.advance_ms(1);
+    }
+    assert_eq!(h.r.stats().bytes_held, 3 * 4096);
+    let cfg = ReassemblyConfig {
+        mem_cap_bytes: 4096,
+        ..*h.r.config()
+    };
+    h.r.check_reconfigure(&cfg).unwrap();
+    assert_eq!(h.r.reconfigure(&mut h.s, cfg), 2);
+    h.check();
+    assert_eq!(h.r.config().mem_cap_bytes, 4096);
+    let st = h.r.stats();
+    assert_eq!((st.contexts_live, st.tombstones_live), (1, 2));
+    assert_eq!((st.bytes_held, st.datagrams_dropped), (4096, 2));
+    assert_eq!(h.drops(DropReason::ReassemblyEvicted), 2);
+    // The two oldest are gone, the newest completes.
+    assert_eq!(
+        h.frag(1, &ds[0], 1000, 1000),
+        FragOutcome::Dropped(DropReason::ReassemblyStale)
+    );
+    assert_eq!(h.frag(3, &ds[2], 1000, 1000), FragOutcome::Pending);
+    let out = h.frag(3, &ds[2], 2000, 1000);
+    h.expect_complete(out, &ds[2]);
+    // At the new cap: one 4 KiB datagram fits, a second does not.
+    let d4 = payload(4, 3000);
+    let d5 = payload(5, 3000);
+    assert_eq!(h.frag(4, &d4, 0, 1000), FragOutcome::Pending);
+    assert_eq!(
+        h.frag(5, &d5, 0, 1000),
+        FragOutcome::Dropped(DropReason::ReassemblyMemoryCap)
+    );
+}
+
+/// A shorter timeout moves held deadlines earlier (a context lives the new timeout from its
+/// first fragment), a longer one leaves them (never extended) and applies to new contexts;
+/// the deadline list stays sorted (the invariants check it).
+#[test]
+fn a_shorter_timeout_applies_to_held_datagrams_a_longer_one_to_new_ones() {
+    let mut h = Harness::small();
+    let d1 = payload(1, 3000);
+    assert_eq!(h.frag(1, &d1, 0, 1000), FragOutcome::Pending);
+    h.advance_ms(5);
+    let shorter = ReassemblyConfig {
+        timeout: Duration::from_millis(20),
+        ..*h.r.config()
+    };
+    assert_eq!(h.r.reconfigure(&mut h.s, shorter), 0);
+    h.check();
+    assert_eq!(h.r.poll_timeout(), Some(Instant::from_millis(20)));
+    // A context created now gets the new timeout, after the held one in the list.
+    let d2 = payload(2, 3000);
+    assert_eq!(h.frag(2, &d2, 0, 1000), FragOutcome::Pending);
+    let longer = ReassemblyConfig {
+        timeout: Duration::from_millis(500),
+        ..*h.r.config()
+    };
+    h.r.reconfigure(&mut h.s, longer);
+    h.check();
+    h.now = Instant::from_millis(20);
+    assert_eq!(h.r.handle_timeout(h.now, &mut h.s, 10), 1, "held: 20 ms");
+    h.now = Instant::from_millis(25);
+    assert_eq!(
+        h.r.handle_timeout(h.now, &mut h.s, 10),
+        1,
+        "created at 5: 20 ms"
+    );
+    assert_eq!(h.drops(DropReason::ReassemblyTimeout), 2);
+    let d3 = payload(3, 3000);
+    assert_eq!(h.frag(3, &d3, 0, 1000), FragOutcome::Pending);
+    assert_eq!(h.r.poll_timeout(), Some(Instant::from_millis(525)));
+    h.check();
+}
+
+/// Lower caps on length and fragments drop the held datagrams that exceed them; the
+/// fragment cap goes back up to the room the reassembler has (64 even when built lower),
+/// not beyond; what sizes the tables is refused; nothing changes on a refusal.
+#[test]
+fn caps_on_length_and_fragments_and_what_cannot_change() {
+    let mut h = Harness::new(ReassemblyConfig {
+        max_fragments: 8,
+        ..ReassemblyConfig::default()
+    });
+    assert_eq!(h.r.fragments_room(), 64);
+    let big = payload(1, 5000);
+    let many = payload(2, 1000);
+    assert_eq!(h.frag(1, &big, 0, 100), FragOutcome::Pending);
+    for i in 0..5 {
+        assert_eq!(h.frag(2, &many, i * 100, 100), FragOutcome::Pending);
+    }
+    let cfg = ReassemblyConfig {
+        max_datagram_bytes: 4000,
+        max_fragments: 4,
+        ..*h.r.config()
+    };
+    assert_eq!(h.r.reconfigure(&mut h.s, cfg), 2);
+    h.check();
+    assert_eq!(h.drops(DropReason::ReassemblyEvicted), 2);
+    assert_eq!(
+        h.frag(3, &big, 0, 100),
+        FragOutcome::Dropped(DropReason::ReassemblyTooLarge)
+    );
+    // Up to the room: accepted; a datagram of 20 fragments completes.
+    let room = ReassemblyConfig {
+        max_fragments: 64,
+        ..*h.r.config()
+    };
+    h.r.check_reconfigure(&room).unwrap();
+    h.r.reconfigure(&mut h.s, room);
+    let d = payload(4, 2000);
+    for i in 0..19 {
+        assert_eq!(h.frag(4, &d, i * 100, 100), FragOutcome::Pending);
+    }
+    let out = h.frag(4, &d, 1900, 100);
+    h.expect_complete(out, &d);
+    let before = *h.r.config();
+    for (cfg, field) in [
+        (
+            ReassemblyConfig {
+                max_fragments: 65,
+                ..before
+            },
+            "max_fragments",
+        ),
+        (
+            ReassemblyConfig {
+                max_contexts: 10,
+                ..before
+            },
+            "max_contexts",
+        ),
+        (
+            ReassemblyConfig {
+                hash_seed: 9,
+                ..before
+            },
+            "hash_seed",
+        ),
+        (
+            ReassemblyConfig {
+                mem_cap_bytes: 0,
+                ..before
+            },
+            "mem_cap_bytes",
+        ),
+        (
+            ReassemblyConfig {
+                timeout: Duration::ZERO,
+                ..before
+            },
+            "timeout",
+        ),
+        (
+            ReassemblyConfig {
+                max_datagram_bytes: 70_000,
+                ..before
+            },
+            "max_datagram_bytes",
+        ),
+    ] {
+        assert_eq!(h.r.check_reconfigure(&cfg).map_err(|e| e.0), Err(field));
+    }
+    assert_eq!(*h.r.config(), before);
+}
+
 // --- property tests ------------------------------------------------------------------------
 
 /// What happens to one fragment on the way.

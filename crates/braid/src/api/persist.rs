@@ -2,9 +2,11 @@
 //! SIGHUP), so they survive a restart.
 //!
 //! What this file owns: the file's format (the policy document as TOML, the config file's
-//! `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]` and `[reorder]` sections with their
-//! names: one schema), its atomic replacement and reading it at start. What it does not:
-//! which policies are in force (`run::replace_policies`) or whether they may change.
+//! `[[rules]]`, `[qos]`, `[[tunnels]]`, `[policy]`, `[reorder]`, `[fragmentation]` and
+//! `[reassembly]` sections with their names: one schema, the same types), its atomic
+//! replacement and reading it at start. What it does not: which policies are in force
+//! (`run::replace_policies`), whether they may change, or the precedence at start (every
+//! section of this file replaces the config file's: `api::with_persisted`).
 //!
 //! # Writing without losing anything
 //!
@@ -32,8 +34,8 @@ use braid_control::PolicyDocument;
 
 /// The first lines of the file.
 const HEADER: &str = "# braid's policies in force, written by `braid run` when they change \
-                      (REST API: PUT /v1/policies; SIGHUP).\n# At start they replace the \
-                      config file's [[rules]], [qos] and [[tunnels]]; see docs/api.md.\n";
+                      (REST API: PUT /v1/policies; SIGHUP).\n# At start every section here \
+                      replaces the config file's; see docs/config.md.\n";
 
 /// The policy document as the file's text.
 ///
@@ -194,6 +196,9 @@ mod tests {
             min_hold_ms: 3,
             max_hold_ms: 30,
         };
+        doc.fragmentation.max_split_links = 2;
+        doc.reassembly.mem_cap_bytes = 1 << 20;
+        doc.reassembly.timeout_ms = 90;
         doc
     }
 
@@ -211,6 +216,11 @@ mod tests {
             "[rules.when]",
             "[policy]",
             "[reorder]",
+            "[fragmentation]",
+            "max_split_links = 2",
+            "[reassembly]",
+            "mem_cap_bytes = 1048576",
+            "timeout_ms = 90",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }

@@ -1,7 +1,8 @@
 //! `[[rules]]`: the rule engine's match → actions rules, with conditions on live link state,
 //! and their check and translation into the engine's rule lists (TX and RX).
 //!
-//! What this file owns: the section's schema, its checks field by field, the translation
+//! What this file owns: the section's checks field by field (its schema is braid-control's
+//! `RuleSection`, the REST API's: one schema), the translation
 //! into braid-core's [`Rule`]s, and the set-level check (conflicts, shadowed rules: the
 //! engine's [`RuleTable::build`], its problems reported against the file's `rules[i]` and
 //! field names). What it does not: matching and applying rules (braid-core's `rules` and
@@ -10,6 +11,9 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
+use braid_control::schema::{
+    DirectionName, RuleSection, TunnelKindName, TunnelSection, WhenSection,
+};
 use braid_core::NicSet;
 use braid_core::engine::{RuleDirection, RuleTable, RulesError};
 use braid_core::qos::ClassId;
@@ -17,152 +21,8 @@ use braid_core::rules::{
     Action, Condition, DscpSet, IpPrefix, Metric, PortRange, Problem, QosClass, Rule, RuleIndex,
     RuleMatch, Striping, TunnelId, VlanTag,
 };
-use serde::{Deserialize, Serialize};
 
-use super::tunnels::{TunnelKindName, TunnelSection};
-use super::{NicPlan, Plan, PolicyName, parse_port_range, parse_prefix};
-
-/// `[[rules]]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RuleSection {
-    /// A name for reports and errors (unique).
-    pub name: String,
-    /// Lower wins (default 100). Two rules of one priority whose matches overlap must do
-    /// the same thing.
-    #[serde(default = "default_priority")]
-    pub priority: u32,
-    /// `tx` (the vNIC's packets on their way out, the default) or `rx` (packets going to
-    /// the vNIC: rewrites and drop only).
-    #[serde(default)]
-    pub direction: DirectionName,
-
-    // --- match: every field given must match; none given matches every packet.
-    /// `udp`, `tcp` or a protocol number.
-    #[serde(default)]
-    pub protocol: Option<String>,
-    /// Source prefix, `10.0.0.0/8` or `fd00::/8`.
-    #[serde(default)]
-    pub src: Option<String>,
-    /// Destination prefix.
-    #[serde(default)]
-    pub dst: Option<String>,
-    /// `N` or `N-M` (needs `protocol` udp or tcp).
-    #[serde(default)]
-    pub src_ports: Option<String>,
-    /// `N` or `N-M` (needs `protocol` udp or tcp).
-    #[serde(default)]
-    pub dst_ports: Option<String>,
-    /// DSCP value 0..=63.
-    #[serde(default)]
-    pub dscp: Option<u8>,
-    /// RX: the 802.1Q VLAN id of a VXLAN tunnel's tagged inner frame, 1..=4094 (the
-    /// daemon's vNIC is TUN: its own packets have none, so not on TX).
-    #[serde(default)]
-    pub vlan: Option<u16>,
-    /// VXLAN VNI of an encapsulated packet, 0..=16777215.
-    #[serde(default)]
-    pub vni: Option<u32>,
-
-    // --- actions.
-    /// Set the DSCP, 0..=63.
-    #[serde(default)]
-    pub set_dscp: Option<u8>,
-    /// Set the ECN field, 0..=3.
-    #[serde(default)]
-    pub set_ecn: Option<u8>,
-    /// Set the TTL / hop limit, 1..=255.
-    #[serde(default)]
-    pub set_ttl: Option<u8>,
-    /// Rewrite the source address (the IP version of `src`/`dst`, which must be given).
-    #[serde(default)]
-    pub set_src: Option<String>,
-    /// Rewrite the destination address.
-    #[serde(default)]
-    pub set_dst: Option<String>,
-    /// Rewrite the TCP/UDP source port (needs `protocol` udp or tcp).
-    #[serde(default)]
-    pub set_src_port: Option<u16>,
-    /// Rewrite the TCP/UDP destination port.
-    #[serde(default)]
-    pub set_dst_port: Option<u16>,
-    /// TX: the `[[qos.classes]]` entry (by name) the flow's packets are queued in.
-    #[serde(default)]
-    pub qos: Option<String>,
-    /// TX: `pin`, `stripe` or `duplicate`, over `nics`.
-    #[serde(default)]
-    pub policy: Option<PolicyName>,
-    /// TX: the NICs (by name) for `policy` (default: all).
-    #[serde(default)]
-    pub nics: Option<Vec<String>>,
-    /// TX: encapsulate the flow for this `[[tunnels]]` entry (by name).
-    #[serde(default)]
-    pub tunnel: Option<String>,
-    /// TX: push an 802.1Q tag with this VLAN id, 1..=4094, into the inner Ethernet header
-    /// of the VXLAN tunnel the flow goes into (this rule's `tunnel`, or its class's).
-    #[serde(default)]
-    pub push_vlan: Option<u16>,
-    /// TX, with `push_vlan`: the tag's priority code point, 0..=7 (default 0).
-    #[serde(default)]
-    pub vlan_pcp: Option<u8>,
-    /// RX: accept a VXLAN tunnel's inner frame tagged 802.1Q, and remove the tag before its
-    /// IP packet goes to the vNIC (a tagged frame no such rule matches is dropped).
-    #[serde(default)]
-    pub pop_vlan: bool,
-    /// Drop the packets (no other action).
-    #[serde(default)]
-    pub drop: bool,
-    /// Active only while this condition on live link state holds (default: always).
-    #[serde(default)]
-    pub when: Option<WhenSection>,
-}
-
-fn default_priority() -> u32 {
-    100
-}
-
-/// `tx` or `rx`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum DirectionName {
-    /// vNIC → NICs.
-    #[default]
-    Tx,
-    /// NICs → vNIC.
-    Rx,
-}
-
-/// `[rules.when]` (or `when = { ... }`): one metric with its on threshold (and optional
-/// off threshold: hysteresis), the links it watches and a minimum hold.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WhenSection {
-    /// On when the probe loss of one of `links` is at least this, percent (0.1 % steps).
-    #[serde(default)]
-    pub loss_above_percent: Option<f64>,
-    /// With `loss_above_percent`: off again when the loss is at most this (default half
-    /// of it); must be below it.
-    #[serde(default)]
-    pub below_percent: Option<f64>,
-    /// On when the smoothed RTT of one of `links` is at least this, ms.
-    #[serde(default)]
-    pub rtt_above_ms: Option<f64>,
-    /// With `rtt_above_ms`: off again at most this (default half of it).
-    #[serde(default)]
-    pub below_ms: Option<f64>,
-    /// On while at least this many of `links` are degraded or down (off below it).
-    #[serde(default)]
-    pub degraded_links: Option<u32>,
-    /// On while at least this many of `links` are down (off below it).
-    #[serde(default)]
-    pub down_links: Option<u32>,
-    /// The links watched, by NIC name (default: every NIC).
-    #[serde(default)]
-    pub links: Option<Vec<String>>,
-    /// The least time between two switches, ms (default 0): no flapping faster than it.
-    #[serde(default)]
-    pub hold_ms: u32,
-}
+use super::{NicPlan, Plan, class_policy, parse_port_range, parse_prefix};
 
 /// Where a translated rule came from: its entry in the file and, per action, the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,7 +273,7 @@ fn actions(
             };
             push(
                 Action::Stripe(Striping {
-                    policy: p.into(),
+                    policy: class_policy(p),
                     nics,
                 }),
                 "policy",

@@ -2,94 +2,25 @@
 //! braid, and their check and translation into the engine's `TunnelSpec`s. A flow class
 //! sends its flows into one with `[[classes]] tunnel = "name"`.
 //!
-//! What this file owns: the section's schema, its checks (every error names the field) and
-//! the translation. What it does not: the sockets (`run` opens braid-io's tunnel ports), the
+//! What this file owns: the section's checks (every error names the field; its schema is
+//! braid-control's `TunnelSection`, the REST API's: one schema) and the translation. What it does not: the sockets (`run` opens braid-io's tunnel ports), the
 //! packets (braid-core's `engine::tunnel`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
+use braid_control::schema::{TunnelKindName, TunnelSection};
 use braid_core::engine::TunnelSpec;
 use braid_wire::tunnel::{
     Encap, GreEncap, InnerFormat, InnerMacs, OuterConfig, OuterIp, VxlanEncap,
 };
 use braid_wire::vxlan::SrcPortRange;
-use serde::{Deserialize, Serialize};
 
 use super::{NicPlan, parse_mac, parse_port_range};
 
 /// braid's inner MAC address by default: locally administered, "braid" in ASCII.
 pub(crate) const DEFAULT_INNER_MAC: &str = "02:62:72:61:69:64";
-
-/// `[[tunnels]]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TunnelSection {
-    /// A name, what `[[classes]] tunnel` refers to (unique).
-    pub name: String,
-    /// `vxlan` or `gre`.
-    pub kind: TunnelKindName,
-    /// The `[[nics]]` entry (by name) the outer packets leave on; `local` is an address of
-    /// its device.
-    pub nic: String,
-    /// The local tunnel endpoint (an IP address of the NIC's device).
-    pub local: String,
-    /// The remote tunnel endpoint.
-    pub remote: String,
-    /// VXLAN: the VNI, 0..=16777215 (needed).
-    #[serde(default)]
-    pub vni: Option<u32>,
-    /// VXLAN: the UDP destination port, which braid also listens on (default 4789).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// VXLAN: the UDP source ports, picked by flow hash, `N-M` (default 49152-65535, RFC
-    /// 7348 §5; Linux uses 32768-60999).
-    #[serde(default)]
-    pub src_ports: Option<String>,
-    /// VXLAN over IPv4: compute the UDP checksum (default false: 0, as RFC 7348 allows and
-    /// Linux sends; over IPv6 it is always computed).
-    #[serde(default)]
-    pub udp_checksum: Option<bool>,
-    /// VXLAN: braid's MAC in the inner Ethernet header (default 02:62:72:61:69:64). The far
-    /// end's neighbour entry for braid's vNIC address must give this MAC.
-    #[serde(default)]
-    pub inner_src_mac: Option<String>,
-    /// VXLAN: the far end's MAC, its VXLAN device's address (needed: a Linux VXLAN device
-    /// drops frames to another address).
-    #[serde(default)]
-    pub inner_dst_mac: Option<String>,
-    /// GRE: the key (RFC 2890 §2.1), sent and required on receipt (default: none).
-    #[serde(default)]
-    pub key: Option<u32>,
-    /// GRE: send sequence numbers and require in-order ones on receipt (RFC 2890 §2.2;
-    /// default false). Needs `vnic.queues = 1`: each worker would number its own packets.
-    #[serde(default)]
-    pub seq: Option<bool>,
-    /// GRE: send a checksum (RFC 2784 §2.5; default false). Received checksums are always
-    /// verified.
-    #[serde(default)]
-    pub checksum: Option<bool>,
-    /// Outer TTL / hop limit, 1..=255 (default 64).
-    #[serde(default)]
-    pub ttl: Option<u8>,
-    /// Outer TOS / traffic class byte (default 0).
-    #[serde(default)]
-    pub tos: Option<u8>,
-    /// IPv4: set Don't Fragment on the outer header (default false, as Linux VXLAN).
-    #[serde(default)]
-    pub df: Option<bool>,
-}
-
-/// `vxlan` or `gre`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum TunnelKindName {
-    /// VXLAN over UDP.
-    Vxlan,
-    /// GRE.
-    Gre,
-}
 
 /// Check `[[tunnels]]` against the NICs; the engine's tunnels in file order (their ids),
 /// with `mtu_bytes` still the default (the daemon sets the link's).
