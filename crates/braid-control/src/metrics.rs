@@ -494,7 +494,8 @@ impl Collector for Scrape {
             e,
             "braid_nic_delay_variation_seconds",
             "How much the one-way delay of each packet received on the NIC differs from the \
-             previous one's (inter-packet delay variation, RFC 5481).",
+             previous one's (inter-packet delay variation, RFC 5481), arrival taken at the \
+             worker's read turn: includes the daemon's batching, not the path's alone.",
             &per_nic(&self.latency.nic_delay_variation),
         )?;
 

@@ -275,9 +275,12 @@ pub struct NicStats {
     pub rtt_percentiles: Option<LatencyPercentiles>,
     /// Percentiles over the last interval of the delay variation of the braid packets
     /// received on this NIC: how much each one's one-way delay differs from the previous
-    /// one's (inter-packet delay variation, RFC 5481, as an absolute value), the path's
-    /// jitter. Needs no clock synchronisation between the hosts (`null` before two
-    /// snapshots, or when nothing was received in the interval).
+    /// one's (inter-packet delay variation, RFC 5481, as an absolute value). Needs no clock
+    /// synchronisation between the hosts. As the daemon sees it, not the path's jitter
+    /// alone: a packet's arrival is the start of the worker's read turn (shared by every
+    /// packet of the turn), so the daemon's batching and scheduling are in it (docs/api.md,
+    /// "Statistics"). `null` before two snapshots, or when nothing was received in the
+    /// interval.
     pub delay_variation_percentiles: Option<LatencyPercentiles>,
 }
 

@@ -383,12 +383,6 @@ impl PacketStore {
         self.max_buf_bytes
     }
 
-    /// Change the largest buffer `alloc` hands out (clamped to [`MAX_BUF_BYTES`]; pages are
-    /// that size, so any value fits). Buffers already handed out are unaffected.
-    pub fn set_max_buf_bytes(&mut self, max_buf_bytes: usize) {
-        self.max_buf_bytes = max_buf_bytes.min(MAX_BUF_BYTES);
-    }
-
     /// Live buffers.
     #[must_use]
     pub fn live(&self) -> usize {

@@ -360,7 +360,7 @@ impl Engine {
         let usable = n.admin_up && n.state != LinkState::Down;
         // The TX table is keyed by flow key: find the flow's slot by id (one pass; slots
         // are stable, and `slot_mut` does not refresh the entry as a packet would).
-        let capacity = u32::try_from(self.tx_flows.capacity()).unwrap_or(u32::MAX);
+        let capacity = u32::try_from(self.tx_flows.slot_bound()).unwrap_or(u32::MAX);
         let found = (0..capacity).find_map(|s| {
             self.tx_flows
                 .slot_mut(s)

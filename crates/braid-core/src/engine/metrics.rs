@@ -23,7 +23,11 @@
 //!   packet's on that NIC ([`DelayStep`]): RFC 5481's inter-packet delay variation (IPDV),
 //!   as an absolute value. The one-way delay itself includes the offset between the two
 //!   hosts' clocks; the difference of two does not, so it needs no clock synchronisation
-//!   (it is the jitter of the NIC's path, RFC 3550's interarrival jitter before smoothing);
+//!   (RFC 3550's interarrival jitter before smoothing). It is not the path's jitter alone:
+//!   `now` is the caller's turn, shared by every packet handed over in it, so two packets of
+//!   one turn give the sender's spacing of them, and the first of a turn how long it waited
+//!   for the turn. Per-packet receive timestamps from the kernel would take that out (XXX:
+//!   the `handle_rx` call has no such time yet);
 //! - per engine, **reorder hold**: for every datagram released from a reorder buffer after
 //!   waiting (the ones [`EngineStats::rx_reordered_count`] counts), the time it waited.
 //!

@@ -30,9 +30,15 @@
 //!
 //! # What flows see
 //!
-//! The rule sets are always swapped, even when equal, because a rule's tunnel index may
-//! mean another tunnel now: the rule set's version changes, so every TX flow is looked up
-//! again on its next packet (`engine/rules.rs`), as after [`Command::ReplaceRules`]. Before
+//! The rule sets are swapped, even when equal, whenever the tunnels or the QoS
+//! configuration change, because a rule's tunnel or QoS class index may mean another one
+//! now: the rule set's version changes, so every TX flow is looked up again on its next
+//! packet (`engine/rules.rs`), as after [`Command::ReplaceRules`], and the new sets start
+//! with their conditions off and their counters at zero. A replacement with the same rules,
+//! tunnels and QoS configuration (only the striping policies or the tuning change) keeps
+//! the sets in force, conditions and counters included, and only moves their versions, so
+//! the flows are still looked up again: an operator changing `reorder.max_hold_ms` does not
+//! switch off a "duplicate while loss > 1 %" rule that is on. Before
 //! that, the flows' tunnel indexes are remapped here: a flow class's tunnel follows its name,
 //! and a flow tunnelled into a tunnel that stayed keeps being tunnelled there without being
 //! placed again. A flow whose tunnel was removed or changed gets its tunnel from its new
@@ -42,7 +48,7 @@
 //! **Striping policies.** A TX flow keeps the policy its class (or, with no class, the
 //! default policy) gave it as the base its rule overrides (`FlowRules`). A new default or
 //! class policy becomes that base for the flows already installed, so the lookup every flow
-//! makes on its next packet (the rule sets are swapped) gives the flow the new policy, unless
+//! makes on its next packet (the rule sets' versions move) gives the flow the new policy, unless
 //! a rule's striping overrides it, and a flow whose policy changed is placed again with the
 //! flow controller (which ends an operator's move and pin, as any re-placement does). Flows
 //! are re-evaluated rather than left on the old policy until they idle out: a long-lived
@@ -57,7 +63,8 @@
 //! `max_fragments` drops those that no longer fit (each counted as
 //! [`DropReason::ReassemblyEvicted`] in the engine's drops too), a shorter timeout moves
 //! every deadline earlier (an expired context goes at the next `handle_timeout`). The
-//! packet store hands out buffers up to the new `max_datagram_bytes`.
+//! packet store is not bounded by `max_datagram_bytes` (it hands out page-sized buffers for
+//! tunnel encapsulation too): the reassembler and the RX path enforce it themselves.
 //!
 //! **Reorder.** Each RX flow's hold is clamped into the new `[min_hold, max_hold]` at once
 //! (so is the floor its late arrivals raised), and recomputed from the measured delay
@@ -231,6 +238,14 @@ impl Engine {
         self.check_rules_against(&tx_rules, &rx_rules, &tunnels, &qos, named)?;
         let reassembly = self.check_tuning(&class_policies, &scheduler, reassembly, &reorder)?;
 
+        // The same rules against the same tunnels and QoS classes (a change of the striping
+        // policies or the tuning alone): the rule sets in force stay, so a condition that is
+        // on stays on (its hysteresis is not restarted) and the rules' counters go on.
+        let keep_rules = tx_rules.rules() == self.config.tx_rules.as_slice()
+            && rx_rules.rules() == self.config.rx_rules.as_slice()
+            && tunnels == self.config.tunnels
+            && qos == self.config.qos;
+
         // Swap, in an order where each part finds the ones it depends on in place.
         if qos != self.config.qos {
             self.swap_qos(now, qos);
@@ -252,7 +267,7 @@ impl Engine {
         // next lookup (the rule sets are swapped below) sees it moved and places it. The
         // class's (or the default) striping policy is the new one, which that lookup gives
         // the flow unless a rule overrides it (see "Striping policies" in the module doc).
-        for slot in 0..u32::try_from(self.tx_flows.capacity()).unwrap_or(u32::MAX) {
+        for slot in 0..u32::try_from(self.tx_flows.slot_bound()).unwrap_or(u32::MAX) {
             if let Some((_, f)) = self.tx_flows.slot_mut(slot) {
                 f.rules.remap_class_tunnel(named);
                 f.tunnel = f.tunnel.map(|t| named(t).unwrap_or(u8::MAX));
@@ -268,7 +283,11 @@ impl Engine {
         self.rules
             .tunnels_replaced(tunnels.len(), self.config.vnic_mtu);
         self.config.tunnels = tunnels;
-        self.swap_rule_tables(now, tx_rules, rx_rules);
+        if keep_rules {
+            self.keep_rule_tables();
+        } else {
+            self.swap_rule_tables(now, tx_rules, rx_rules);
+        }
         self.config.scheduler = scheduler;
         self.swap_reassembly(reassembly);
         self.swap_reorder(now, reorder);
@@ -336,8 +355,6 @@ impl Engine {
         self.stats
             .drops
             .add(DropReason::ReassemblyEvicted, evicted as u64);
-        self.store
-            .set_max_buf_bytes(reassembly.max_datagram_bytes as usize);
         self.config.reassembly = ReassemblyConfig {
             max_contexts: self.config.reassembly.max_contexts,
             hash_seed: self.config.reassembly.hash_seed,
@@ -349,7 +366,7 @@ impl Engine {
     /// them, recomputed on its next packet, and the timer run at once.
     fn swap_reorder(&mut self, now: Instant, reorder: ReorderConfig) {
         self.config.reorder = reorder;
-        for slot in 0..u32::try_from(self.rx_flows.capacity()).unwrap_or(u32::MAX) {
+        for slot in 0..u32::try_from(self.rx_flows.slot_bound()).unwrap_or(u32::MAX) {
             if let Some((_, rx)) = self.rx_flows.slot_mut(slot) {
                 // As `hold_from_spread`: if min_hold > max_hold, max_hold wins.
                 rx.hold = rx.hold.max(reorder.min_hold).min(reorder.max_hold);

@@ -13,7 +13,7 @@ use braid_wire::tunnel::{DecapConfig, Tunnel, decap};
 use super::Policies;
 use crate::engine::tunnel::test_util::{
     NOW, config, drain_deliver, engine, gre_encap, gre_fields, next_outer, policies, replace,
-    udp_packet, udp_rule, vxlan_encap,
+    tunnelled_class, udp_packet, udp_rule, vxlan_encap,
 };
 use crate::engine::{
     Command, CommandError, Engine, QosError, RuleDirection, TunnelRefusal, TunnelSpec, TxVerdict,
@@ -485,4 +485,87 @@ fn vlan_rules_are_checked_against_the_new_tunnels_and_classes() {
     assert_eq!((r.rule, r.action), (RuleIndex(1), Some(0)));
     assert_eq!(b.tx_rule_set().version(), version);
     assert!(b.config().tx_rules.is_empty());
+}
+
+/// A replacement that changes neither the rules nor the tunnels nor QoS (here only the
+/// reorder holds) keeps the rule sets in force: their counters go on and the sets are not
+/// counted as replaced (a condition that is on would stay on); their versions still move, so
+/// the flows look their rule up again. A replacement with other rules swaps them.
+#[test]
+fn a_tuning_change_keeps_the_rule_sets_and_their_counters() {
+    let mut a = engine(vec![gre("g", 7, false)], Some(0));
+    let mut cfg = a.config().clone();
+    cfg.tx_rules = vec![udp_rule("mark", 5000, Action::SetDscp(10))];
+    replace(&mut a, Policies::of(&cfg).unwrap()).unwrap();
+    assert_eq!(a.rule_stats().sets_replaced_count, 1);
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(5000, 0, 100)),
+        TxVerdict::Queued
+    );
+    let hits = |a: &Engine| a.rule_hits(RuleDirection::Tx)[0].packets_count;
+    assert_eq!(hits(&a), 1);
+    let version = a.tx_rule_set().version();
+
+    let mut p = Policies::of(a.config()).unwrap();
+    p.reorder.max_hold /= 2;
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.config().reorder.max_hold, cfg.reorder.max_hold / 2);
+    assert_eq!(a.rule_stats().sets_replaced_count, 1, "the sets stayed");
+    assert_eq!(hits(&a), 1, "their counters too");
+    assert!(a.tx_rule_set().version() > version, "lookups are stale");
+    assert_eq!(
+        a.handle_tx(NOW, &udp_packet(5000, 1, 100)),
+        TxVerdict::Queued
+    );
+    assert_eq!(hits(&a), 2);
+
+    let p = policies(
+        &a,
+        vec![gre("g", 7, false)],
+        vec![udp_rule("mark", 5000, Action::SetDscp(12))],
+    );
+    replace(&mut a, p).unwrap();
+    assert_eq!(
+        a.rule_stats().sets_replaced_count,
+        2,
+        "other rules: swapped"
+    );
+    assert_eq!(hits(&a), 0, "new counters with the new set");
+}
+
+/// `reassembly.max_datagram_bytes` at its smallest (the vNIC MTU) does not bound the packet
+/// store, which tunnel encapsulation uses too: a full-size vNIC packet still becomes an
+/// outer GRE packet larger than the cap, and nothing is dropped.
+#[test]
+fn a_small_datagram_cap_does_not_bound_tunnel_packets() {
+    // A 1500-byte vNIC over a 9000-byte link and tunnel, so the outer packet is whole.
+    let mut tunnel = gre("g", 7, false);
+    tunnel.mtu_bytes = 9000;
+    let mut cfg = config(vec![tunnel]);
+    cfg.nics = vec![crate::engine::NicSpec::udp_ipv4(
+        NicId(0),
+        "link0",
+        1_000_000_000,
+        9000,
+    )];
+    cfg.vnic_mtu = 1500;
+    cfg.classes.push(tunnelled_class(Some(0)));
+    let mut a = Engine::new(cfg, Instant::ZERO).unwrap();
+    let mtu = a.config().vnic_mtu;
+    let mut p = Policies::of(a.config()).unwrap();
+    p.reassembly.max_datagram_bytes = mtu;
+    replace(&mut a, p).unwrap();
+    assert_eq!(a.config().reassembly.max_datagram_bytes, mtu);
+    let packet = udp_packet(6000, 0, mtu as usize - 28);
+    assert_eq!(packet.len(), mtu as usize);
+    assert_eq!(a.handle_tx(NOW, &packet), TxVerdict::Queued);
+    let (tunnel, outer) = next_outer(&mut a).expect("an outer packet");
+    assert_eq!(tunnel, 0);
+    assert!(
+        outer.len() > mtu as usize,
+        "{} bytes, mtu {mtu}",
+        outer.len()
+    );
+    assert_eq!(gre_fields(&outer).3, packet, "the inner packet, whole");
+    assert_eq!(a.stats().drops.total(), 0);
 }

@@ -270,8 +270,7 @@ fn reassembly_caps_and_timeout_apply_to_held_datagrams() {
 }
 
 /// `max_datagram_bytes` above the value the engine started with: datagrams refused before
-/// (`reassembly_too_large`) are reassembled and delivered after (the packet store hands out
-/// the larger buffers).
+/// (`reassembly_too_large`) are reassembled and delivered after.
 #[test]
 fn a_larger_datagram_cap_than_at_start_is_taken() {
     let mut big = config(1);

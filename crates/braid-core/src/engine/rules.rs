@@ -1519,6 +1519,15 @@ impl Engine {
     }
 
     /// Swap in two tables that passed [`Self::check_rule_tables`].
+    /// Keep the rule sets in force (a replacement with the same rules against the same
+    /// tunnels and QoS classes): their conditions' state and counters stay; only their
+    /// versions move, so every flow looks its rule up again on its next packet (its class's
+    /// striping policy, which a lookup starts from, may have changed).
+    pub(super) fn keep_rule_tables(&mut self) {
+        self.rules.tx.set.invalidate();
+        self.rules.rx.set.invalidate();
+    }
+
     pub(super) fn swap_rule_tables(&mut self, now: Instant, tx: RuleTable, rx: RuleTable) {
         // The swap. The old sets are freed here, between batches.
         let RuleTable {

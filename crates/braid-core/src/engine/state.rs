@@ -544,10 +544,10 @@ impl Engine {
         reasm_cfg.hash_seed ^= config.seed.rotate_left(31);
         let rules = rules::RulesRt::new(&config)?;
         let mut engine = Self {
-            store: PacketStore::new(
-                config.store_bytes,
-                config.reassembly.max_datagram_bytes as usize,
-            ),
+            // Buffers of any size a page holds: the store serves tunnel encapsulation and
+            // decapsulation too, so `reassembly.max_datagram_bytes` (which the reassembler
+            // enforces itself, and which changes at run time) must not bound it.
+            store: PacketStore::new(config.store_bytes, crate::buffer::MAX_BUF_BYTES),
             tx_slots,
             tx_free,
             tx_flows: FlowTable::new(tx_cfg),

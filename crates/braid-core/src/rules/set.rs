@@ -320,6 +320,13 @@ impl RuleSet {
         changed
     }
 
+    /// Make every cached lookup stale (bump the version) without changing a rule: each flow
+    /// looks its rule up again on its next packet, for instance because what the lookup
+    /// starts from (a class's striping policy) changed.
+    pub fn invalidate(&mut self) {
+        self.version = self.version.next();
+    }
+
     /// When to call [`RuleSet::update_conditions`] again even if link state did not change:
     /// the earliest end of a hold time that held back a flip. `None` if none is pending.
     #[must_use]
