@@ -1175,6 +1175,15 @@ fn print_usage(tb: &Testbed, args: &UpArgs, braid: &Path) {
             token.display(),
             braid_control::DEFAULT_PORT
         );
+        println!(
+            "  ip netns exec {a} {braid} ctl --token-file {} stats",
+            token.display()
+        );
+        println!(
+            "  the dashboard, http://127.0.0.1:{}/dashboard#token=..., from a browser in {a} \
+             (docs/api.md, \"Dashboard\")",
+            braid_control::DEFAULT_PORT
+        );
     }
     println!("look and clean up:");
     println!("  {braid} testbed status{flag}");

@@ -31,16 +31,15 @@ mod common;
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use serde_json::{Value, json};
 
-    use crate::common::{BRAID, Testbed, in_netns, require_root, serial, stop, udp_in};
-
-    const API: &str = "127.0.0.1:7780";
+    use crate::common::{
+        BRAID, TESTBED_API as API, Testbed, in_netns, require_root, serial, stop, udp_in,
+    };
 
     /// A reply: status and body.
     struct Reply {
@@ -57,36 +56,8 @@ mod tests {
 
     /// One HTTP/1.1 request to the API from inside namespace `ns`.
     fn request(ns: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
-        let text = in_netns(ns, || -> std::io::Result<String> {
-            let mut s = TcpStream::connect(API)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-            let content = if body.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                    body.len()
-                )
-            };
-            write!(
-                s,
-                "{method} {path} HTTP/1.1\r\nHost: braid\r\nConnection: close\r\n{auth}{content}\r\n{body}"
-            )?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line: {text}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned();
+        let (status, body) = crate::common::api_request(ns, method, path, token, body)
+            .unwrap_or_else(|e| panic!("{e}"));
         Reply { status, body }
     }
 

@@ -49,7 +49,7 @@ mod tests {
 
     use crate::common::{BRAID, Testbed, in_netns, require_root, require_tool, serial, stop};
 
-    const API: &str = "127.0.0.1:7780";
+    use crate::common::TESTBED_API as API;
     /// The traffic's UDP port on b's vNIC address.
     const PORT: u16 = 5300;
     /// Polls to wait for before checking (one a second).
@@ -57,26 +57,7 @@ mod tests {
 
     /// One HTTP/1.1 GET to the API from inside namespace `ns`: status and body.
     fn get(ns: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let text = in_netns(ns, || -> std::io::Result<String> {
-            let mut s = TcpStream::connect(API)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: braid\r\nConnection: close\r\n{auth}\r\n"
-            )?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_owned())
+        crate::common::api_request(ns, "GET", path, token, "").unwrap_or_else(|e| (0, e))
     }
 
     /// Waits (at most 10 s) until the API answers `/healthz`.

@@ -27,8 +27,6 @@ mod schemathesis;
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,34 +34,13 @@ mod tests {
 
     use serde_json::Value;
 
-    use crate::common::{BRAID, Testbed, in_netns, require_root, serial, stop, udp_in};
+    use crate::common::{BRAID, TESTBED_API as API, Testbed, require_root, serial, stop, udp_in};
     use crate::schemathesis;
-
-    const API: &str = "127.0.0.1:7780";
 
     /// `GET path` from inside `ns`, with `token` if given: the status code and the body, or
     /// why there are none.
     fn get(ns: &str, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
-        let text = in_netns(ns, || -> std::io::Result<String> {
-            let mut s = TcpStream::connect(API)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: braid\r\nConnection: close\r\n{auth}\r\n"
-            )?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .map_err(|e| e.to_string())?;
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status line: {text}"))?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Ok((status, body.to_owned()))
+        crate::common::api_request(ns, "GET", path, token, "")
     }
 
     /// `GET /healthz`'s status.

@@ -505,3 +505,48 @@ impl Drop for Testbed {
         }
     }
 }
+
+/// The testbed's API (side a's `[api]`), as the root tests reach it from inside side a's
+/// namespace.
+pub(crate) const TESTBED_API: &str = "127.0.0.1:7780";
+
+/// One HTTP/1.1 request to the testbed's API from inside namespace `ns`, with `token` as a
+/// bearer token if given and `body` as a JSON body if not empty: the status code and the
+/// body, or why there are none (no connection, no status line).
+pub(crate) fn api_request(
+    ns: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let text = in_netns(ns, || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(TESTBED_API)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let content = if body.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+        };
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: braid\r\nConnection: close\r\n{auth}{content}\r\n{body}"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .map_err(|e| format!("{method} {path}: {e}"))?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: no status line: {text}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
+}
