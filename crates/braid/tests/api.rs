@@ -229,7 +229,11 @@ mod tests {
         let stats = request(&ns, "GET", "/v1/stats", t, "");
         assert_eq!(stats.status, 200, "{}", stats.body);
         let stats = stats.json();
-        assert!(stats["interval_ms"].as_u64() >= Some(900), "{stats}");
+        // About a second: the samples are the workers' snapshot times, taken once a second
+        // by the main loop but stamped when each worker last published, so under load one
+        // interval may be 0.8 s and the next 1.2 s (the rates divide by the true interval).
+        let interval = stats["interval_ms"].as_u64().unwrap_or(0);
+        assert!((500..=2_500).contains(&interval), "{stats}");
         assert_eq!(names(&stats["nics"]), ["link0", "link1"]);
         assert!(
             stats["nics"][0]["tx_pps"].as_u64() > Some(0),
