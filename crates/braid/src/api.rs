@@ -932,10 +932,7 @@ impl Daemon for Control {
             None => None,
         };
         let mut local = EngineFlowQuery {
-            direction: query.direction.map(|d| match d {
-                FlowDirection::Tx => EngineFlowDirection::Tx,
-                FlowDirection::Rx => EngineFlowDirection::Rx,
-            }),
+            direction: query.direction.map(engine_direction),
             nic,
             class,
             protocol: query.protocol,
@@ -1097,10 +1094,7 @@ fn top_flows(snaps: &[Snapshot]) -> Vec<FlowRate> {
                     id: r.id,
                 }
                 .global(),
-                direction: match r.direction {
-                    EngineFlowDirection::Tx => FlowDirection::Tx,
-                    EngineFlowDirection::Rx => FlowDirection::Rx,
-                },
+                direction: api_direction(r.direction),
                 rate_bps: r.rate_bps,
             })
         })
@@ -1160,6 +1154,22 @@ impl Control {
     }
 }
 
+/// The engine's flow direction in the API's terms.
+fn api_direction(d: EngineFlowDirection) -> FlowDirection {
+    match d {
+        EngineFlowDirection::Tx => FlowDirection::Tx,
+        EngineFlowDirection::Rx => FlowDirection::Rx,
+    }
+}
+
+/// The API's flow direction in the engine's terms.
+fn engine_direction(d: FlowDirection) -> EngineFlowDirection {
+    match d {
+        FlowDirection::Tx => EngineFlowDirection::Tx,
+        FlowDirection::Rx => EngineFlowDirection::Rx,
+    }
+}
+
 fn policy_name(p: ClassPolicy) -> PolicyName {
     match p {
         ClassPolicy::Pin => PolicyName::Pin,
@@ -1180,10 +1190,7 @@ fn flow_of(worker: usize, r: &FlowRow, names: &FlowNames, nics: &[NicInfo]) -> F
             id: r.id,
         }
         .global(),
-        direction: match r.direction {
-            EngineFlowDirection::Tx => FlowDirection::Tx,
-            EngineFlowDirection::Rx => FlowDirection::Rx,
-        },
+        direction: api_direction(r.direction),
         protocol: key.map_or(0, |k| k.protocol),
         src: key.map_or_else(String::new, |k| k.src.to_string()),
         dst: key.map_or_else(String::new, |k| k.dst.to_string()),
