@@ -227,6 +227,15 @@ pub struct EngineConfig {
     /// or queue absorbs such a burst, since the link was idle for as long (a TBF's bucket
     /// filled meanwhile). Zero restores strict pacing from the moment of sending.
     pub pacing_credit: Duration,
+    /// How much further ahead of its pacing schedule than `pacing_burst` a NIC may send a
+    /// packet of the strict (latency-critical) class (default 500 µs). Without it the
+    /// strict class skips braid's queue but still waits for the pacer's next slot, which
+    /// on a saturated link is up to one packet time of the slowest link, and longer when
+    /// the worker is busy at that moment. Its wire time still moves the schedule on, so
+    /// the other classes make up for it and the link's average rate does not change; the
+    /// link's own queue holds at most this much more (50 KB at 800 Mbit/s). Zero: the
+    /// strict class waits for the pacer like the rest.
+    pub pacing_strict_advance: Duration,
     /// Packets waiting for the virtual NIC (default 8192).
     pub deliver_queue_packets: usize,
     /// Events waiting for [`super::Engine::poll_event`] (default 1024).
@@ -286,6 +295,7 @@ impl EngineConfig {
             qos: QosConfig::default(),
             pacing_burst: Duration::from_micros(100),
             pacing_credit: Duration::from_millis(1),
+            pacing_strict_advance: Duration::from_micros(500),
             deliver_queue_packets: 8192,
             event_queue: 1024,
             auth: None,

@@ -184,6 +184,22 @@ impl NicRt {
         let ns = (wire_bytes * 8).saturating_mul(1_000_000_000) / self.pacing_bps.max(1);
         self.next_free = self.next_free.max(now.saturating_sub(credit)) + Duration::from_nanos(ns);
     }
+
+    /// How far ahead of its pacing schedule the NIC may send its next packet: `burst`, or
+    /// `burst + strict_advance` while the strict class has packets waiting (see
+    /// [`super::EngineConfig::pacing_strict_advance`]). For the timer, so it only looks at
+    /// whether the strict queue is non-empty; `poll_data` checks the actual head.
+    fn send_ahead(
+        &self,
+        strict: Option<u8>,
+        burst: Duration,
+        strict_advance: Duration,
+    ) -> Duration {
+        match strict {
+            Some(s) if self.queue.class_queued(ClassId(s)).0 > 0 => burst + strict_advance,
+            _ => burst,
+        }
+    }
 }
 
 /// The QoS classes as the TX path uses them, derived from [`EngineConfig::qos`].
@@ -1183,12 +1199,23 @@ impl Engine {
 
     fn poll_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let burst = self.config.pacing_burst;
+        let strict_burst = burst + self.config.pacing_strict_advance;
+        let strict = self.qos_classes.strict;
         for k in 0..MAX_NICS {
             let i = (self.rr + k) % MAX_NICS;
             let Some(n) = self.nics[i].as_mut() else {
                 continue;
             };
-            if n.queue.is_empty() || n.next_free > now + burst {
+            if n.queue.is_empty() || n.next_free > now + strict_burst {
+                continue;
+            }
+            // Ahead of the schedule by more than the burst: only the strict class's packet
+            // may go (its wire time still moves `next_free` on, so the bulk waits for it).
+            if n.next_free > now + burst
+                && n.queue
+                    .peek(now)
+                    .is_none_or(|head| Some(head.class.0) != strict)
+            {
                 continue;
             }
             let Some(p) = n.queue.dequeue(now).map(|d| d.handle) else {
@@ -1823,7 +1850,14 @@ impl Engine {
             .iter()
             .flatten()
             .filter(|n| !n.queue.is_empty())
-            .map(|n| n.next_free.saturating_sub(self.config.pacing_burst))
+            .map(|n| {
+                let ahead = n.send_ahead(
+                    self.qos_classes.strict,
+                    self.config.pacing_burst,
+                    self.config.pacing_strict_advance,
+                );
+                n.next_free.saturating_sub(ahead)
+            })
             .chain(self.tunnel_pacing_timeout())
             .min();
         [

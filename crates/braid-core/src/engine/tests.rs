@@ -985,6 +985,71 @@ fn a_late_engine_catches_up_on_its_pacing_schedule_within_the_credit() {
     assert!(without <= 3, "without credit: {without}");
 }
 
+/// On a link the bulk keeps saturated, a latency-critical packet does not wait for the
+/// pacer's next slot: it may go up to `pacing_strict_advance` ahead of the schedule, the bulk
+/// may not, and the timer says so. Beyond the advance the strict class is paced too, and its
+/// wire time still moves the schedule on (the bulk makes up for it).
+#[test]
+fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
+    // (feed packets sent at once, bulk packets sent at once, poll_timeout after the burst)
+    let run = |advance: Duration| {
+        let mut specs = nics(1, 1472);
+        specs[0].capacity_bps = 100_000_000; // a 1000-byte packet: about 85 µs of wire time
+        let mut cfg = EngineConfig::new(specs);
+        cfg.pacing_strict_advance = advance;
+        cfg.classes.push(FlowClass::duplicated_feed(7000));
+        let (mut a, _b) = pair(cfg);
+        let t0 = Instant::from_millis(1);
+        for seq in 0..100 {
+            assert_eq!(
+                a.handle_tx(t0, &udp_packet(5000, seq, 1000)),
+                TxVerdict::Queued
+            );
+        }
+        let mut buf = vec![0u8; 2048];
+        // The bulk's burst (and the first probe, with the other timers run): the schedule is
+        // now `pacing_burst` ahead, and the next timer is the bulk's slot.
+        a.handle_timeout(t0);
+        while a.poll_transmit(t0, &mut buf).is_some() {}
+        let bulk_timer = a.poll_timeout().unwrap();
+        assert!(
+            bulk_timer > t0,
+            "the bulk waits for its slot: {bulk_timer:?}"
+        );
+        // 100 feed packets of ~290 bytes on the wire (about 23 µs each) arrive now.
+        for seq in 0..100 {
+            assert_eq!(
+                a.handle_tx(t0, &udp_packet(7000, seq, 200)),
+                TxVerdict::Queued
+            );
+        }
+        let timer = a.poll_timeout().unwrap();
+        let (mut feed, mut bulk) = (0, 0);
+        while let Some(t) = a.poll_transmit(t0, &mut buf) {
+            if t.len > 1000 {
+                bulk += 1;
+            } else {
+                feed += 1;
+            }
+        }
+        let moved = a.nic_next_send(NicId(0)).unwrap() - bulk_timer;
+        (feed, bulk, timer <= t0, moved)
+    };
+    // 500 µs at about 23 µs a packet: 21 or 22 go at once (one may start on the last
+    // credit); the rest wait for the schedule, and so does the bulk, now further back.
+    let (feed, bulk, timer_now, moved) = run(Duration::from_micros(500));
+    assert!((20..=23).contains(&feed), "feed sent ahead: {feed}");
+    assert_eq!(bulk, 0, "the bulk waits for its slot");
+    assert!(timer_now, "the timer is due at once while the feed may go");
+    assert!(
+        moved >= Duration::from_micros(480) && moved <= Duration::from_micros(530),
+        "the feed's wire time moved the schedule on: {moved:?}"
+    );
+    // No advance: the feed waits for the pacer like the bulk (it still goes first).
+    let (feed, bulk, timer_now, _) = run(Duration::ZERO);
+    assert_eq!((feed, bulk, timer_now), (0, 0, false));
+}
+
 /// A flow refused while every link was down is placed again as soon as a link comes back,
 /// not only after the rest of its admission retry delay (100 ms): a peer that starts a few
 /// ms late must not cost the first flow 100 ms of drops.

@@ -554,10 +554,12 @@ impl Dataplane {
         while !self.stop.load(Ordering::Acquire) {
             self.turns += 1;
             self.wait_budget = BACKPRESSURE_WAIT;
-            let t = now();
             self.read_steered();
-            self.read_vnic(t);
-            let drained = self.read_nics(t) & self.read_handed(t) & self.read_tunnels(t);
+            // Each batch is handled at the time it was read, not at the turn's start: the
+            // pacer releases a link's next packet by that clock, and a turn can take a few
+            // hundred µs under load.
+            let drained = self.read_ports() & self.read_handed(now()) & self.read_tunnels(now());
+            let t = now();
             // Timers run once every NIC has been read dry, or at least every
             // TIMERS_AT_LEAST so a flood on one NIC cannot stop them.
             if drained || t.saturating_duration_since(last_timers) >= TIMERS_AT_LEAST {
@@ -587,73 +589,96 @@ impl Dataplane {
         })
     }
 
-    fn read_vnic(&mut self, now: Instant) {
-        for q in 0..self.vnic.len() {
-            for _ in 0..BATCHES_PER_TURN {
-                match self.vnic[q].recv_batch(&mut self.vnic_rx) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        for pkt in self.vnic_rx.iter() {
-                            // The verdict is counted by the engine (drops by reason).
-                            let _ = self.engine.handle_tx(now, pkt);
-                        }
-                        // Drain between batches so the NIC queues never overflow.
-                        self.drain_transmit(now);
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = q, error = %e, "vNIC read failed");
-                        break;
-                    }
+    /// Read the vNIC queues and the NICs one batch at a time, in rounds: each round takes a
+    /// batch from every vNIC queue (for the first [`BATCHES_PER_TURN`] rounds) and from every
+    /// NIC not yet read dry, for at most [`RX_BATCHES_PER_TURN`] rounds. A packet waiting on
+    /// one port therefore waits for at most one batch of each other port, not for a whole
+    /// burst of them: a latency-critical reply on a NIC is not held up behind four vNIC
+    /// batches of bulk, nor a request on the vNIC behind sixteen NIC batches.
+    ///
+    /// Returns `true` if every NIC was read dry: only then may the engine's timers run,
+    /// because a datagram still unread in one NIC's socket is not late, however long the
+    /// reorder buffer has waited for it (the worker, not the link, was slow).
+    fn read_ports(&mut self) -> bool {
+        // Bit i: NIC i may still have packets (at most MAX_NICS, so 64 bits are plenty).
+        let mut nics_open: u64 = (1u64 << self.nics.len().min(63)) - 1;
+        let mut vnic_open: u64 = (1u64 << self.vnic.len().min(63)) - 1;
+        for round in 0..RX_BATCHES_PER_TURN {
+            if round == BATCHES_PER_TURN {
+                vnic_open = 0;
+            }
+            if nics_open == 0 && vnic_open == 0 {
+                break;
+            }
+            for q in 0..self.vnic.len() {
+                if vnic_open & (1 << q) != 0 && !self.read_vnic_batch(q) {
+                    vnic_open &= !(1 << q);
                 }
+            }
+            for i in 0..self.nics.len() {
+                if nics_open & (1 << i) != 0 && !self.read_nic_batch(i) {
+                    nics_open &= !(1 << i);
+                }
+            }
+        }
+        nics_open == 0
+    }
+
+    /// One batch from vNIC queue `q`, handed to the engine and sent. Returns `false` if the
+    /// queue had nothing (or failed: logged).
+    fn read_vnic_batch(&mut self, q: usize) -> bool {
+        match self.vnic[q].recv_batch(&mut self.vnic_rx) {
+            Ok(0) => false,
+            Ok(_) => {
+                let now = now();
+                for pkt in self.vnic_rx.iter() {
+                    // The verdict is counted by the engine (drops by reason).
+                    let _ = self.engine.handle_tx(now, pkt);
+                }
+                // Drain between batches so the NIC queues never overflow.
+                self.drain_transmit(now);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(queue = q, error = %e, "vNIC read failed");
+                false
             }
         }
     }
 
-    /// Read every NIC until it has nothing more (or [`RX_BATCHES_PER_TURN`] batches). Returns
-    /// `true` if every NIC was drained: only then may the engine's timers run, because a
-    /// datagram still unread in one NIC's socket is not late, however long the reorder
-    /// buffer has waited for it (the worker, not the link, was slow).
-    fn read_nics(&mut self, now: Instant) -> bool {
-        let mut drained = true;
-        for i in 0..self.nics.len() {
-            let mut emptied = false;
-            for _ in 0..RX_BATCHES_PER_TURN {
-                let nic = &mut self.nics[i];
-                match nic.transport.recv_batch(&mut self.nic_rx) {
-                    Ok(0) => {
-                        emptied = true;
-                        break;
+    /// One batch from NIC `i`, handed to the engine and delivered. Returns `false` if the NIC
+    /// had nothing (or failed: logged).
+    fn read_nic_batch(&mut self, i: usize) -> bool {
+        let nic = &mut self.nics[i];
+        match nic.transport.recv_batch(&mut self.nic_rx) {
+            Ok(0) => false,
+            Ok(_) => {
+                let now = now();
+                for k in 0..self.nic_rx.len() {
+                    // In place: an encrypted packet is decrypted where it lies.
+                    let Some(pkt) = self.nic_rx.get_mut(k) else {
+                        continue;
+                    };
+                    // `per-nic` receive: another worker's session goes to it.
+                    if let Some(steer) = self.steer.as_mut()
+                        && let Some(owner) = steer.rx_owner(pkt)
+                    {
+                        steer.hand_off_rx(owner, nic.id, pkt);
+                        continue;
                     }
-                    Ok(_) => {
-                        for k in 0..self.nic_rx.len() {
-                            // In place: an encrypted packet is decrypted where it lies.
-                            let Some(pkt) = self.nic_rx.get_mut(k) else {
-                                continue;
-                            };
-                            // `per-nic` receive: another worker's session goes to it.
-                            if let Some(steer) = self.steer.as_mut()
-                                && let Some(owner) = steer.rx_owner(pkt)
-                            {
-                                steer.hand_off_rx(owner, nic.id, pkt);
-                                continue;
-                            }
-                            self.engine.handle_rx_mut(now, nic.id, pkt);
-                        }
-                        if let Some(steer) = self.steer.as_mut() {
-                            steer.wake_peers();
-                        }
-                        self.drain_deliver(now);
-                    }
-                    Err(e) => {
-                        tracing::warn!(nic = %nic.name, error = %e, "NIC receive failed");
-                        emptied = true;
-                        break;
-                    }
+                    self.engine.handle_rx_mut(now, nic.id, pkt);
                 }
+                if let Some(steer) = self.steer.as_mut() {
+                    steer.wake_peers();
+                }
+                self.drain_deliver(now);
+                true
             }
-            drained &= emptied;
+            Err(e) => {
+                tracing::warn!(nic = %nic.name, error = %e, "NIC receive failed");
+                false
+            }
         }
-        drained
     }
 
     /// Give this worker's engine the braid packets other workers read from their NICs for
@@ -925,6 +950,7 @@ impl Dataplane {
         if wait.is_zero() {
             return Ok(());
         }
+        let deadline = t + wait;
         // Busy polling: after a turn that moved packets, look again without sleeping for up
         // to `busy_poll` (never past the wait), so the next packet finds the thread awake.
         let moved = self.packets_moved();
@@ -951,6 +977,12 @@ impl Dataplane {
                 }
                 std::hint::spin_loop();
             }
+        }
+        // Only what is left of the wait after the spin: a pacer slot or a timer due during
+        // the spin is due now, not a whole `wait` later.
+        let wait = deadline.saturating_duration_since(now());
+        if wait.is_zero() {
+            return Ok(());
         }
         let ts = rustix::time::Timespec {
             tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),

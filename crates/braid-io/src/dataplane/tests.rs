@@ -511,3 +511,109 @@ fn a_policy_replacement_is_refused_through_the_plain_apply_path() {
     assert_eq!(rx.try_recv().expect("answered"), Err(e));
     assert!(dp.engine.config().tx_rules.is_empty(), "nothing changed");
 }
+
+/// A transport that notes every non-empty batch it gives, by port name, in a log shared by
+/// the ports of one worker: the order in which the worker reads them.
+#[derive(Debug)]
+struct Logged {
+    name: &'static str,
+    inner: PipePort,
+    log: Arc<std::sync::Mutex<Vec<(&'static str, usize)>>>,
+}
+
+impl NicTransport for Logged {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.fd()
+    }
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+        let n = self.inner.recv_batch(batch)?;
+        if n > 0 {
+            self.log.lock().expect("log").push((self.name, n));
+        }
+        Ok(n)
+    }
+    fn queue(&mut self, packet: &[u8]) -> Result<(), QueueError> {
+        self.inner.queue(packet)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn has_backlog(&self) -> bool {
+        self.inner.has_backlog()
+    }
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+    fn stats(&self) -> TransportStats {
+        self.inner.stats()
+    }
+    fn maintain(&mut self) -> bool {
+        self.inner.maintain()
+    }
+}
+
+/// One turn reads its ports a batch at a time, in rounds, not one port for a burst of
+/// batches: a packet on the NIC waits behind at most one vNIC batch (here: bulk from the
+/// application), the vNIC stops after its four batches, and the NIC goes on for its sixteen.
+#[test]
+fn a_turn_reads_the_vnic_and_the_nics_a_batch_at_a_time_in_rounds() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let engine = Engine::new(
+        EngineConfig::new(vec![NicSpec::udp_ipv4(NicId(0), "n0", 1_000_000_000, 1500)]),
+        now(),
+    )
+    .expect("engine");
+    let (vnic, app) = PipePort::pair(1500, 4096).expect("vnic");
+    let (nic, mut wire) = PipePort::connected(1500, 4096).expect("nic");
+    // Small batches keep the sockets' queues short.
+    let config = DataplaneConfig {
+        batch: 8,
+        ..DataplaneConfig::default()
+    };
+    // The application has 6 batches of bulk for the vNIC; the peer 20 batches for the NIC
+    // (runts: counted drops, which is all this test needs of them).
+    for _ in 0..6 * config.batch {
+        app.send(&udp_v4(5000, 100)).expect("app send");
+    }
+    for _ in 0..20 * config.batch {
+        wire.queue(&[0u8; 8]).expect("queue");
+        wire.flush().expect("wire send");
+    }
+    let logged = |name, inner| {
+        Box::new(Logged {
+            name,
+            inner,
+            log: Arc::clone(&log),
+        })
+    };
+    let mut w = Dataplane::new(
+        engine,
+        vec![NicPort {
+            id: NicId(0),
+            name: "n0".into(),
+            transport: logged("nic", nic),
+        }],
+        vec![logged("vnic", vnic) as Box<dyn NicTransport>],
+        Rss::new(ToeplitzKey::MICROSOFT, 1).expect("rss"),
+        config,
+    )
+    .expect("dataplane");
+    let order = |log: &std::sync::Mutex<Vec<(&'static str, usize)>>| {
+        let mut l = log.lock().expect("log");
+        let order: Vec<&str> = l.iter().map(|e| e.0).collect();
+        l.clear();
+        order
+    };
+    assert!(!w.read_ports(), "the NIC has more than one turn's worth");
+    let mut expected = Vec::new();
+    for round in 0..RX_BATCHES_PER_TURN {
+        if round < BATCHES_PER_TURN {
+            expected.push("vnic");
+        }
+        expected.push("nic");
+    }
+    assert_eq!(order(&log), expected);
+    // The next turn: the rest of both (2 and 4 batches), and the NIC is read dry.
+    assert!(w.read_ports(), "the NIC is dry");
+    assert_eq!(order(&log), ["vnic", "nic", "vnic", "nic", "nic", "nic"]);
+}
