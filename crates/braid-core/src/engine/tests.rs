@@ -1008,7 +1008,7 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
         }
         let mut buf = vec![0u8; 2048];
         // The bulk's burst (and the first probe, with the other timers run): the schedule is
-        // now `pacing_burst` ahead, and the next timer is the bulk's slot.
+        // now `pacing_burst` ahead, and the next timer is the bulk's.
         a.handle_timeout(t0);
         while a.poll_transmit(t0, &mut buf).is_some() {}
         let bulk_timer = a.poll_timeout().unwrap();
@@ -1016,6 +1016,9 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
             bulk_timer > t0,
             "the bulk waits for its slot: {bulk_timer:?}"
         );
+        // Its timer comes when half the burst is left, so a wake-up sends more than one.
+        let slot = a.nic_next_send(NicId(0)).unwrap();
+        assert_eq!(bulk_timer, slot + Duration::from_micros(50));
         // 100 feed packets of ~290 bytes on the wire (about 23 µs each) arrive now.
         for seq in 0..100 {
             assert_eq!(
@@ -1032,7 +1035,7 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
                 feed += 1;
             }
         }
-        let moved = a.nic_next_send(NicId(0)).unwrap() - bulk_timer;
+        let moved = a.nic_next_send(NicId(0)).unwrap() - slot;
         (feed, bulk, timer <= t0, moved)
     };
     // 500 µs at about 23 µs a packet: 21 or 22 go at once (one may start on the last
