@@ -756,24 +756,34 @@ mod tests {
         ip(&["-n", &nb, "link", "set", "nic1", "up"]);
         tb.wait_links_up(2);
         let before = tb.stats('a')["nics"][1]["tx_bytes"].as_u64().unwrap_or(0);
-        let (c, s) = tcp_transfer(&tb, "20M", 5202, || {});
-        assert_eq!(c["blake3"], s["blake3"]);
-        std::thread::sleep(Duration::from_millis(1200));
-        let a = tb.stats('a');
+        // Data, not probes: a probe every 5 ms is about 20 kB/s, under 100 kB in the window of
+        // one transfer. How much of a stream the returned link gets depends on when its
+        // health and the scheduler's view of it (delay, loss) have settled after the outage,
+        // so the bar is 200 kB (about 150 full packets), not a share, and there are up to
+        // five 20 MB transfers to reach it: under load, the first one sometimes went all on
+        // link0 (CI, 2026-11-28), and another run gave link1 0.74 MB of the first.
+        let mut after = before;
+        let mut a = Value::Null;
+        for attempt in 0..5u16 {
+            let (c, s) = tcp_transfer(&tb, "20M", 5202 + attempt, || {});
+            assert_eq!(c["blake3"], s["blake3"]);
+            std::thread::sleep(Duration::from_millis(1200));
+            a = tb.stats('a');
+            after = a["nics"][1]["tx_bytes"].as_u64().unwrap_or(0);
+            if after > before + 200_000 {
+                break;
+            }
+        }
         assert_eq!(a["nics"][1]["open"], true);
         assert!(
             a["nics"][1]["transport"]["reopened"].as_u64().unwrap_or(0) >= 1,
             "{}",
             a["nics"][1]
         );
-        let after = a["nics"][1]["tx_bytes"].as_u64().unwrap_or(0);
-        // Data, not probes: a probe every 5 ms is about 20 kB/s, under 100 kB in this window
-        // of a few seconds. How much of the stream the returned link gets depends on when
-        // its health says Up again, so the bar is 200 kB (about 150 full packets), not a
-        // share (one run under load gave it 0.74 MB of the 20 MB).
         assert!(
             after > before + 200_000,
-            "link1 carries traffic again: {before} -> {after}"
+            "link1 carries traffic again: {before} -> {after}\n{}",
+            a["nics"][1]
         );
     }
 }
