@@ -175,6 +175,11 @@ struct NicRt {
     /// The one-way delay of the last packet heard on it, for the delay-variation histogram
     /// (`engine/metrics.rs`).
     delay_step: DelayStep,
+    /// `poll_data` found the schedule more than the burst ahead and the strict class's
+    /// packets held back by its starvation guard: the timer must not come early for them
+    /// (it would come again at once, and the worker would spin until the guard refills).
+    /// Cleared at the next send that is within the burst.
+    strict_held: bool,
 }
 
 impl NicRt {
@@ -199,7 +204,9 @@ impl NicRt {
         strict_advance: Duration,
     ) -> Duration {
         match strict {
-            Some(s) if self.queue.class_queued(ClassId(s)).0 > 0 => burst + strict_advance,
+            Some(s) if !self.strict_held && self.queue.class_queued(ClassId(s)).0 > 0 => {
+                burst + strict_advance
+            }
             _ => burst / 2,
         }
     }
@@ -546,6 +553,7 @@ impl Engine {
                     next_free: now,
                     pacing_bps: spec.capacity_bps,
                     delay_step: DelayStep::default(),
+                    strict_held: false,
                 });
         }
         // Every queued piece may hold its own slot, in any class of any NIC.
@@ -891,8 +899,11 @@ impl Engine {
         }
         // Every piece fits (checked above), so a refusal here is not expected; it is counted
         // and its share of the slot released all the same.
+        let is_strict = self.qos_classes.strict == Some(class);
         for p in pieces {
             if let Some(n) = self.nics[p.nic.index()].as_mut() {
+                // A new strict packet: the guard may let it go, `poll_data` looks again.
+                n.strict_held &= !is_strict;
                 let piece = TxPiece {
                     slot,
                     offset: p.offset,
@@ -1214,12 +1225,16 @@ impl Engine {
             }
             // Ahead of the schedule by more than the burst: only the strict class's packet
             // may go (its wire time still moves `next_free` on, so the bulk waits for it).
-            if n.next_free > now + burst
-                && n.queue
+            if n.next_free > now + burst {
+                n.strict_held = n
+                    .queue
                     .peek(now)
-                    .is_none_or(|head| Some(head.class.0) != strict)
-            {
-                continue;
+                    .is_none_or(|head| Some(head.class.0) != strict);
+                if n.strict_held {
+                    continue;
+                }
+            } else {
+                n.strict_held = false;
             }
             let Some(p) = n.queue.dequeue(now).map(|d| d.handle) else {
                 continue;

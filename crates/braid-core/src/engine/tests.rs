@@ -1053,6 +1053,60 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
     assert_eq!((feed, bulk, timer_now), (0, 0, false));
 }
 
+/// The advance is for a strict packet its starvation guard lets out: while the guard holds
+/// the strict class back, the timer is the bulk's, not "at once" (which would come again at
+/// once and keep the worker spinning until the guard refills).
+#[test]
+fn a_strict_class_held_by_its_guard_does_not_make_the_timer_come_early() {
+    let mut specs = nics(1, 1472);
+    specs[0].capacity_bps = 1_000_000_000; // the guard, not the advance, stops the feed
+    let mut cfg = EngineConfig::new(specs);
+    cfg.classes.push(FlowClass::duplicated_feed(7000));
+    // One largest packet of credit (the least a guard may hold), refilled at 8 kbit/s.
+    let burst_bytes = cfg.vnic_mtu.max(cfg.qos.max_packet_bytes);
+    let strict = cfg
+        .qos
+        .classes
+        .iter_mut()
+        .find(|c| matches!(c.kind, crate::qos::ClassKind::Strict { .. }))
+        .expect("the default QoS has a strict class");
+    strict.kind = crate::qos::ClassKind::Strict {
+        guard: Some(crate::qos::RateConfig {
+            rate_bps: 8_000,
+            burst_bytes,
+        }),
+    };
+    let (mut a, _b) = pair(cfg);
+    let t0 = Instant::from_millis(1);
+    // More bulk than the first burst sends (1.1 ms of the link), so it stays active and the
+    // guard, not an idle bulk class, decides.
+    for seq in 0..400 {
+        assert_eq!(
+            a.handle_tx(t0, &udp_packet(5000, seq, 1000)),
+            TxVerdict::Queued
+        );
+    }
+    let mut buf = vec![0u8; 2048];
+    a.handle_timeout(t0);
+    while a.poll_transmit(t0, &mut buf).is_some() {}
+    for seq in 0..100 {
+        assert_eq!(
+            a.handle_tx(t0, &udp_packet(7000, seq, 200)),
+            TxVerdict::Queued
+        );
+    }
+    let mut feed = 0;
+    while let Some(t) = a.poll_transmit(t0, &mut buf) {
+        assert!(t.len < 1000, "no bulk ahead of the schedule");
+        feed += 1;
+    }
+    assert!((1..100).contains(&feed), "the guard let some go: {feed}");
+    // The rest wait for the guard: the timer is in the future (without the guard's hold it
+    // would be due at once, again and again).
+    let timer = a.poll_timeout().unwrap();
+    assert!(timer > t0, "{timer:?}");
+}
+
 /// A flow refused while every link was down is placed again as soon as a link comes back,
 /// not only after the rest of its admission retry delay (100 ms): a peer that starts a few
 /// ms late must not cost the first flow 100 ms of drops.
