@@ -683,7 +683,7 @@ impl Dataplane {
 
     /// Give this worker's engine the braid packets other workers read from their NICs for
     /// it (`per-nic` receive), and send their buffers home. Returns `true` if the lanes were
-    /// emptied (as [`Dataplane::read_nics`], for the timers).
+    /// emptied (as [`Dataplane::read_ports`] for the NICs, for the timers).
     fn read_handed(&mut self, now: Instant) -> bool {
         for _ in 0..steer::INBOX_TURNS {
             let Some(steer) = self.steer.as_mut() else {

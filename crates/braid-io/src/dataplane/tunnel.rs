@@ -283,7 +283,7 @@ impl Dataplane {
 
     /// Read every receiving tunnel port until it has nothing more (or
     /// `RX_BATCHES_PER_TURN` batches) into the engine, then deliver. Returns `true` if
-    /// every port was read dry (as `read_nics`, for the timers).
+    /// every port was read dry (as `read_ports` for the NICs, for the timers).
     pub(super) fn read_tunnels(&mut self, now: Instant) -> bool {
         let mut drained = true;
         let mut any = false;
