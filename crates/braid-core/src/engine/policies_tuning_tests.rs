@@ -9,12 +9,12 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
 use core::time::Duration;
 
 use braid_wire::{BraidPacket, PacketType};
 
 use super::Policies;
+use crate::engine::tests::udp_packet;
 use crate::engine::{
     ClassMatch, ClassPolicy, Command, CommandError, Engine, EngineConfig, FlowClass, FlowDirection,
     FlowQuery, NicSpec, TxVerdict,
@@ -28,24 +28,6 @@ fn config(n: u8) -> EngineConfig {
             .map(|i| NicSpec::udp_ipv4(NicId(i), &alloc::format!("link{i}"), 1_000_000_000, 1500))
             .collect(),
     )
-}
-
-/// An IPv4/UDP packet to `dst_port` with `payload_len` bytes of a pattern from `seq`.
-fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload_len];
-    for (i, b) in p[28..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-    braid_wire::ip::emit_udp_ipv4(
-        &mut p,
-        Ipv4Addr::new(10, 0, 0, 1),
-        Ipv4Addr::new(10, 0, 0, 2),
-        4000,
-        dst_port,
-        0,
-    )
-    .unwrap();
-    p
 }
 
 /// Every braid data packet `e` sends now: (NIC, bytes). Probes are left out.

@@ -24,8 +24,9 @@ fn nics(n: u8, mtu: u32) -> Vec<NicSpec> {
         .collect()
 }
 
-/// An IPv4/UDP packet with `payload_len` bytes of a pattern derived from `seq`.
-fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
+/// An IPv4/UDP packet with `payload_len` bytes of a pattern derived from `seq` (also used
+/// by `policies.rs`'s tuning tests).
+pub(super) fn udp_packet(dst_port: u16, seq: u32, payload_len: usize) -> Vec<u8> {
     let mut p = vec![0u8; 28 + payload_len];
     for (i, b) in p[28..].iter_mut().enumerate() {
         *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
@@ -985,6 +986,33 @@ fn a_late_engine_catches_up_on_its_pacing_schedule_within_the_credit() {
     assert!(without <= 3, "without credit: {without}");
 }
 
+/// One NIC paced at `capacity_bps`, and the duplicated feed (UDP port 7000) in the strict
+/// class.
+fn paced_feed_config(capacity_bps: u64) -> EngineConfig {
+    let mut specs = nics(1, 1472);
+    specs[0].capacity_bps = capacity_bps;
+    let mut cfg = EngineConfig::new(specs);
+    cfg.classes.push(FlowClass::duplicated_feed(7000));
+    cfg
+}
+
+/// Queue `count` UDP packets of `len` payload bytes to `port` at `now`, each accepted.
+fn queue_udp(a: &mut Engine, now: Instant, port: u16, count: u32, len: usize) {
+    for seq in 0..count {
+        assert_eq!(
+            a.handle_tx(now, &udp_packet(port, seq, len)),
+            TxVerdict::Queued
+        );
+    }
+}
+
+/// Run the timers (the first probe goes) and send all the pacer lets out at `now`: the
+/// schedule is then `pacing_burst` ahead.
+fn send_burst(a: &mut Engine, now: Instant, buf: &mut [u8]) {
+    a.handle_timeout(now);
+    while a.poll_transmit(now, buf).is_some() {}
+}
+
 /// On a link the bulk keeps saturated, a latency-critical packet does not wait for the
 /// pacer's next slot: it may go up to `pacing_strict_advance` ahead of the schedule, the bulk
 /// may not, and the timer says so. Beyond the advance the strict class is paced too, and its
@@ -993,24 +1021,15 @@ fn a_late_engine_catches_up_on_its_pacing_schedule_within_the_credit() {
 fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
     // (feed packets sent at once, bulk packets sent at once, poll_timeout after the burst)
     let run = |advance: Duration| {
-        let mut specs = nics(1, 1472);
-        specs[0].capacity_bps = 100_000_000; // a 1000-byte packet: about 85 µs of wire time
-        let mut cfg = EngineConfig::new(specs);
+        // A 1000-byte packet: about 85 µs of wire time.
+        let mut cfg = paced_feed_config(100_000_000);
         cfg.pacing_strict_advance = advance;
-        cfg.classes.push(FlowClass::duplicated_feed(7000));
         let (mut a, _b) = pair(cfg);
         let t0 = Instant::from_millis(1);
-        for seq in 0..100 {
-            assert_eq!(
-                a.handle_tx(t0, &udp_packet(5000, seq, 1000)),
-                TxVerdict::Queued
-            );
-        }
+        queue_udp(&mut a, t0, 5000, 100, 1000);
         let mut buf = vec![0u8; 2048];
-        // The bulk's burst (and the first probe, with the other timers run): the schedule is
-        // now `pacing_burst` ahead, and the next timer is the bulk's.
-        a.handle_timeout(t0);
-        while a.poll_transmit(t0, &mut buf).is_some() {}
+        // The bulk's burst: the next timer is the bulk's.
+        send_burst(&mut a, t0, &mut buf);
         let bulk_timer = a.poll_timeout().unwrap();
         assert!(
             bulk_timer > t0,
@@ -1020,12 +1039,7 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
         let slot = a.nic_next_send(NicId(0)).unwrap();
         assert_eq!(bulk_timer, slot + Duration::from_micros(50));
         // 100 feed packets of ~290 bytes on the wire (about 23 µs each) arrive now.
-        for seq in 0..100 {
-            assert_eq!(
-                a.handle_tx(t0, &udp_packet(7000, seq, 200)),
-                TxVerdict::Queued
-            );
-        }
+        queue_udp(&mut a, t0, 7000, 100, 200);
         let timer = a.poll_timeout().unwrap();
         let (mut feed, mut bulk) = (0, 0);
         while let Some(t) = a.poll_transmit(t0, &mut buf) {
@@ -1058,10 +1072,8 @@ fn the_strict_class_goes_ahead_of_the_pacing_schedule_by_at_most_the_advance() {
 /// once and keep the worker spinning until the guard refills).
 #[test]
 fn a_strict_class_held_by_its_guard_does_not_make_the_timer_come_early() {
-    let mut specs = nics(1, 1472);
-    specs[0].capacity_bps = 1_000_000_000; // the guard, not the advance, stops the feed
-    let mut cfg = EngineConfig::new(specs);
-    cfg.classes.push(FlowClass::duplicated_feed(7000));
+    // 1 Gbit/s: the guard, not the advance, stops the feed.
+    let mut cfg = paced_feed_config(1_000_000_000);
     // One largest packet of credit (the least a guard may hold), refilled at 8 kbit/s.
     let burst_bytes = cfg.vnic_mtu.max(cfg.qos.max_packet_bytes);
     let strict = cfg
@@ -1080,21 +1092,10 @@ fn a_strict_class_held_by_its_guard_does_not_make_the_timer_come_early() {
     let t0 = Instant::from_millis(1);
     // More bulk than the first burst sends (1.1 ms of the link), so it stays active and the
     // guard, not an idle bulk class, decides.
-    for seq in 0..400 {
-        assert_eq!(
-            a.handle_tx(t0, &udp_packet(5000, seq, 1000)),
-            TxVerdict::Queued
-        );
-    }
+    queue_udp(&mut a, t0, 5000, 400, 1000);
     let mut buf = vec![0u8; 2048];
-    a.handle_timeout(t0);
-    while a.poll_transmit(t0, &mut buf).is_some() {}
-    for seq in 0..100 {
-        assert_eq!(
-            a.handle_tx(t0, &udp_packet(7000, seq, 200)),
-            TxVerdict::Queued
-        );
-    }
+    send_burst(&mut a, t0, &mut buf);
+    queue_udp(&mut a, t0, 7000, 100, 200);
     let mut feed = 0;
     while let Some(t) = a.poll_transmit(t0, &mut buf) {
         assert!(t.len < 1000, "no bulk ahead of the schedule");
